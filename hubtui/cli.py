@@ -1,0 +1,92 @@
+"""The `hubtui` command line: a click group whose default (no subcommand) opens the TUI.
+
+Library code raises `QuantError`/`HubtuiError` with one-line messages; `main` turns them into
+`hubtui: error: ...` on stderr with exit status 1 (a traceback only with `--debug`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+
+from hubtui import __version__
+
+SUBCOMMANDS = (
+    "convert",
+    "plan",
+    "hw",
+    "search",
+    "download",
+    "cache",
+    "smoke",
+    "chat",
+    "inspect",
+    "demo",
+)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hubtui")
+@click.option("--debug", is_flag=True, envvar="HUBTUI_DEBUG", help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """hubtui: browse, download, quantise, size and chat with Llama and Mistral models.
+
+    Run without a command to open the terminal app.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if debug:
+        os.environ["HUBTUI_DEBUG"] = "1"
+    if ctx.invoked_subcommand is None:
+        from hubtui.app.app import HubtuiApp
+
+        HubtuiApp().run()
+
+
+for _name in SUBCOMMANDS:
+    cli.add_command(importlib.import_module(f"hubtui.commands.{_name}").command, _name)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hubtui.errors import HubtuiError
+    from quant.errors import QuantError
+
+    return (QuantError, HubtuiError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("HUBTUI_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="hubtui", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("hubtui: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("hubtui: interrupted", err=True)
+        sys.exit(130)
+    except _user_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"hubtui: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            click.echo(f"hubtui: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""`hubtui hw`."""
+
+from __future__ import annotations
+
+import click
+
+from hubtui.commands._common import json_option, not_implemented
+
+
+@click.command("hw", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+def command(args: tuple[str, ...], as_json: bool) -> None:
+    """Show the RAM, GPUs and container limits that sizing uses."""
+    not_implemented("hw")

@@ -1,0 +1,10 @@
+"""Exceptions of the headless core.
+
+Every error a user can cause (bad input, a corrupt file, a type a row cannot hold) is a
+`QuantError` subclass whose message is one line naming the file, tensor, key or value at fault,
+so the CLI and the TUI can show it as is.
+"""
+
+
+class QuantError(Exception):
+    """A user-facing failure in the core (kernels, conversion, sizing, hardware)."""

@@ -1,0 +1,52 @@
+"""The command-line skeleton: help, version, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hubtui import __version__
+from hubtui.cli import SUBCOMMANDS, cli
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in out.stdout, name
+
+
+def test_version() -> None:
+    out = run("--version")
+    assert out.returncode == 0
+    assert __version__ in out.stdout
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(name: str) -> None:
+    out = run(name, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "Usage:" in out.stdout
+
+
+def test_unknown_subcommand_is_usage_error() -> None:
+    out = run("frobnicate")
+    assert out.returncode == 2
+    assert "No such command" in out.stderr
+
+
+def test_data_commands_take_json() -> None:
+    for name, cmd in cli.commands.items():
+        subs = getattr(cmd, "commands", None)
+        targets = list(subs.values()) if subs else [cmd]
+        for target in targets:
+            if target.name in {"rm", "chat", "demo"}:
+                continue
+            opts = {o for p in target.params for o in getattr(p, "opts", [])}
+            assert "--json" in opts, f"{name} {target.name} lacks --json"

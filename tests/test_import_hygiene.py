@@ -1,0 +1,39 @@
+"""The headless core must stay importable without any UI or runner library (the Harlequin pattern)."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import quant
+
+FORBIDDEN = ("textual", "rich", "hubtui", "llama_cpp")
+
+
+def _quant_modules() -> list[str]:
+    names = ["quant"]
+    for info in pkgutil.walk_packages(quant.__path__, prefix="quant."):
+        names.append(info.name)
+    return names
+
+
+def test_quant_imports_no_ui_or_runner() -> None:
+    modules = _quant_modules()
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(FORBIDDEN)!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    leaked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert leaked == [], f"quant imported {leaked}"
+
+
+def test_hygiene_check_can_fail() -> None:
+    """Guard the guard: the same probe does see a forbidden import when one happens."""
+    code = "import sys, textual; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "True"
