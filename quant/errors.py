@@ -8,3 +8,11 @@ so the CLI and the TUI can show it as is.
 
 class QuantError(Exception):
     """A user-facing failure in the core (kernels, conversion, sizing, hardware)."""
+
+
+class ConversionError(QuantError):
+    """A checkpoint cannot be converted (unsupported, inconsistent, corrupt or unsafe input)."""
+
+
+class GGUFError(QuantError):
+    """A file is not a readable GGUF (truncated, corrupt, wrong magic or version)."""
