@@ -1,0 +1,54 @@
+"""The contract every quantisation type implements, and the registry the front end looks types up in.
+
+One small class per ggml type (the shape of gguf-py's quants.py) so adding Q3_K or IQ4_NL later is a new
+class, not a new branch in the front end. The front end (quant/kernels/api.py) does all validation,
+dtype conversion, chunking and threading; a type only turns finite float32 rows into blocks and back.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+
+class QuantType:
+    """A ggml tensor type: fixed-size blocks of `block_size` elements stored in `type_size` bytes."""
+
+    name: ClassVar[str]
+    ggml_type: ClassVar[int]
+    block_size: ClassVar[int]
+    type_size: ClassVar[int]
+
+    @classmethod
+    def row_bytes(cls, cols: int) -> int:
+        return (cols // cls.block_size) * cls.type_size
+
+    @classmethod
+    def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
+        """Fill `out` (uint8 [rows, row_bytes], possibly a memmap slice) from finite float32 `x` [rows, cols].
+
+        Must be deterministic for any numba thread count.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
+        """Fill float32 `out` [rows, cols] from uint8 `data` [rows, row_bytes]."""
+        raise NotImplementedError
+
+    @classmethod
+    def invalid_row(cls, data: np.ndarray) -> int:
+        """First row whose stored scales llama.cpp's ggml_validate_row_data would reject, or -1."""
+        return -1
+
+
+QUANT_TYPES: dict[str, type[QuantType]] = {}
+
+_T = TypeVar("_T", bound=type[QuantType])
+
+
+def register(cls: _T) -> _T:
+    """Class decorator: make `cls` available to the front end under `cls.name`."""
+    QUANT_TYPES[cls.name] = cls
+    return cls
