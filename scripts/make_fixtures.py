@@ -1,0 +1,35 @@
+"""Build the test checkpoints: `python scripts/make_fixtures.py [OUT] [--only NAME ...]`.
+
+Without OUT they go to the cache the test suite uses ($HUBTUI_FIXTURE_CACHE or ~/.cache/hubtui/test-fixtures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.cache import build_into, cache_root  # noqa: E402
+from tests.fixtures.checkpoints import BUILDERS  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", nargs="?", type=Path, help="output directory (default: the test cache)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BUILDERS), help="build only this checkpoint"
+    )
+    args = parser.parse_args()
+    root = args.out or cache_root()
+    for name in args.only or BUILDERS:
+        start = time.perf_counter()
+        path = build_into(name, root)
+        size = sum(f.stat().st_size for f in path.iterdir())
+        print(f"{name:14} {size / 1e6:8.1f} MB  {time.perf_counter() - start:6.1f} s  {path}")
+
+
+if __name__ == "__main__":
+    main()
