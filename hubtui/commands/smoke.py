@@ -4,12 +4,73 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import json_option, not_implemented
+from hubtui.commands._common import echo_json, json_option
 
 
-@click.command("smoke", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def _gpu_layers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
+    if n < -1:
+        raise click.BadParameter(f"{n} must be -1 (all), 0 or more, or 'auto'")
+    return n
+
+
+@click.command("smoke")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--ctx",
+    "n_ctx",
+    type=click.IntRange(min=128),
+    default=1024,
+    show_default=True,
+    help="Context size to load with.",
+)
+@click.option(
+    "--gpu-layers",
+    default="auto",
+    show_default=True,
+    help="Layers to offload to the GPU: a number, -1 for all, or 'auto'.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Reference GGUF (say the F16 conversion): perplexity ratio and KL divergence against it.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds before a hung load or run is stopped.",
+)
 @json_option
-def command(args: tuple[str, ...], as_json: bool) -> None:
-    """Smoke-test a GGUF: load, tokenise, generate, perplexity, speed; prints a verdict."""
-    not_implemented("smoke")
+def command(
+    file: str, n_ctx: int, gpu_layers: str, baseline: str | None, timeout: float, as_json: bool
+) -> None:
+    """Smoke-test a GGUF: load, tokenise, generate, perplexity, speed; prints a verdict.
+
+    Exit status 0 for pass and warn, 1 for fail.
+    """
+    import sys
+
+    from hubtui.runner.smoke import run_smoke
+    from hubtui.runner.smoke_report import render_text
+
+    ngl = _gpu_layers(gpu_layers)
+
+    def progress(stage: str, message: str) -> None:
+        if not as_json:
+            click.echo(f"  {stage}: {message}", err=True)
+
+    report = run_smoke(
+        file, n_ctx=n_ctx, gpu_layers=ngl, baseline=baseline, timeout=timeout, on_progress=progress
+    )
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(render_text(report))
+    sys.exit(report.exit_code)
