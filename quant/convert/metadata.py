@@ -1,0 +1,160 @@
+"""The `general.*` metadata of a converted checkpoint, and the default output file name.
+
+llama.cpp's converter gathers these from the model card's YAML front matter, config.json,
+generation_config.json and the directory name (gguf-py `Metadata`); doing the same here gives the
+converted file the name, size label and base-model record users see in llama.cpp, Ollama and LM
+Studio, and the same default file name (`SmolLM2-135M-Instruct-Q4_K_M.gguf`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import yaml
+
+from quant.errors import ConversionError
+
+# generation_config.json key -> Metadata field, as gguf-py's Metadata.load maps them.
+_SAMPLING_KEYS = {
+    "sequence": "sampling_sequence",
+    "top_k": "sampling_top_k",
+    "top_p": "sampling_top_p",
+    "min_p": "sampling_min_p",
+    "xtc_probability": "sampling_xtc_probability",
+    "xtc_threshold": "sampling_xtc_threshold",
+    "temperature": "sampling_temp",
+    "penalty_last_n": "sampling_penalty_last_n",
+    "mirostat": "sampling_mirostat",
+    "mirostat_tau": "sampling_mirostat_tau",
+    "mirostat_eta": "sampling_mirostat_eta",
+}
+
+
+@dataclass
+class GeneralInfo:
+    """What a checkpoint says about itself, as llama.cpp's converter would record it."""
+
+    metadata: gguf.Metadata
+    n_params: int
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""
+
+    @property
+    def basename(self) -> str | None:
+        return self.metadata.basename
+
+    @property
+    def finetune(self) -> str | None:
+        return self.metadata.finetune
+
+    @property
+    def version(self) -> str | None:
+        return self.metadata.version
+
+    @property
+    def size_label(self) -> str | None:
+        return self.metadata.size_label
+
+    @property
+    def license(self) -> str | None:
+        value = self.metadata.license
+        return ",".join(value) if isinstance(value, list) else value
+
+    @property
+    def base_models(self) -> list[dict[str, Any]]:
+        return list(self.metadata.base_models or [])
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """Recommended sampler settings (top_k, top_p, temp, ...) that will be written, by short name."""
+        out = {}
+        for field in (*_SAMPLING_KEYS.values(), "sampling_penalty_repeat"):
+            value = getattr(self.metadata, field)
+            if value is not None:
+                out[field.removeprefix("sampling_")] = value
+        return out
+
+    def write_to(self, writer: gguf.GGUFWriter) -> None:
+        """Add `general.type` and the `general.*` KVs that follow general.architecture (reference §5.9 items 2-3)."""
+        writer.add_type(gguf.GGUFType.MODEL)
+        self.metadata.set_gguf_meta_model(writer)
+
+
+def load_general(
+    src: Path,
+    config: Mapping[str, Any],
+    *,
+    n_params: int,
+    n_experts: int | None = None,
+    expert_params: int | None = None,
+) -> GeneralInfo:
+    """Gather the general metadata of checkpoint `src`.
+
+    `n_params` is the element count of every tensor the GGUF will hold (rope_freqs included);
+    for a mixture of experts, `n_experts` is the expert count and `expert_params` the parameters of
+    ONE expert summed over all layers (gguf-py's convention), which give a size label like "8x7B".
+    """
+    src = Path(src).resolve()
+    card = _model_card(src)
+    generation = _generation_config(src)
+    meta = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, dict(config), src, n_params)
+
+    for key, field in _SAMPLING_KEYS.items():
+        if key in generation:
+            setattr(meta, field, generation[key])
+    repeat = generation.get("penalty_repeat", generation.get("repetition_penalty"))
+    if repeat is not None:
+        meta.sampling_penalty_repeat = repeat
+
+    if meta.name is None:
+        meta.name = src.name
+    if meta.size_label is None and n_params > 0:
+        if n_experts and expert_params:
+            shared = n_params - expert_params * n_experts
+            meta.size_label = gguf.size_label(n_params, shared, expert_params, n_experts)
+        else:
+            meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
+    return GeneralInfo(metadata=meta, n_params=n_params)
+
+
+def default_output_name(info: GeneralInfo, type_name: str) -> str:
+    """llama.cpp's default file name: <basename or name>-<size>-<finetune>-<version>-<TYPE>.gguf."""
+    meta = info.metadata
+    stem = gguf.naming_convention(
+        meta.name, meta.basename, meta.finetune, meta.version, meta.size_label, type_name
+    )
+    return f"{stem}.gguf"
+
+
+def _model_card(src: Path) -> dict[str, Any]:
+    """The README.md front matter; a malformed one is an error rather than silently dropped metadata."""
+    path = src / "README.md"
+    try:
+        return gguf.Metadata.load_model_card(src)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConversionError(f"{path}: front matter is not valid YAML{where} ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: cannot be read ({e})") from None
+
+
+def _generation_config(src: Path) -> dict[str, Any]:
+    # llama.cpp ignores an unreadable generation_config.json (many checkpoints ship broken ones).
+    path = src / "generation_config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+__all__ = ["GeneralInfo", "default_output_name", "load_general"]
