@@ -1,0 +1,701 @@
+"""K-quant kernels (Q4_K, Q5_K, Q6_K), byte-for-byte identical to llama.cpp's `quantize_row_q*_K_ref`.
+
+llama.cpp's reference quantiser is scalar C. Bit-exactness requires every block to follow the exact same
+sequence of IEEE float32 operations, so instead of vectorising *within* a block (which would reorder sums)
+these kernels process a group of independent sub-blocks side by side: arrays are laid out [element, lane]
+and the innermost loop runs over lanes, which LLVM turns into SIMD while each lane keeps C's sequential
+float32 order. Branches of the C code become per-lane selects. See docs llamacpp-reference.md §2.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
+
+from quant.kernels.base import QuantType, register
+
+QK_K = 256
+_JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
+
+# Lanes processed together (sub-blocks). 16 float32 lanes = one AVX-512 register or two AVX2 ones.
+_KX_BLOCKS = 2  # Q4_K/Q5_K: 2 super-blocks x 8 sub-blocks of 32 = 16 lanes
+_KX_LANES = 8 * _KX_BLOCKS
+_Q6_BLOCKS = 1  # Q6_K: 1 super-block x 16 sub-blocks of 16 = 16 lanes
+_Q6_LANES = 16 * _Q6_BLOCKS
+
+# Groups of blocks handed to one prange iteration: enough work to amortise scheduling and scratch allocation.
+_GROUPS_PER_TASK = 8
+
+
+# ---------------------------------------------------------------------------------------------------- bit helpers
+@intrinsic
+def _f32_bits(typingctx, x):
+    """The IEEE bits of a float32 as int32 (C's memcpy in nearest_int); vectorises as a no-op."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, u):
+    """The float32 whose IEEE bits are the low 32 bits of the integer `u`."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        width = sig.args[0].bitwidth
+        if width > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif width < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@njit(inline="always", **_JIT)
+def _nearest_int(f):
+    """ggml's nearest_int: round half to even through the 1.5*2^23 trick, garbage-in garbage-out like C."""
+    v = f + np.float32(12582912.0)
+    return np.int32((_f32_bits(v) & np.int32(0x007FFFFF)) - np.int32(0x00400000))
+
+
+@njit(inline="always", **_JIT)
+def _f32_to_f16(f):
+    """ggml_compute_fp32_to_fp16 as uint16 bits: round to nearest even, subnormals kept, overflow to inf."""
+    u = np.int64(_f32_bits(f))
+    sign = (u >> 16) & 0x8000
+    a = u & 0x7FFFFFFF
+    if a > 0x7F800000:
+        return sign | 0x7E00
+    if a >= 0x477FF000:  # >= 65520 rounds to inf
+        return sign | 0x7C00
+    if a < 0x38800000:  # below 2^-14: a half subnormal; |f| * 2^24 is exact and < 1024.5
+        return sign | np.int64(_nearest_int(_bits_f32(a) * np.float32(16777216.0)))
+    mant = a & 0x7FFFFF
+    h = (((a >> 23) - 112) << 10) | (mant >> 13)
+    rem = mant & 0x1FFF
+    if rem > 0x1000 or (rem == 0x1000 and (h & 1) == 1):
+        h += 1
+    return sign | h
+
+
+@njit(inline="always", **_JIT)
+def _f16_to_f32(h):
+    """Exact fp16 -> float32 from uint16 bits."""
+    h = np.int64(h)
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = np.float32(m) * np.float32(5.960464477539063e-08)  # m * 2^-24, exact
+        return -v if sign != 0 else v
+    if e == 31:
+        return _bits_f32(sign | 0x7F800000 | (m << 13))
+    return _bits_f32(sign | ((e + 112) << 23) | (m << 13))
+
+
+@njit(inline="always", **_JIT)
+def _i8(u):
+    """A stored byte read as C's int8_t."""
+    v = np.int32(u)
+    return v - 256 if v > 127 else v
+
+
+@njit(inline="always", **_JIT)
+def _load_f16(o, off):
+    return _f16_to_f32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))
+
+
+@njit(inline="always", **_JIT)
+def _store_f16(o, off, h):
+    o[off] = np.uint8(h & 0xFF)
+    o[off + 1] = np.uint8((h >> 8) & 0xFF)
+
+
+# -------------------------------------------------------------------------------------------- Q4_K / Q5_K search
+@njit(**_JIT)
+def _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, Laux, scale, the_min, st):
+    """make_qkx2_quants (use_mad=false) on every lane of xt[32, lanes] at once.
+
+    Writes L[32, lanes] (int32), scale[lanes] and the_min[lanes]; st is float32 scratch [10, lanes].
+    """
+    n, lanes = xt.shape
+    fnmax = np.float32(nmax)
+    mn = st[0]
+    mx = st[1]
+    sum_w = st[2]
+    sum_x = st[3]
+    best = st[4]
+    rng = st[5]
+    sl = st[6]
+    sl2 = st[7]
+    sxl = st[8]
+    cur = st[9]
+    for k in range(lanes):
+        x0 = xt[0, k]
+        mn[k] = x0
+        mx[k] = x0
+        sum_w[k] = w[0, k]
+        sum_x[k] = w[0, k] * x0
+    for i in range(1, n):
+        for k in range(lanes):
+            xi = xt[i, k]
+            wi = w[i, k]
+            mn[k] = xi if xi < mn[k] else mn[k]
+            mx[k] = xi if xi > mx[k] else mx[k]
+            sum_w[k] = sum_w[k] + wi
+            sum_x[k] = sum_x[k] + wi * xi
+    for k in range(lanes):
+        m0 = mn[k]
+        m0 = np.float32(0.0) if m0 > np.float32(0.0) else m0
+        mn[k] = m0
+        r = mx[k] - m0
+        rng[k] = r
+        iscale = fnmax / r
+        scale[k] = np.float32(1.0) / iscale
+        sl[k] = iscale  # reuse as the initial iscale
+        best[k] = np.float32(0.0)
+    for i in range(n):
+        for k in range(lanes):
+            xi = xt[i, k]
+            m0 = mn[k]
+            q = _nearest_int(sl[k] * (xi - m0))
+            q = max(0, min(nmax, q))
+            L[i, k] = q
+            diff = scale[k] * np.float32(q) + m0 - xi
+            best[k] = best[k] + w[i, k] * (diff * diff)
+    # Flat lanes (max == min) finish with L = 0, scale 0 and the original min: remember the min in the_min.
+    for k in range(lanes):
+        the_min[k] = mn[k]
+    for step in range(nstep + 1):
+        fstep = rmin + rdelta * np.float32(step) + fnmax
+        for k in range(lanes):
+            cur[k] = fstep / (mx[k] - mn[k])  # min may have moved in an earlier step, as in C
+            sl[k] = np.float32(0.0)
+            sl2[k] = np.float32(0.0)
+            sxl[k] = np.float32(0.0)
+        for i in range(n):
+            for k in range(lanes):
+                xi = xt[i, k]
+                q = _nearest_int(cur[k] * (xi - mn[k]))
+                q = max(0, min(nmax, q))
+                Laux[i, k] = q
+                wl = w[i, k] * np.float32(q)
+                sl[k] = sl[k] + wl
+                sl2[k] = sl2[k] + wl * np.float32(q)
+                sxl[k] = sxl[k] + wl * xi
+        for k in range(lanes):
+            D = sum_w[k] * sl2[k] - sl[k] * sl[k]
+            this_scale = (sum_w[k] * sxl[k] - sum_x[k] * sl[k]) / D
+            this_min = (sl2[k] * sum_x[k] - sl[k] * sxl[k]) / D
+            pos = this_min > np.float32(0.0)
+            this_scale = sxl[k] / sl2[k] if pos else this_scale
+            this_min = np.float32(0.0) if pos else this_min
+            sl[k] = this_scale
+            sl2[k] = this_min
+            sxl[k] = np.float32(1.0) if D > 0 else np.float32(0.0)  # the D > 0 flag
+            cur[k] = np.float32(0.0)
+        for i in range(n):
+            for k in range(lanes):
+                diff = sl[k] * np.float32(Laux[i, k]) + sl2[k] - xt[i, k]
+                cur[k] = cur[k] + w[i, k] * (diff * diff)
+        for k in range(lanes):
+            better = sxl[k] != np.float32(0.0) and cur[k] < best[k]
+            best[k] = cur[k] if better else best[k]
+            scale[k] = sl[k] if better else scale[k]
+            mn[k] = sl2[k] if better else mn[k]
+            sl[k] = np.float32(1.0) if better else np.float32(0.0)
+        for i in range(n):
+            for k in range(lanes):
+                L[i, k] = Laux[i, k] if sl[k] != np.float32(0.0) else L[i, k]
+    for k in range(lanes):
+        flat = rng[k] == np.float32(0.0)
+        scale[k] = np.float32(0.0) if flat else scale[k]
+        the_min[k] = -the_min[k] if flat else -mn[k]
+    for i in range(n):
+        for k in range(lanes):
+            L[i, k] = 0 if rng[k] == np.float32(0.0) else L[i, k]
+
+
+@njit(**_JIT)
+def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_size, five):
+    """Quantise block groups [g_lo, g_hi) of the flat float32 blocks xf into out[row, block bytes]."""
+    lanes = _KX_LANES
+    xt = np.empty((32, lanes), np.float32)
+    w = np.empty((32, lanes), np.float32)
+    L = np.empty((32, lanes), np.int32)
+    Laux = np.empty((32, lanes), np.int32)
+    scale = np.empty(lanes, np.float32)
+    the_min = np.empty(lanes, np.float32)
+    st = np.empty((10, lanes), np.float32)
+    dd = np.empty(lanes, np.float32)
+    dm = np.empty(lanes, np.float32)
+    sc = np.empty(12, np.uint8)
+    lsv = np.empty(8, np.int32)
+    lmv = np.empty(8, np.int32)
+    for g in range(g_lo, g_hi):
+        b0 = g * _KX_BLOCKS
+        for bl in range(_KX_BLOCKS):
+            b = b0 + bl
+            if b < total:
+                base = b * QK_K
+                for s in range(8):
+                    for i in range(32):
+                        xt[i, bl * 8 + s] = xf[base + 32 * s + i]
+            else:
+                for s in range(8):
+                    for i in range(32):
+                        xt[i, bl * 8 + s] = np.float32(0.0)
+        sx2 = dd
+        for k in range(lanes):
+            sx2[k] = np.float32(0.0)
+        for i in range(32):
+            for k in range(lanes):
+                sx2[k] = sx2[k] + xt[i, k] * xt[i, k]
+        for k in range(lanes):
+            sx2[k] = np.sqrt(sx2[k] / np.float32(32.0))
+        for i in range(32):
+            for k in range(lanes):
+                w[i, k] = sx2[k] + np.abs(xt[i, k])
+        _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, Laux, scale, the_min, st)
+
+        # Per super-block: 6-bit scales and mins, fp16 d and dmin, then the requantisation divisors per lane.
+        for bl in range(_KX_BLOCKS):
+            b = b0 + bl
+            if b >= total:
+                for s in range(8):
+                    dd[bl * 8 + s] = np.float32(0.0)
+                    dm[bl * 8 + s] = np.float32(0.0)
+                continue
+            max_scale = np.float32(0.0)
+            max_min = np.float32(0.0)
+            for j in range(8):
+                v = scale[bl * 8 + j]
+                if v > max_scale:
+                    max_scale = v
+                v = the_min[bl * 8 + j]
+                if v > max_min:
+                    max_min = v
+            inv_scale = np.float32(63.0) / max_scale if max_scale > np.float32(0.0) else np.float32(0.0)
+            inv_min = np.float32(63.0) / max_min if max_min > np.float32(0.0) else np.float32(0.0)
+            for j in range(8):
+                ls = min(63, _nearest_int(inv_scale * scale[bl * 8 + j]) & 0xFF)
+                lm = min(63, _nearest_int(inv_min * the_min[bl * 8 + j]) & 0xFF)
+                lsv[j] = ls
+                lmv[j] = lm
+                if j < 4:
+                    sc[j] = np.uint8(ls)
+                    sc[j + 4] = np.uint8(lm)
+                else:
+                    sc[j + 4] = np.uint8((ls & 0xF) | ((lm & 0xF) << 4))
+                    sc[j - 4] = np.uint8(sc[j - 4] | ((ls >> 4) << 6))
+                    sc[j] = np.uint8(sc[j] | ((lm >> 4) << 6))
+            hd = _f32_to_f16(max_scale / np.float32(63.0))
+            hm = _f32_to_f16(max_min / np.float32(63.0))
+            fd = _f16_to_f32(hd)
+            fm = _f16_to_f32(hm)
+            for j in range(8):
+                dd[bl * 8 + j] = fd * np.float32(lsv[j])
+                dm[bl * 8 + j] = fm * np.float32(lmv[j])
+            o = out[b // nb]
+            off = (b % nb) * type_size
+            _store_f16(o, off, hd)
+            _store_f16(o, off + 2, hm)
+            for j in range(12):
+                o[off + 4 + j] = sc[j]
+
+        # Requantise with the stored (fp16-rounded) scales; lanes whose scale is 0 keep the search's L.
+        for i in range(32):
+            for k in range(lanes):
+                q = _nearest_int((xt[i, k] + dm[k]) / dd[k])
+                q = max(0, min(nmax, q))
+                L[i, k] = q if dd[k] != np.float32(0.0) else L[i, k]
+
+        for bl in range(_KX_BLOCKS):
+            b = b0 + bl
+            if b >= total:
+                continue
+            o = out[b // nb]
+            off = (b % nb) * type_size
+            if five:
+                qh = off + 16
+                qs = off + 48
+                for ii in range(32):
+                    h = 0
+                    for c in range(4):
+                        l1 = L[ii, bl * 8 + 2 * c]
+                        l2 = L[ii, bl * 8 + 2 * c + 1]
+                        h |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1))
+                        o[qs + 32 * c + ii] = np.uint8((l1 & 0xF) | ((l2 & 0xF) << 4))
+                    o[qh + ii] = np.uint8(h)
+            else:
+                qs = off + 16
+                for c in range(4):
+                    for ii in range(32):
+                        o[qs + 32 * c + ii] = np.uint8(
+                            L[ii, bl * 8 + 2 * c] | (L[ii, bl * 8 + 2 * c + 1] << 4)
+                        )
+
+
+@njit(parallel=True, **_JIT)
+def _kx_quantize(x, out, nmax, rmin, rdelta, nstep, type_size, five):
+    rows, cols = x.shape
+    nb = cols // QK_K
+    total = rows * nb
+    ngroups = (total + _KX_BLOCKS - 1) // _KX_BLOCKS
+    ntasks = (ngroups + _GROUPS_PER_TASK - 1) // _GROUPS_PER_TASK
+    xf = x.reshape(rows * cols)
+    for t in prange(ntasks):
+        lo = t * _GROUPS_PER_TASK
+        hi = min(ngroups, lo + _GROUPS_PER_TASK)
+        _kx_groups(xf, total, nb, out, lo, hi, nmax, rmin, rdelta, nstep, type_size, five)
+
+
+# ----------------------------------------------------------------------------------------------------------- Q6_K
+@njit(**_JIT)
+def _qx_lanes(xt, L, Laux, scale, st):
+    """make_qx_quants(n=16, nmax=32, rmse_type=1, qw=NULL) on every lane of xt[16, lanes] at once.
+
+    Writes L[16, lanes] (already offset by +32, or 0 for an all-zero lane) and scale[lanes].
+    """
+    n, lanes = xt.shape
+    amax = st[0]
+    mx = st[1]
+    sumlx = st[2]
+    suml2 = st[3]
+    best = st[4]
+    isc = st[5]
+    for k in range(lanes):
+        amax[k] = np.float32(0.0)
+        mx[k] = np.float32(0.0)
+    for i in range(n):
+        for k in range(lanes):
+            xi = xt[i, k]
+            ax = np.abs(xi)
+            gt = ax > amax[k]
+            amax[k] = ax if gt else amax[k]
+            mx[k] = xi if gt else mx[k]
+    for k in range(lanes):
+        isc[k] = np.float32(-32.0) / mx[k]
+        sumlx[k] = np.float32(0.0)
+        suml2[k] = np.float32(0.0)
+    for i in range(n):
+        for k in range(lanes):
+            xi = xt[i, k]
+            q = _nearest_int(isc[k] * xi)
+            q = max(np.int32(-32), min(np.int32(31), q))
+            L[i, k] = q + np.int32(32)
+            wv = xi * xi
+            fq = np.float32(q)
+            sumlx[k] = sumlx[k] + wv * xi * fq
+            suml2[k] = suml2[k] + wv * fq * fq
+    for k in range(lanes):
+        s = sumlx[k] / suml2[k] if suml2[k] != np.float32(0.0) else np.float32(0.0)
+        scale[k] = s
+        best[k] = s * sumlx[k]
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        fstep = -(np.float32(32.0) + np.float32(0.1) * np.float32(step))
+        for k in range(lanes):
+            isc[k] = fstep / mx[k]
+            sumlx[k] = np.float32(0.0)
+            suml2[k] = np.float32(0.0)
+        for i in range(n):
+            for k in range(lanes):
+                xi = xt[i, k]
+                q = _nearest_int(isc[k] * xi)
+                q = max(np.int32(-32), min(np.int32(31), q))
+                Laux[i, k] = q + np.int32(32)
+                wv = xi * xi
+                fq = np.float32(q)
+                sumlx[k] = sumlx[k] + wv * xi * fq
+                suml2[k] = suml2[k] + wv * fq * fq
+        for k in range(lanes):
+            better = suml2[k] > np.float32(0.0) and sumlx[k] * sumlx[k] > best[k] * suml2[k]
+            s = sumlx[k] / suml2[k]
+            scale[k] = s if better else scale[k]
+            best[k] = s * sumlx[k] if better else best[k]
+            isc[k] = np.float32(1.0) if better else np.float32(0.0)
+        for i in range(n):
+            for k in range(lanes):
+                L[i, k] = Laux[i, k] if isc[k] != np.float32(0.0) else L[i, k]
+    for k in range(lanes):
+        zero = amax[k] < np.float32(1e-15)
+        scale[k] = np.float32(0.0) if zero else scale[k]
+        isc[k] = np.float32(1.0) if zero else np.float32(0.0)
+    for i in range(n):
+        for k in range(lanes):
+            L[i, k] = 0 if isc[k] != np.float32(0.0) else L[i, k]
+
+
+@njit(**_JIT)
+def _q6_groups(xf, total, nb, out, g_lo, g_hi):
+    """Quantise Q6_K block groups [g_lo, g_hi) of the flat float32 blocks xf into out[row, block bytes]."""
+    lanes = _Q6_LANES
+    xt = np.empty((16, lanes), np.float32)
+    L = np.empty((16, lanes), np.int32)
+    Laux = np.empty((16, lanes), np.int32)
+    scale = np.empty(lanes, np.float32)
+    st = np.empty((6, lanes), np.float32)
+    dd = np.empty(lanes, np.float32)
+    zblk = np.empty(_Q6_BLOCKS, np.int32)
+    for g in range(g_lo, g_hi):
+        b0 = g * _Q6_BLOCKS
+        for bl in range(_Q6_BLOCKS):
+            b = b0 + bl
+            if b < total:
+                base = b * QK_K
+                for s in range(16):
+                    for i in range(16):
+                        xt[i, bl * 16 + s] = xf[base + 16 * s + i]
+            else:
+                for s in range(16):
+                    for i in range(16):
+                        xt[i, bl * 16 + s] = np.float32(0.0)
+        _qx_lanes(xt, L, Laux, scale, st)
+
+        for bl in range(_Q6_BLOCKS):
+            b = b0 + bl
+            if b >= total:
+                for s in range(16):
+                    dd[bl * 16 + s] = np.float32(0.0)
+                continue
+            o = out[b // nb]
+            off = (b % nb) * 210
+            max_scale = np.float32(0.0)
+            max_abs = np.float32(0.0)
+            for j in range(16):
+                v = scale[bl * 16 + j]
+                if np.abs(v) > max_abs:
+                    max_abs = np.abs(v)
+                    max_scale = v
+            if max_abs < np.float32(1e-15):
+                # llama.cpp stores an all-zero block (d = 0, every byte 0).
+                zblk[bl] = 1
+                for j in range(16):
+                    dd[bl * 16 + j] = np.float32(0.0)
+                continue
+            zblk[bl] = 0
+            iscale = np.float32(-128.0) / max_scale
+            hd = _f32_to_f16(np.float32(1.0) / iscale)
+            fd = _f16_to_f32(hd)
+            for j in range(16):
+                q = min(127, _nearest_int(iscale * scale[bl * 16 + j]))
+                q8 = ((q + 128) & 0xFF) - 128  # C's int -> int8_t conversion wraps
+                o[off + 192 + j] = np.uint8(q8 & 0xFF)
+                dd[bl * 16 + j] = fd * np.float32(q8)
+            _store_f16(o, off + 208, hd)
+
+        for i in range(16):
+            for k in range(lanes):
+                q = _nearest_int(xt[i, k] / dd[k])
+                q = max(np.int32(-32), min(np.int32(31), q)) + np.int32(32)
+                L[i, k] = q if dd[k] != np.float32(0.0) else L[i, k]
+
+        for bl in range(_Q6_BLOCKS):
+            b = b0 + bl
+            if b >= total:
+                continue
+            o = out[b // nb]
+            off = (b % nb) * 210
+            if zblk[bl] != 0:
+                for j in range(210):
+                    o[off + j] = np.uint8(0)
+                continue
+            # element e of the block sits at L[e % 16, bl*16 + e // 16]
+            for h in range(2):
+                for ii in range(32):
+                    e = 128 * h + ii
+                    u1 = L[e % 16, bl * 16 + e // 16]
+                    u2 = L[(e + 32) % 16, bl * 16 + (e + 32) // 16]
+                    u3 = L[(e + 64) % 16, bl * 16 + (e + 64) // 16]
+                    u4 = L[(e + 96) % 16, bl * 16 + (e + 96) // 16]
+                    o[off + 64 * h + ii] = np.uint8((u1 & 0xF) | ((u3 & 0xF) << 4))
+                    o[off + 64 * h + ii + 32] = np.uint8((u2 & 0xF) | ((u4 & 0xF) << 4))
+                    o[off + 128 + 32 * h + ii] = np.uint8(
+                        (u1 >> 4) | ((u2 >> 4) << 2) | ((u3 >> 4) << 4) | ((u4 >> 4) << 6)
+                    )
+
+
+@njit(parallel=True, **_JIT)
+def _q6_quantize(x, out):
+    rows, cols = x.shape
+    nb = cols // QK_K
+    total = rows * nb
+    ngroups = (total + _Q6_BLOCKS - 1) // _Q6_BLOCKS
+    ntasks = (ngroups + _GROUPS_PER_TASK - 1) // _GROUPS_PER_TASK
+    xf = x.reshape(rows * cols)
+    for t in prange(ntasks):
+        lo = t * _GROUPS_PER_TASK
+        hi = min(ngroups, lo + _GROUPS_PER_TASK)
+        _q6_groups(xf, total, nb, out, lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------- dequantisation
+@njit(parallel=True, **_JIT)
+def _kx_dequantize(data, out, type_size, five):
+    """dequantize_row_q4_K / _q5_K: y = (d*sc)*q - (dmin*m), products in float32 first."""
+    rows, cols = out.shape
+    nb = cols // QK_K
+    for r in prange(rows):
+        src = data[r]
+        dst = out[r]
+        for b in range(nb):
+            off = b * type_size
+            d = _load_f16(src, off)
+            dmin = _load_f16(src, off + 2)
+            qs = off + (48 if five else 16)
+            for c in range(4):
+                for half in range(2):
+                    j = 2 * c + half
+                    if j < 4:
+                        sc = src[off + 4 + j] & 63
+                        m = src[off + 8 + j] & 63
+                    else:
+                        sc = (src[off + 8 + j] & 0xF) | ((src[off + j] >> 6) << 4)
+                        m = (src[off + 8 + j] >> 4) | ((src[off + 4 + j] >> 6) << 4)
+                    d1 = d * np.float32(sc)
+                    m1 = dmin * np.float32(m)
+                    y0 = b * QK_K + 64 * c + 32 * half
+                    for ii in range(32):
+                        q = (src[qs + 32 * c + ii] >> (4 * half)) & 0xF
+                        if five:
+                            q += ((src[off + 16 + ii] >> j) & 1) << 4
+                        dst[y0 + ii] = d1 * np.float32(q) - m1
+
+
+@njit(parallel=True, **_JIT)
+def _q6_dequantize(data, out):
+    """dequantize_row_q6_K: y = (d*scale)*(u - 32)."""
+    rows, cols = out.shape
+    nb = cols // QK_K
+    for r in prange(rows):
+        src = data[r]
+        dst = out[r]
+        for b in range(nb):
+            off = b * 210
+            d = _load_f16(src, off + 208)
+            for h in range(2):
+                for ii in range(32):
+                    a = src[off + 64 * h + ii]
+                    c = src[off + 64 * h + ii + 32]
+                    hb = src[off + 128 + 32 * h + ii]
+                    q1 = np.int32((a & 0xF) | ((hb & 3) << 4)) - 32
+                    q2 = np.int32((c & 0xF) | (((hb >> 2) & 3) << 4)) - 32
+                    q3 = np.int32((a >> 4) | (((hb >> 4) & 3) << 4)) - 32
+                    q4 = np.int32((c >> 4) | (((hb >> 6) & 3) << 4)) - 32
+                    y0 = b * QK_K + 128 * h + ii
+                    s0 = off + 192 + 8 * h + ii // 16
+                    dst[y0] = d * np.float32(_i8(src[s0])) * np.float32(q1)
+                    dst[y0 + 32] = d * np.float32(_i8(src[s0 + 2])) * np.float32(q2)
+                    dst[y0 + 64] = d * np.float32(_i8(src[s0 + 4])) * np.float32(q3)
+                    dst[y0 + 96] = d * np.float32(_i8(src[s0 + 6])) * np.float32(q4)
+
+
+@njit(**_JIT)
+def _first_bad_f16_row(data, type_size, offsets):
+    """First row holding a block whose fp16 at any of `offsets` is inf or NaN (ggml_validate_row_data)."""
+    rows, nbytes = data.shape
+    nb = nbytes // type_size
+    for r in range(rows):
+        for b in range(nb):
+            for off in offsets:
+                hi = data[r, b * type_size + off + 1]
+                if (hi & 0x7C) == 0x7C:
+                    return r
+    return -1
+
+
+# ------------------------------------------------------------------------------------------------ registry types
+class _KQuant(QuantType):
+    block_size: ClassVar[int] = QK_K
+    _scale_offsets: ClassVar[tuple[int, ...]] = (0, 2)
+
+    @classmethod
+    def invalid_row(cls, data: np.ndarray) -> int:
+        data = np.asarray(data)
+        if data.size == 0:
+            return -1
+        return int(_first_bad_f16_row(data.reshape(data.shape[0], -1), cls.type_size, cls._scale_offsets))
+
+
+class _Q45K(_KQuant):
+    _nmax: ClassVar[int]
+    _rmin: ClassVar[float]
+    _nstep: ClassVar[int]
+    _five: ClassVar[bool]
+
+    @classmethod
+    def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
+        if x.shape[0] == 0:
+            return
+        _kx_quantize(
+            x,
+            np.asarray(out),
+            cls._nmax,
+            np.float32(cls._rmin),
+            np.float32(0.1),
+            cls._nstep,
+            cls.type_size,
+            cls._five,
+        )
+
+    @classmethod
+    def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
+        if out.shape[0] == 0:
+            return
+        _kx_dequantize(np.asarray(data), np.asarray(out), cls.type_size, cls._five)
+
+
+@register
+class Q4_K(_Q45K):
+    """4.5 bits/weight: 8 sub-blocks of 32 with 6-bit scales and mins (make_qkx2_quants, 21 steps)."""
+
+    name = "Q4_K"
+    ggml_type = 12
+    type_size = 144
+    _nmax, _rmin, _nstep, _five = 15, -1.0, 20, False
+
+
+@register
+class Q5_K(_Q45K):
+    """5.5 bits/weight: Q4_K's layout plus a fifth bit per weight in qh (make_qkx2_quants, 16 steps)."""
+
+    name = "Q5_K"
+    ggml_type = 13
+    type_size = 176
+    _nmax, _rmin, _nstep, _five = 31, -0.5, 15, True
+
+
+@register
+class Q6_K(_KQuant):
+    """6.5625 bits/weight: 16 sub-blocks of 16 with int8 scales (make_qx_quants), fp16 d stored last."""
+
+    name = "Q6_K"
+    ggml_type = 14
+    type_size = 210
+    _scale_offsets = (208,)
+
+    @classmethod
+    def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
+        if x.shape[0] == 0:
+            return
+        _q6_quantize(x, np.asarray(out))
+
+    @classmethod
+    def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
+        if out.shape[0] == 0:
+            return
+        _q6_dequantize(np.asarray(data), np.asarray(out))
