@@ -1,0 +1,204 @@
+"""The local Hugging Face cache: what is there (repos, GGUF files, incomplete downloads) and deleting it.
+
+Built on huggingface_hub's `scan_cache_dir` and its delete strategies, so it agrees with `hf cache ls`.
+Works offline.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hubtui.hub import settings
+from hubtui.hub.errors import HubError
+from hubtui.hub.files import gguf_quant
+
+
+@dataclass(frozen=True)
+class CachedGGUF:
+    repo_id: str
+    name: str
+    path: Path
+    size: int
+    quant: str | None
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    repo_id: str | None
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class CachedRepo:
+    repo_id: str
+    repo_type: str
+    path: Path
+    size: int
+    nb_files: int
+    last_accessed: float
+    last_modified: float
+    revisions: list[str]
+    refs: list[str]
+    gguf_files: list[CachedGGUF] = field(default_factory=list)
+    incomplete: list[Incomplete] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    cache_dir: Path
+    repos: list[CachedRepo]
+    incomplete: list[Incomplete]
+    warnings: list[str]
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.repos)
+
+    @property
+    def incomplete_size(self) -> int:
+        return sum(i.size for i in self.incomplete)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cache_dir": str(self.cache_dir),
+            "size": self.size,
+            "incomplete_size": self.incomplete_size,
+            "repos": [
+                {
+                    "repo_id": r.repo_id,
+                    "repo_type": r.repo_type,
+                    "path": str(r.path),
+                    "size": r.size,
+                    "nb_files": r.nb_files,
+                    "last_accessed": r.last_accessed,
+                    "last_modified": r.last_modified,
+                    "revisions": r.revisions,
+                    "refs": r.refs,
+                    "gguf_files": [
+                        {"name": g.name, "path": str(g.path), "size": g.size, "quant": g.quant}
+                        for g in r.gguf_files
+                    ],
+                    "incomplete": [{"path": str(i.path), "size": i.size} for i in r.incomplete],
+                }
+                for r in self.repos
+            ],
+            "incomplete": [
+                {"repo_id": i.repo_id, "path": str(i.path), "size": i.size} for i in self.incomplete
+            ],
+            "warnings": self.warnings,
+        }
+
+
+def _repo_of(path: Path, cache: Path) -> str | None:
+    try:
+        folder = path.relative_to(cache).parts[0]
+    except (ValueError, IndexError):
+        return None
+    kind, _, rest = folder.partition("--")
+    return rest.replace("--", "/") if kind in ("models", "datasets", "spaces") and rest else None
+
+
+def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
+    """Every cached repo (size, last used, revisions), its GGUF files, and partial downloads."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = settings.cache_dir(cache_dir)
+    if not cache.is_dir():
+        return CacheReport(cache, [], [], [])
+    info = scan_cache_dir(cache)
+    incomplete = sorted(
+        (
+            Incomplete(_repo_of(i.file_path, cache), i.file_path, i.size_on_disk)
+            for i in info.incomplete_files
+        ),
+        key=lambda i: str(i.path),
+    )
+    repos = []
+    for r in sorted(info.repos, key=lambda r: r.repo_id):
+        ggufs = {}
+        for rev in r.revisions:
+            for f in rev.files:
+                rel = f.file_path.relative_to(rev.snapshot_path).as_posix()
+                if rel.lower().endswith(".gguf"):
+                    ggufs[rel] = CachedGGUF(r.repo_id, rel, f.file_path, f.size_on_disk, gguf_quant(rel))
+        repos.append(
+            CachedRepo(
+                repo_id=r.repo_id,
+                repo_type=r.repo_type,
+                path=r.repo_path,
+                size=r.size_on_disk,
+                nb_files=r.nb_files,
+                last_accessed=r.last_accessed,
+                last_modified=r.last_modified,
+                revisions=sorted(rev.commit_hash for rev in r.revisions),
+                refs=sorted(ref for rev in r.revisions for ref in rev.refs),
+                gguf_files=sorted(ggufs.values(), key=lambda g: g.name),
+                incomplete=[i for i in incomplete if i.repo_id == r.repo_id],
+            )
+        )
+    return CacheReport(cache, repos, incomplete, [str(w) for w in info.warnings])
+
+
+@dataclass(frozen=True)
+class Removal:
+    target: str
+    paths: list[Path]
+    freed: int
+
+
+def remove(target: str, cache_dir: str | Path | None = None) -> Removal:
+    """Delete a cached repo (by id, with its partial downloads) or one file of the cache; report bytes freed."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = settings.cache_dir(cache_dir)
+    info = scan_cache_dir(cache) if cache.is_dir() else None
+    repos = {r.repo_id: r for r in info.repos} if info else {}
+    partials = [i for i in (info.incomplete_files if info else []) if _repo_of(i.file_path, cache) == target]
+    if target in repos:
+        repo = repos[target]
+        strategy = info.delete_revisions(*(rev.commit_hash for rev in repo.revisions))  # type: ignore[union-attr]
+        freed = strategy.expected_freed_size + sum(p.size_on_disk for p in partials)
+        strategy.execute()
+        for p in partials:
+            p.file_path.unlink(missing_ok=True)
+        if repo.repo_path.exists():
+            shutil.rmtree(repo.repo_path, ignore_errors=True)
+        return Removal(target, [repo.repo_path], freed)
+    if partials:
+        freed = sum(p.size_on_disk for p in partials)
+        for p in partials:
+            p.file_path.unlink(missing_ok=True)
+        return Removal(target, [p.file_path for p in partials], freed)
+
+    path = Path(target).expanduser()
+    if not path.exists() and not path.is_symlink():
+        raise HubError(
+            f"nothing to remove: {target!r} is neither a cached repo nor an existing path (see `hubtui cache ls`)"
+        )
+    absolute = Path(path.absolute())
+    if info is not None and absolute.is_relative_to(cache.absolute()):
+        files = [
+            f
+            for r in info.repos
+            for rev in r.revisions
+            for f in rev.files
+            if Path(f.file_path.absolute()) == absolute or Path(f.blob_path.absolute()) == absolute
+        ]
+        if not files:
+            raise HubError(
+                f"{target} is inside the cache but not a cached file; remove a repo by its id instead"
+            )
+        strategy = info.delete_files(*files)
+        freed = strategy.expected_freed_size
+        strategy.execute()
+        return Removal(target, [f.file_path for f in files], freed)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        freed = path.stat().st_size
+        path.unlink()
+        return Removal(target, [path], freed)
+    raise HubError(
+        f"refusing to delete {target}: only cached repos, files inside {cache} and .gguf files can be removed"
+    )
