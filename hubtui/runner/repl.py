@@ -1,0 +1,113 @@
+"""A line-based chat REPL over the chat engine, for terminals, SSH sessions and scripts.
+
+It is a front end like the TUI: it writes only to the streams it is given (replies to `out`,
+prompts, stats and notices to `err`), so piped stdin/stdout work for scripts and tests.
+Ctrl-C while a reply streams stops that reply; the session goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import IO
+
+from hubtui.runner.chat import ChatEngine
+from hubtui.runner.errors import RunnerError
+
+HELP = """commands:
+  /reset          forget the conversation (keeps the system prompt)
+  /system [TEXT]  set the system prompt (no TEXT: clear it)
+  /save FILE      save the conversation as JSON
+  /help           this help
+  /quit           leave (so does end of input)
+Ctrl-C stops the reply being generated."""
+
+
+def run_repl(
+    engine: ChatEngine, inp: IO[str], out: IO[str], err: IO[str], *, interactive: bool, stats: bool = True
+) -> int:
+    """Read lines from `inp` until EOF or /quit; return an exit status."""
+    if interactive:
+        err.write(f"chat format: {engine.format.source}; context {engine.n_ctx} tokens; /help for commands\n")
+    while True:
+        if interactive:
+            err.write("you> ")
+            err.flush()
+        try:
+            line = inp.readline()
+        except KeyboardInterrupt:
+            err.write("\n")
+            return 130
+        if not line:
+            if interactive:
+                err.write("\n")
+            return 0
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            cmd, _, arg = text[1:].partition(" ")
+            arg = arg.strip()
+            if cmd in ("quit", "exit"):
+                return 0
+            if cmd == "reset":
+                engine.reset()
+                err.write("(conversation cleared)\n")
+            elif cmd == "system":
+                engine.set_system(arg)
+                err.write("(system prompt set)\n" if engine.system else "(system prompt cleared)\n")
+            elif cmd == "save":
+                if not arg:
+                    err.write("usage: /save FILE\n")
+                    continue
+                try:
+                    saved = engine.save(arg)
+                except RunnerError as exc:
+                    err.write(f"error: {exc}\n")
+                else:
+                    err.write(f"(saved {len(engine.history)} messages to {saved})\n")
+            elif cmd == "help":
+                err.write(HELP + "\n")
+            else:
+                err.write(f"unknown command /{cmd} (/help lists them)\n")
+            err.flush()
+            continue
+        _reply(engine, text, out, err, interactive=interactive, stats=stats)
+
+
+def _reply(
+    engine: ChatEngine, text: str, out: IO[str], err: IO[str], *, interactive: bool, stats: bool
+) -> None:
+    def on_token(chunk: str) -> None:
+        out.write(chunk)
+        out.flush()
+
+    def on_notice(message: str) -> None:
+        err.write(f"({message})\n")
+        err.flush()
+
+    previous = None
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:  # Ctrl-C cancels this reply instead of ending the session
+        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+    try:
+        if interactive:
+            err.write("assistant> ")
+            err.flush()
+        try:
+            reply = engine.send(text, on_token=on_token, on_notice=on_notice)
+        except RunnerError as exc:
+            err.write(f"error: {exc}\n")
+            return
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    out.write("\n")
+    out.flush()
+    s = reply.stats
+    if s.stop == "cancelled":
+        err.write("(reply cancelled)\n")
+    if stats:
+        speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
+        err.write(f"[{s.tokens} tokens{speed}; prompt {s.prompt_tokens} tokens, {s.new_prompt_tokens} new]\n")
+    err.flush()
