@@ -74,7 +74,7 @@ def f32_to_f16(f: np.float32) -> np.uint16:
 
 @njit(cache=True, inline="always")
 def f16_to_f32(h) -> np.float32:
-    """fp16 bits -> float32, exact (ggml_compute_fp16_to_fp32)."""
+    """fp16 bits -> float32, exact for numbers (ggml_compute_fp16_to_fp32)."""
     h32 = np.uint32(h)
     sign = (h32 & np.uint32(0x8000)) << np.uint32(16)
     exp = (h32 >> np.uint32(10)) & np.uint32(0x1F)
@@ -82,8 +82,9 @@ def f16_to_f32(h) -> np.float32:
     if exp == np.uint32(0):
         v = np.float32(mant) * np.float32(5.9604644775390625e-08)  # mant * 2^-24, exact
         return -v if sign != np.uint32(0) else v
-    if exp == np.uint32(31):
-        return bits_f32(sign | np.uint32(0x7F800000) | (mant << np.uint32(13)))
+    if exp == np.uint32(31):  # inf, or NaN made quiet as ggml's float arithmetic conversion does
+        quiet = np.uint32(0x400000) if mant != np.uint32(0) else np.uint32(0)
+        return bits_f32(sign | np.uint32(0x7F800000) | quiet | (mant << np.uint32(13)))
     return bits_f32(sign | ((exp + np.uint32(112)) << np.uint32(23)) | (mant << np.uint32(13)))
 
 
