@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange
-from numba.core import types
-from numba.extending import intrinsic
 
 from quant.kernels.base import QuantType, register
+from quant.kernels.bits import f16_to_f32, f32_bits, f32_to_f16, first_row_with_bad_f16
 
 QK_K = 256
 _JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
@@ -33,76 +31,11 @@ _GROUPS_PER_TASK = 8
 
 
 # ---------------------------------------------------------------------------------------------------- bit helpers
-@intrinsic
-def _f32_bits(typingctx, x):
-    """The IEEE bits of a float32 as int32 (C's memcpy in nearest_int); vectorises as a no-op."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, u):
-    """The float32 whose IEEE bits are the low 32 bits of the integer `u`."""
-    if not isinstance(u, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        width = sig.args[0].bitwidth
-        if width > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        elif width < 32:
-            v = builder.zext(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-
-    return types.float32(u), codegen
-
-
 @njit(inline="always", **_JIT)
 def _nearest_int(f):
     """ggml's nearest_int: round half to even through the 1.5*2^23 trick, garbage-in garbage-out like C."""
     v = f + np.float32(12582912.0)
-    return np.int32((_f32_bits(v) & np.int32(0x007FFFFF)) - np.int32(0x00400000))
-
-
-@njit(inline="always", **_JIT)
-def _f32_to_f16(f):
-    """ggml_compute_fp32_to_fp16 as uint16 bits: round to nearest even, subnormals kept, overflow to inf."""
-    u = np.int64(_f32_bits(f))
-    sign = (u >> 16) & 0x8000
-    a = u & 0x7FFFFFFF
-    if a > 0x7F800000:
-        return sign | 0x7E00
-    if a >= 0x477FF000:  # >= 65520 rounds to inf
-        return sign | 0x7C00
-    if a < 0x38800000:  # below 2^-14: a half subnormal; |f| * 2^24 is exact and < 1024.5
-        return sign | np.int64(_nearest_int(_bits_f32(a) * np.float32(16777216.0)))
-    mant = a & 0x7FFFFF
-    h = (((a >> 23) - 112) << 10) | (mant >> 13)
-    rem = mant & 0x1FFF
-    if rem > 0x1000 or (rem == 0x1000 and (h & 1) == 1):
-        h += 1
-    return sign | h
-
-
-@njit(inline="always", **_JIT)
-def _f16_to_f32(h):
-    """Exact fp16 -> float32 from uint16 bits."""
-    h = np.int64(h)
-    sign = (h & 0x8000) << 16
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        v = np.float32(m) * np.float32(5.960464477539063e-08)  # m * 2^-24, exact
-        return -v if sign != 0 else v
-    if e == 31:
-        return _bits_f32(sign | 0x7F800000 | (m << 13))
-    return _bits_f32(sign | ((e + 112) << 23) | (m << 13))
+    return np.int32(f32_bits(v) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
 
 
 @njit(inline="always", **_JIT)
@@ -114,7 +47,7 @@ def _i8(u):
 
 @njit(inline="always", **_JIT)
 def _load_f16(o, off):
-    return _f16_to_f32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))
+    return f16_to_f32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))
 
 
 @njit(inline="always", **_JIT)
@@ -301,10 +234,10 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
                     sc[j + 4] = np.uint8((ls & 0xF) | ((lm & 0xF) << 4))
                     sc[j - 4] = np.uint8(sc[j - 4] | ((ls >> 4) << 6))
                     sc[j] = np.uint8(sc[j] | ((lm >> 4) << 6))
-            hd = _f32_to_f16(max_scale / np.float32(63.0))
-            hm = _f32_to_f16(max_min / np.float32(63.0))
-            fd = _f16_to_f32(hd)
-            fm = _f16_to_f32(hm)
+            hd = f32_to_f16(max_scale / np.float32(63.0))
+            hm = f32_to_f16(max_min / np.float32(63.0))
+            fd = f16_to_f32(hd)
+            fm = f16_to_f32(hm)
             for j in range(8):
                 dd[bl * 8 + j] = fd * np.float32(lsv[j])
                 dm[bl * 8 + j] = fm * np.float32(lmv[j])
@@ -489,8 +422,8 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
                 continue
             zblk[bl] = 0
             iscale = np.float32(-128.0) / max_scale
-            hd = _f32_to_f16(np.float32(1.0) / iscale)
-            fd = _f16_to_f32(hd)
+            hd = f32_to_f16(np.float32(1.0) / iscale)
+            fd = f16_to_f32(hd)
             for j in range(16):
                 q = min(127, _nearest_int(iscale * scale[bl * 16 + j]))
                 q8 = ((q + 128) & 0xFF) - 128  # C's int -> int8_t conversion wraps
@@ -604,31 +537,18 @@ def _q6_dequantize(data, out):
                     dst[y0 + 96] = d * np.float32(_i8(src[s0 + 6])) * np.float32(q4)
 
 
-@njit(**_JIT)
-def _first_bad_f16_row(data, type_size, offsets):
-    """First row holding a block whose fp16 at any of `offsets` is inf or NaN (ggml_validate_row_data)."""
-    rows, nbytes = data.shape
-    nb = nbytes // type_size
-    for r in range(rows):
-        for b in range(nb):
-            for off in offsets:
-                hi = data[r, b * type_size + off + 1]
-                if (hi & 0x7C) == 0x7C:
-                    return r
-    return -1
-
-
 # ------------------------------------------------------------------------------------------------ registry types
 class _KQuant(QuantType):
     block_size: ClassVar[int] = QK_K
-    _scale_offsets: ClassVar[tuple[int, ...]] = (0, 2)
+    _scale_offsets: ClassVar[tuple[int, ...]] = (0, 1)  # fp16 d and dmin, in uint16 units within a block
 
     @classmethod
     def invalid_row(cls, data: np.ndarray) -> int:
         data = np.asarray(data)
         if data.size == 0:
             return -1
-        return int(_first_bad_f16_row(data.reshape(data.shape[0], -1), cls.type_size, cls._scale_offsets))
+        halves = np.ascontiguousarray(data).reshape(data.shape[0], -1).view(np.uint16)
+        return int(first_row_with_bad_f16(halves, cls.type_size // 2, cls._scale_offsets))
 
 
 class _Q45K(_KQuant):
@@ -686,7 +606,7 @@ class Q6_K(_KQuant):
     name = "Q6_K"
     ggml_type = 14
     type_size = 210
-    _scale_offsets = (208,)
+    _scale_offsets = (104,)  # d is the last two bytes
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
