@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "chat",
     "inspect",
     "demo",
+    "bundle",
 )
 
 
