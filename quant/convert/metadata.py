@@ -83,7 +83,8 @@ class GeneralInfo:
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
         """Add `general.type` and the `general.*` KVs that follow general.architecture (reference §5.9 items 2-3)."""
-        writer.add_type(gguf.GGUFType.MODEL)
+        if gguf.Keys.General.TYPE not in writer.kv_data[0]:
+            writer.add_type(gguf.GGUFType.MODEL)
         self.metadata.set_gguf_meta_model(writer)
 
 
