@@ -100,8 +100,9 @@ def _nonfinite_message(prefix: str, xc: np.ndarray, r: int, row: int) -> str:
 
 def _overflow_message(prefix: str, cls: type[QuantType], row: int) -> str:
     if cls.block_size == 1:
+        limit = "±65504" if cls.name == "F16" else "about ±3.39e38"
         return (
-            f"{prefix}row {row} has values beyond the {cls.name} range (±65504): they would be stored as inf"
+            f"{prefix}row {row} has values beyond the {cls.name} range ({limit}): they would be stored as inf"
         )
     return f"{prefix}row {row} is too large for {cls.name}: a block scale overflows fp16 (llama.cpp rejects such rows)"
 

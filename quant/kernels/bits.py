@@ -131,3 +131,14 @@ def first_row_with_bad_f16(h: np.ndarray, stride: int, offsets: tuple) -> int:
                 if (h[r, b + o] & np.uint16(0x7C00)) == np.uint16(0x7C00):
                     return r
     return -1
+
+
+@njit(cache=True)
+def first_row_with_bad_bf16(h: np.ndarray) -> int:
+    """First row of bf16 bits `h` [rows, cols] holding inf or NaN (ggml_validate_row_data's BF16 check)."""
+    rows, cols = h.shape
+    for r in range(rows):
+        for j in range(cols):
+            if (h[r, j] & np.uint16(0x7F80)) == np.uint16(0x7F80):
+                return r
+    return -1

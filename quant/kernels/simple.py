@@ -12,7 +12,15 @@ from gguf import GGMLQuantizationType as GT
 from numba import njit, prange
 
 from quant.kernels.base import QuantType, register
-from quant.kernels.bits import cvt_i32, f16_to_f32, f32_to_bf16, f32_to_f16, first_row_with_bad_f16, roundf
+from quant.kernels.bits import (
+    cvt_i32,
+    f16_to_f32,
+    f32_to_bf16,
+    f32_to_f16,
+    first_row_with_bad_bf16,
+    first_row_with_bad_f16,
+    roundf,
+)
 
 _FLT_MAX = np.float32(3.4028234663852886e38)
 
@@ -250,8 +258,6 @@ class F16(QuantType):
 
 @register
 class BF16(QuantType):
-    """BF16 keeps f32's exponent range; ggml's validation only rejects NaN, which finite input never makes."""
-
     name = "BF16"
     ggml_type = int(GT.BF16)
     block_size = 1
@@ -264,6 +270,11 @@ class BF16(QuantType):
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         bf16_to_f32(data.view(np.uint16), out)
+
+    @classmethod
+    def invalid_row(cls, data: np.ndarray) -> int:
+        # rounding can carry a finite float32 near FLT_MAX into inf, which ggml_validate_row_data rejects
+        return int(first_row_with_bad_bf16(data.view(np.uint16)))
 
 
 @register
