@@ -9,8 +9,17 @@ from hubtui.commands._common import echo_json, json_option
 
 @click.command("bundle")
 @click.argument("path", type=click.Path())
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Folder to create (must not exist or be empty).")
-@click.option("--target", help="Target profile to plan context and memory for (see `hubtui plan --help`); default laptop-8g.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder to create (must not exist or be empty).",
+)
+@click.option(
+    "--target",
+    help="Target profile to plan context and memory for (see `hubtui plan --help`); default laptop-8g.",
+)
 @click.option("--verify", is_flag=True, help="PATH is a bundle folder: re-check its SHA256SUMS.")
 @json_option
 def command(path: str, out_dir: str | None, target: str | None, verify: bool, as_json: bool) -> None:

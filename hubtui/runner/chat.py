@@ -65,10 +65,17 @@ def load_model(
     from hubtui.runner import llama_log
     from hubtui.runner.gguf_check import check_facts, read_facts
 
-    facts = read_facts(path)
-    for finding in check_facts(facts):
-        if finding.level == "fail":
-            raise RunnerError(finding.message)
+    try:
+        import gguf  # noqa: F401  (absent in the field bundle's standalone hubtui-chat.pyz)
+    except ImportError:
+        facts = None
+    else:
+        facts = read_facts(path)
+        for finding in check_facts(facts):
+            if finding.level == "fail":
+                raise RunnerError(finding.message)
+    if not Path(path).is_file():
+        raise RunnerError(f"{path}: no such file")
     import llama_cpp
     from llama_cpp import Llama
 
@@ -76,7 +83,7 @@ def load_model(
     if gpu_layers == "auto":
         gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     if n_ctx is None:
-        n_ctx = min(4096, facts.context_length or 4096)
+        n_ctx = min(4096, (facts.context_length if facts else None) or 4096)
     try:
         return Llama(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=int(gpu_layers), verbose=False)
     except Exception as exc:
