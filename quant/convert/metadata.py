@@ -107,12 +107,14 @@ def load_general(
     generation = _generation_config(src)
     meta = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, dict(config), src, n_params)
 
+    gen_path = src / "generation_config.json"
     for key, field in _SAMPLING_KEYS.items():
         if key in generation:
-            setattr(meta, field, generation[key])
-    repeat = generation.get("penalty_repeat", generation.get("repetition_penalty"))
-    if repeat is not None:
-        meta.sampling_penalty_repeat = repeat
+            setattr(meta, field, _sampling_value(gen_path, key, generation[key]))
+    repeat_key = "penalty_repeat" if "penalty_repeat" in generation else "repetition_penalty"
+    if generation.get(repeat_key) is not None:
+        meta.sampling_penalty_repeat = _sampling_value(gen_path, repeat_key, generation[repeat_key])
+    _check_card_values(meta, src / "README.md")
 
     if meta.name is None:
         meta.name = src.name
@@ -123,6 +125,63 @@ def load_general(
         else:
             meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
     return GeneralInfo(metadata=meta, n_params=n_params)
+
+
+_INT_SAMPLING = {"top_k", "penalty_last_n", "mirostat"}
+_STRING_FIELDS = (
+    "name", "author", "version", "organization", "finetune", "basename", "description", "quantized_by",
+    "size_label", "url", "doi", "uuid", "repo_url", "source_url", "source_doi", "source_uuid",
+    "source_repo_url", "license_name", "license_link",
+)  # fmt: skip
+
+
+def _sampling_value(path: Path, key: str, value: Any) -> Any:
+    """A generation_config value of the type its GGUF KV needs (None is left out, like a missing key)."""
+    if value is None:
+        return None
+    if key == "sequence":
+        ok = isinstance(value, str)
+    elif key in _INT_SAMPLING:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConversionError(f"{path}: {key} has the wrong type ({value!r})")
+    return value
+
+
+def _check_card_values(meta: gguf.Metadata, path: Path) -> None:
+    """YAML gives numbers and dates where GGUF wants strings: make them strings, refuse anything else."""
+
+    def as_text(what: str, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConversionError(f"{path}: {what} should be text, got {value!r}")
+
+    for field in _STRING_FIELDS:
+        value = getattr(meta, field)
+        if value is not None:
+            setattr(meta, field, as_text(field, value))
+    if meta.license is not None:
+        if isinstance(meta.license, list):
+            meta.license = [as_text("license", v) for v in meta.license]
+        else:
+            meta.license = as_text("license", meta.license)
+    for field in ("tags", "languages"):
+        values = getattr(meta, field)
+        if values is not None:
+            setattr(meta, field, [as_text(field, v) for v in values])
+    for field in ("base_models", "datasets"):
+        entries = getattr(meta, field)
+        if entries is None:
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ConversionError(f"{path}: {field} entry {entry!r} is not a name or a mapping")
+            for key, value in entry.items():
+                entry[key] = as_text(f"{field} {key}", value)
 
 
 def default_output_name(info: GeneralInfo, type_name: str) -> str:
