@@ -224,7 +224,10 @@ def _tokenizer_config(reader: Any, tok: Any, config: dict[str, Any]) -> dict[str
 def _write(out: Path, source: Path, progress: Progress | None) -> None:
     import gguf
 
-    reader = gguf.GGUFReader(source)
+    try:
+        reader = gguf.GGUFReader(source)
+    except (ValueError, OSError) as exc:
+        raise HubtuiError(f"{source}: not a readable GGUF file ({exc})") from exc
     config = _config(reader)
     write_json(out / "config.json", config)
     write_weights(out, _weights(reader, config, progress), "BF16")
