@@ -19,9 +19,9 @@ from quant.errors import QuantError
 from quant.kernels.base import QUANT_TYPES, QuantType
 from quant.kernels.simple import bf16_to_f32
 
-CHUNK_ELEMENTS = 1 << 20
-"""Elements converted and checked per step (4 MiB of float32): big enough to amortise the parallel start-up
-of each kernel call, small enough to stay in cache between the finite check and the kernel."""
+CHUNK_ELEMENTS = 1 << 22
+"""Elements converted and checked per step (16 MiB as float32): the bound on extra memory for f16/bf16 input,
+and few enough parallel regions per tensor that a busy machine's scheduling stalls do not add up."""
 
 _KERNEL_LOCK = threading.Lock()  # one parallel kernel at a time: concurrent callers would oversubscribe cores
 

@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""Quantisation kernel throughput: this project vs llama.cpp's ggml_quantize_chunk vs gguf-py's numpy quantiser.
+
+Every type runs on the same 4096×4096 float32 matrix (standard normal, seed 0) in one process. Output is
+preallocated for every contender, so only the quantiser is timed; each figure is the median of --repeats runs.
+The bytes of ours and llama.cpp's are compared too (they must be identical).
+
+    python scripts/bench_quant.py                 # table
+    python scripts/bench_quant.py --json          # machine-readable
+    python scripts/bench_quant.py --startup       # also: JIT compile time (fresh cache) and cached start-up
+    python scripts/bench_quant.py --markdown      # the table for docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests import ggml_ref  # noqa: E402  (llama.cpp through ctypes; quant itself never loads llama_cpp)
+
+TYPES = ["F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+GGUF_PY = {"BF16", "Q8_0", "Q5_0", "Q5_1"}  # gguf-py can quantise these (only dequantise the K-quants)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _ggml_quantizer(qtype: str, x: np.ndarray):
+    """A closure running ggml_quantize_chunk into a preallocated buffer (it is single-threaded)."""
+    lib = ggml_ref.libggml()
+    t = ggml_ref.GGML_TYPES[qtype]
+    lib.ggml_quantize_init(t)
+    rows, cols = x.shape
+    dst = np.empty((rows, ggml_ref.row_size(qtype, cols)), dtype=np.uint8)
+
+    def run() -> np.ndarray:
+        lib.ggml_quantize_chunk(t, x.ctypes.data, dst.ctypes.data, 0, rows, cols, ctypes.c_void_p(None))
+        return dst
+
+    return run
+
+
+def bench(rows: int, cols: int, repeats: int, types: list[str]) -> dict:
+    import numba
+    from gguf import GGMLQuantizationType
+    from gguf import quants as gguf_quants
+
+    from quant import QUANT_TYPES, quantize
+    from quant.kernels.api import default_threads
+
+    x = np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
+    nthreads = default_threads()
+    melem = x.size / 1e6
+    results = []
+    for qtype in types:
+        if qtype not in QUANT_TYPES:
+            results.append({"type": qtype, "missing": True})
+            continue
+        out = np.empty((rows, QUANT_TYPES[qtype].row_bytes(cols)), dtype=np.uint8)
+        quantize(x[:4], qtype, out=out[:4])  # load the kernels (cached) before timing
+        ours1 = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=1, out=o), repeats)
+        ours_bytes = out.copy()
+        oursn = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=nthreads, out=o), repeats)
+        ggml = _ggml_quantizer(qtype, x)
+        ggml_s = _median_seconds(ggml, repeats)
+        row = {
+            "type": qtype,
+            "ours_1t_melem_s": melem / ours1,
+            "ours_nt_melem_s": melem / oursn,
+            "llama_cpp_1t_melem_s": melem / ggml_s,
+            "ratio_1t_vs_llama_cpp": ggml_s / ours1,
+            "ratio_nt_vs_llama_cpp": ggml_s / oursn,
+            "identical_to_llama_cpp": bool(np.array_equal(ours_bytes, ggml())),
+        }
+        if qtype in GGUF_PY:
+            gq = GGMLQuantizationType[qtype]
+            first = _median_seconds(lambda q=gq: gguf_quants.quantize(x, q), 1)
+            gguf_s = (
+                first if first > 2.0 else _median_seconds(lambda q=gq: gguf_quants.quantize(x, q), repeats)
+            )
+            row["gguf_py_melem_s"] = melem / gguf_s
+            row["ratio_1t_vs_gguf_py"] = gguf_s / ours1
+        results.append(row)
+    return {
+        "matrix": [rows, cols],
+        "repeats": repeats,
+        "threads": nthreads,
+        "machine": machine(),
+        "numba_threading_layer": numba.threading_layer(),
+        "results": results,
+    }
+
+
+_STARTUP_CHILD = r"""
+import sys, time, json
+t0 = time.perf_counter()
+import numpy as np
+from quant import quantize, dequantize, QUANT_TYPES
+t1 = time.perf_counter()
+x = np.random.default_rng(0).standard_normal((4, 256), dtype=np.float32)
+for t in sorted(QUANT_TYPES):
+    dequantize(quantize(x, t), t, x.shape)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_calls_s": t2 - t1, "types": sorted(QUANT_TYPES)}))
+"""
+
+
+def startup() -> dict:
+    """Import + first quantize/dequantize of every type, in a fresh process with an empty cache, then again."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-c", _STARTUP_CHILD], env=env, capture_output=True, text=True, check=True
+            )
+            wall = time.perf_counter() - t0
+            runs.append({"process_wall_s": wall, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return {"cold_compile": runs[0], "cached": runs[1]}
+
+
+def machine() -> dict:
+    import numba
+
+    model = platform.processor() or ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _fmt(v: float | None, spec: str = "8.0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(report: dict) -> str:
+    n = report["threads"]
+    head = (
+        f"| type | ours 1 thread | ours {n} threads | llama.cpp 1 thread | gguf-py | ours/llama.cpp 1t "
+        f"| ours/llama.cpp {n}t | ours/gguf-py 1t | identical |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in report["results"]:
+        if r.get("missing"):
+            lines.append(f"| {r['type']} | not registered | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['type']} | {_fmt(r['ours_1t_melem_s'])} | {_fmt(r['ours_nt_melem_s'])} "
+            f"| {_fmt(r['llama_cpp_1t_melem_s'])} | {_fmt(r.get('gguf_py_melem_s'))} "
+            f"| {_fmt(r['ratio_1t_vs_llama_cpp'], '.2f')} | {_fmt(r['ratio_nt_vs_llama_cpp'], '.2f')} "
+            f"| {_fmt(r.get('ratio_1t_vs_gguf_py'), '.1f')} | {'yes' if r['identical_to_llama_cpp'] else 'NO'} |"
+        )
+    m = report["machine"]
+    lines.append("")
+    lines.append(
+        f"Melem/s, median of {report['repeats']}, {report['matrix'][0]}×{report['matrix'][1]} float32 normal; "
+        f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, numba {m['numba']} "
+        f"({report['numba_threading_layer']}), numpy {m['numpy']}."
+    )
+    if "startup" in report:
+        s = report["startup"]
+        lines.append("")
+        lines.append(
+            f"Start-up (import quant + first quantize/dequantize of all {len(s['cached']['types'])} types, fresh process): "
+            f"empty cache {s['cold_compile']['import_s']:.2f} s import + {s['cold_compile']['first_calls_s']:.1f} s "
+            f"JIT; cached {s['cached']['import_s']:.2f} s import + {s['cached']['first_calls_s']:.2f} s first calls "
+            f"({s['cached']['process_wall_s']:.2f} s process wall)."
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=4096)
+    p.add_argument("--cols", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--types", default=",".join(TYPES), help="comma-separated ggml type names")
+    p.add_argument("--startup", action="store_true", help="also time JIT compile and cached start-up")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the markdown table (the default output)")
+    args = p.parse_args(argv)
+    report = bench(
+        args.rows, args.cols, args.repeats, [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    )
+    if args.startup:
+        report["startup"] = startup()
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
