@@ -20,14 +20,15 @@ from quant.kernels.bits import f16_to_f32, f32_bits, f32_to_f16, first_row_with_
 QK_K = 256
 _JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 
-# Lanes processed together (sub-blocks). 16 float32 lanes = one AVX-512 register or two AVX2 ones.
-_KX_BLOCKS = 2  # Q4_K/Q5_K: 2 super-blocks x 8 sub-blocks of 32 = 16 lanes
+# Lanes processed together (sub-blocks). 64 lanes = 4 AVX-512 or 8 AVX2 registers: the sequential sums of
+# one lane are a chain of dependent adds, so several independent registers per step hide their latency.
+_KX_BLOCKS = 8  # Q4_K/Q5_K: 8 super-blocks x 8 sub-blocks of 32 = 64 lanes
 _KX_LANES = 8 * _KX_BLOCKS
-_Q6_BLOCKS = 1  # Q6_K: 1 super-block x 16 sub-blocks of 16 = 16 lanes
+_Q6_BLOCKS = 4  # Q6_K: 4 super-blocks x 16 sub-blocks of 16 = 64 lanes
 _Q6_LANES = 16 * _Q6_BLOCKS
 
 # Groups of blocks handed to one prange iteration: enough work to amortise scheduling and scratch allocation.
-_GROUPS_PER_TASK = 8
+_GROUPS_PER_TASK = 2
 
 
 # ---------------------------------------------------------------------------------------------------- bit helpers
@@ -59,106 +60,104 @@ def _store_f16(o, off, h):
 # -------------------------------------------------------------------------------------------- Q4_K / Q5_K search
 @njit(**_JIT)
 def _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, Laux, scale, the_min, st):
-    """make_qkx2_quants (use_mad=false) on every lane of xt[32, lanes] at once.
+    """make_qkx2_quants (use_mad=false) on every lane of xt[32, _KX_LANES] at once.
 
-    Writes L[32, lanes] (int32), scale[lanes] and the_min[lanes]; st is float32 scratch [10, lanes].
+    Writes L[32, lanes] (int32), scale[lanes] and the_min[lanes]; Laux is float32 scratch [32, lanes] and st
+    float32 scratch [12, lanes]. C copies L at every improvement; this remembers the winning iscale and the
+    min it was used with, and recomputes L once at the end, which gives the same values.
     """
-    n, lanes = xt.shape
     fnmax = np.float32(nmax)
+    qmax = np.int32(nmax)
     mn = st[0]
     mx = st[1]
     sum_w = st[2]
     sum_x = st[3]
     best = st[4]
-    rng = st[5]
+    min0 = st[5]
     sl = st[6]
     sl2 = st[7]
     sxl = st[8]
     cur = st[9]
-    for k in range(lanes):
+    bisc = st[10]
+    bmin = st[11]
+    for k in range(_KX_LANES):
         x0 = xt[0, k]
         mn[k] = x0
         mx[k] = x0
         sum_w[k] = w[0, k]
         sum_x[k] = w[0, k] * x0
-    for i in range(1, n):
-        for k in range(lanes):
+    for i in range(1, 32):
+        for k in range(_KX_LANES):
             xi = xt[i, k]
             wi = w[i, k]
             mn[k] = xi if xi < mn[k] else mn[k]
             mx[k] = xi if xi > mx[k] else mx[k]
             sum_w[k] = sum_w[k] + wi
             sum_x[k] = sum_x[k] + wi * xi
-    for k in range(lanes):
+    for k in range(_KX_LANES):
         m0 = mn[k]
-        m0 = np.float32(0.0) if m0 > np.float32(0.0) else m0
+        m0 = np.float32(0.0) if m0 > 0 else m0
         mn[k] = m0
-        r = mx[k] - m0
-        rng[k] = r
-        iscale = fnmax / r
+        min0[k] = m0  # a flat lane (max == min) returns L = 0, scale 0 and this min
+        iscale = fnmax / (mx[k] - m0)
         scale[k] = np.float32(1.0) / iscale
-        sl[k] = iscale  # reuse as the initial iscale
+        bisc[k] = iscale
+        bmin[k] = m0
         best[k] = np.float32(0.0)
-    for i in range(n):
-        for k in range(lanes):
+    for i in range(32):
+        for k in range(_KX_LANES):
             xi = xt[i, k]
             m0 = mn[k]
-            q = _nearest_int(sl[k] * (xi - m0))
-            q = max(0, min(nmax, q))
-            L[i, k] = q
+            q = max(np.int32(0), min(qmax, _nearest_int(bisc[k] * (xi - m0))))
             diff = scale[k] * np.float32(q) + m0 - xi
             best[k] = best[k] + w[i, k] * (diff * diff)
-    # Flat lanes (max == min) finish with L = 0, scale 0 and the original min: remember the min in the_min.
-    for k in range(lanes):
-        the_min[k] = mn[k]
     for step in range(nstep + 1):
         fstep = rmin + rdelta * np.float32(step) + fnmax
-        for k in range(lanes):
-            cur[k] = fstep / (mx[k] - mn[k])  # min may have moved in an earlier step, as in C
+        for k in range(_KX_LANES):
+            cur[k] = fstep / (mx[k] - mn[k])  # the min may have moved in an earlier step, as in C
             sl[k] = np.float32(0.0)
             sl2[k] = np.float32(0.0)
             sxl[k] = np.float32(0.0)
-        for i in range(n):
-            for k in range(lanes):
+        for i in range(32):
+            for k in range(_KX_LANES):
                 xi = xt[i, k]
-                q = _nearest_int(cur[k] * (xi - mn[k]))
-                q = max(0, min(nmax, q))
-                Laux[i, k] = q
-                wl = w[i, k] * np.float32(q)
+                fq = np.float32(max(np.int32(0), min(qmax, _nearest_int(cur[k] * (xi - mn[k])))))
+                Laux[i, k] = fq
+                wl = w[i, k] * fq
                 sl[k] = sl[k] + wl
-                sl2[k] = sl2[k] + wl * np.float32(q)
+                sl2[k] = sl2[k] + wl * fq
                 sxl[k] = sxl[k] + wl * xi
-        for k in range(lanes):
+        for k in range(_KX_LANES):
             D = sum_w[k] * sl2[k] - sl[k] * sl[k]
             this_scale = (sum_w[k] * sxl[k] - sum_x[k] * sl[k]) / D
             this_min = (sl2[k] * sum_x[k] - sl[k] * sxl[k]) / D
-            pos = this_min > np.float32(0.0)
+            pos = this_min > 0
             this_scale = sxl[k] / sl2[k] if pos else this_scale
             this_min = np.float32(0.0) if pos else this_min
             sl[k] = this_scale
             sl2[k] = this_min
-            sxl[k] = np.float32(1.0) if D > 0 else np.float32(0.0)  # the D > 0 flag
-            cur[k] = np.float32(0.0)
-        for i in range(n):
-            for k in range(lanes):
-                diff = sl[k] * np.float32(Laux[i, k]) + sl2[k] - xt[i, k]
+            sxl[k] = cur[k]  # keep this step's iscale
+            cur[k] = np.float32(0.0) if D > 0 else np.float32(np.inf)  # a lane with D <= 0 cannot win
+        for i in range(32):
+            for k in range(_KX_LANES):
+                diff = sl[k] * Laux[i, k] + sl2[k] - xt[i, k]
                 cur[k] = cur[k] + w[i, k] * (diff * diff)
-        for k in range(lanes):
-            better = sxl[k] != np.float32(0.0) and cur[k] < best[k]
+        for k in range(_KX_LANES):
+            better = cur[k] < best[k]
             best[k] = cur[k] if better else best[k]
             scale[k] = sl[k] if better else scale[k]
+            bisc[k] = sxl[k] if better else bisc[k]
+            bmin[k] = mn[k] if better else bmin[k]
             mn[k] = sl2[k] if better else mn[k]
-            sl[k] = np.float32(1.0) if better else np.float32(0.0)
-        for i in range(n):
-            for k in range(lanes):
-                L[i, k] = Laux[i, k] if sl[k] != np.float32(0.0) else L[i, k]
-    for k in range(lanes):
-        flat = rng[k] == np.float32(0.0)
+    for k in range(_KX_LANES):
+        flat = mx[k] == min0[k]
         scale[k] = np.float32(0.0) if flat else scale[k]
-        the_min[k] = -the_min[k] if flat else -mn[k]
-    for i in range(n):
-        for k in range(lanes):
-            L[i, k] = 0 if rng[k] == np.float32(0.0) else L[i, k]
+        the_min[k] = -min0[k] if flat else -mn[k]
+        cur[k] = np.float32(0.0) if flat else np.float32(1.0)
+    for i in range(32):
+        for k in range(_KX_LANES):
+            q = max(np.int32(0), min(qmax, _nearest_int(bisc[k] * (xt[i, k] - bmin[k]))))
+            L[i, k] = q if cur[k] != 0 else np.int32(0)
 
 
 @njit(**_JIT)
@@ -168,15 +167,16 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
     xt = np.empty((32, lanes), np.float32)
     w = np.empty((32, lanes), np.float32)
     L = np.empty((32, lanes), np.int32)
-    Laux = np.empty((32, lanes), np.int32)
+    Laux = np.empty((32, lanes), np.float32)
     scale = np.empty(lanes, np.float32)
     the_min = np.empty(lanes, np.float32)
-    st = np.empty((10, lanes), np.float32)
+    st = np.empty((12, lanes), np.float32)
     dd = np.empty(lanes, np.float32)
     dm = np.empty(lanes, np.float32)
     sc = np.empty(12, np.uint8)
     lsv = np.empty(8, np.int32)
     lmv = np.empty(8, np.int32)
+    qmax = np.int32(nmax)
     for g in range(g_lo, g_hi):
         b0 = g * _KX_BLOCKS
         for bl in range(_KX_BLOCKS):
@@ -252,7 +252,7 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
         for i in range(32):
             for k in range(lanes):
                 q = _nearest_int((xt[i, k] + dm[k]) / dd[k])
-                q = max(0, min(nmax, q))
+                q = max(np.int32(0), min(qmax, q))
                 L[i, k] = q if dd[k] != np.float32(0.0) else L[i, k]
 
         for bl in range(_KX_BLOCKS):
@@ -297,80 +297,80 @@ def _kx_quantize(x, out, nmax, rmin, rdelta, nstep, type_size, five):
 
 # ----------------------------------------------------------------------------------------------------------- Q6_K
 @njit(**_JIT)
-def _qx_lanes(xt, L, Laux, scale, st):
-    """make_qx_quants(n=16, nmax=32, rmse_type=1, qw=NULL) on every lane of xt[16, lanes] at once.
+def _qx_lanes(xt, L, scale, st):
+    """make_qx_quants(n=16, nmax=32, rmse_type=1, qw=NULL) on every lane of xt[16, _Q6_LANES] at once.
 
-    Writes L[16, lanes] (already offset by +32, or 0 for an all-zero lane) and scale[lanes].
+    Writes L[16, lanes] (already offset by +32, or 0 for an all-zero lane) and scale[lanes]. Instead of
+    copying L at every improvement it remembers the winning iscale and recomputes L once, as C would get it.
+    st is float32 scratch [6 + 2*16, lanes].
     """
-    n, lanes = xt.shape
     amax = st[0]
     mx = st[1]
     sumlx = st[2]
     suml2 = st[3]
     best = st[4]
     isc = st[5]
-    for k in range(lanes):
+    w = st[6:22]  # x*x, the rmse_type=1 weight
+    wx = st[22:38]  # (x*x)*x, the first product of C's w*x[i]*l
+    for k in range(_Q6_LANES):
         amax[k] = np.float32(0.0)
         mx[k] = np.float32(0.0)
-    for i in range(n):
-        for k in range(lanes):
+    for i in range(16):
+        for k in range(_Q6_LANES):
             xi = xt[i, k]
             ax = np.abs(xi)
             gt = ax > amax[k]
             amax[k] = ax if gt else amax[k]
             mx[k] = xi if gt else mx[k]
-    for k in range(lanes):
+            wi = xi * xi
+            w[i, k] = wi
+            wx[i, k] = wi * xi
+    for k in range(_Q6_LANES):
         isc[k] = np.float32(-32.0) / mx[k]
         sumlx[k] = np.float32(0.0)
         suml2[k] = np.float32(0.0)
-    for i in range(n):
-        for k in range(lanes):
-            xi = xt[i, k]
-            q = _nearest_int(isc[k] * xi)
-            q = max(np.int32(-32), min(np.int32(31), q))
-            L[i, k] = q + np.int32(32)
-            wv = xi * xi
+    for i in range(16):
+        for k in range(_Q6_LANES):
+            q = max(np.int32(-32), min(np.int32(31), _nearest_int(isc[k] * xt[i, k])))
             fq = np.float32(q)
-            sumlx[k] = sumlx[k] + wv * xi * fq
-            suml2[k] = suml2[k] + wv * fq * fq
-    for k in range(lanes):
+            sumlx[k] = sumlx[k] + wx[i, k] * fq
+            suml2[k] = suml2[k] + w[i, k] * fq * fq
+    for k in range(_Q6_LANES):
         s = sumlx[k] / suml2[k] if suml2[k] != np.float32(0.0) else np.float32(0.0)
         scale[k] = s
         best[k] = s * sumlx[k]
+        scale[k] = s
+    bisc = st[38]  # the iscale whose L wins
+    for k in range(_Q6_LANES):
+        bisc[k] = isc[k]
     for step in range(-9, 10):
         if step == 0:
             continue
         fstep = -(np.float32(32.0) + np.float32(0.1) * np.float32(step))
-        for k in range(lanes):
+        for k in range(_Q6_LANES):
             isc[k] = fstep / mx[k]
             sumlx[k] = np.float32(0.0)
             suml2[k] = np.float32(0.0)
-        for i in range(n):
-            for k in range(lanes):
-                xi = xt[i, k]
-                q = _nearest_int(isc[k] * xi)
-                q = max(np.int32(-32), min(np.int32(31), q))
-                Laux[i, k] = q + np.int32(32)
-                wv = xi * xi
+        for i in range(16):
+            for k in range(_Q6_LANES):
+                q = max(np.int32(-32), min(np.int32(31), _nearest_int(isc[k] * xt[i, k])))
                 fq = np.float32(q)
-                sumlx[k] = sumlx[k] + wv * xi * fq
-                suml2[k] = suml2[k] + wv * fq * fq
-        for k in range(lanes):
+                sumlx[k] = sumlx[k] + wx[i, k] * fq
+                suml2[k] = suml2[k] + w[i, k] * fq * fq
+        for k in range(_Q6_LANES):
             better = suml2[k] > np.float32(0.0) and sumlx[k] * sumlx[k] > best[k] * suml2[k]
             s = sumlx[k] / suml2[k]
             scale[k] = s if better else scale[k]
             best[k] = s * sumlx[k] if better else best[k]
-            isc[k] = np.float32(1.0) if better else np.float32(0.0)
-        for i in range(n):
-            for k in range(lanes):
-                L[i, k] = Laux[i, k] if isc[k] != np.float32(0.0) else L[i, k]
-    for k in range(lanes):
+            bisc[k] = isc[k] if better else bisc[k]
+    for k in range(_Q6_LANES):
         zero = amax[k] < np.float32(1e-15)
         scale[k] = np.float32(0.0) if zero else scale[k]
-        isc[k] = np.float32(1.0) if zero else np.float32(0.0)
-    for i in range(n):
-        for k in range(lanes):
-            L[i, k] = 0 if isc[k] != np.float32(0.0) else L[i, k]
+        amax[k] = np.float32(0.0) if zero else np.float32(1.0)
+    for i in range(16):
+        for k in range(_Q6_LANES):
+            q = max(np.int32(-32), min(np.int32(31), _nearest_int(bisc[k] * xt[i, k]))) + np.int32(32)
+            L[i, k] = q if amax[k] != np.float32(0.0) else np.int32(0)
 
 
 @njit(**_JIT)
@@ -379,9 +379,8 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
     lanes = _Q6_LANES
     xt = np.empty((16, lanes), np.float32)
     L = np.empty((16, lanes), np.int32)
-    Laux = np.empty((16, lanes), np.int32)
     scale = np.empty(lanes, np.float32)
-    st = np.empty((6, lanes), np.float32)
+    st = np.empty((39, lanes), np.float32)
     dd = np.empty(lanes, np.float32)
     zblk = np.empty(_Q6_BLOCKS, np.int32)
     for g in range(g_lo, g_hi):
@@ -397,7 +396,7 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
                 for s in range(16):
                     for i in range(16):
                         xt[i, bl * 16 + s] = np.float32(0.0)
-        _qx_lanes(xt, L, Laux, scale, st)
+        _qx_lanes(xt, L, scale, st)
 
         for bl in range(_Q6_BLOCKS):
             b = b0 + bl
