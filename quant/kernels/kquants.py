@@ -58,28 +58,17 @@ def _store_f16(o, off, h):
 
 
 # -------------------------------------------------------------------------------------------- Q4_K / Q5_K search
-@njit(**_JIT)
-def _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, Laux, scale, the_min, st):
+@njit(inline="always", **_JIT)
+def _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, scale, the_min, scratch):
     """make_qkx2_quants (use_mad=false) on every lane of xt[32, _KX_LANES] at once.
 
-    Writes L[32, lanes] (int32), scale[lanes] and the_min[lanes]; Laux is float32 scratch [32, lanes] and st
-    float32 scratch [12, lanes]. C copies L at every improvement; this remembers the winning iscale and the
-    min it was used with, and recomputes L once at the end, which gives the same values.
+    Writes L[32, lanes] (int32), scale[lanes] and the_min[lanes]. C copies L at every improvement; this
+    remembers the winning iscale and the min it was used with, and recomputes L once at the end, which gives
+    the same values. `scratch` holds separately allocated arrays, so LLVM knows they do not alias.
     """
     fnmax = np.float32(nmax)
     qmax = np.int32(nmax)
-    mn = st[0]
-    mx = st[1]
-    sum_w = st[2]
-    sum_x = st[3]
-    best = st[4]
-    min0 = st[5]
-    sl = st[6]
-    sl2 = st[7]
-    sxl = st[8]
-    cur = st[9]
-    bisc = st[10]
-    bmin = st[11]
+    mn, mx, sum_w, sum_x, best, min0, sl, sl2, sxl, cur, bisc, bmin, Laux = scratch
     for k in range(_KX_LANES):
         x0 = xt[0, k]
         mn[k] = x0
@@ -167,10 +156,15 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
     xt = np.empty((32, lanes), np.float32)
     w = np.empty((32, lanes), np.float32)
     L = np.empty((32, lanes), np.int32)
-    Laux = np.empty((32, lanes), np.float32)
     scale = np.empty(lanes, np.float32)
     the_min = np.empty(lanes, np.float32)
-    st = np.empty((12, lanes), np.float32)
+    f32 = np.float32
+    scratch = (
+        *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
+        *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
+        *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
+        np.empty((32, lanes), f32),
+    )
     dd = np.empty(lanes, np.float32)
     dm = np.empty(lanes, np.float32)
     sc = np.empty(12, np.uint8)
@@ -201,7 +195,7 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
         for i in range(32):
             for k in range(lanes):
                 w[i, k] = sx2[k] + np.abs(xt[i, k])
-        _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, Laux, scale, the_min, st)
+        _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, scale, the_min, scratch)
 
         # Per super-block: 6-bit scales and mins, fp16 d and dmin, then the requantisation divisors per lane.
         for bl in range(_KX_BLOCKS):
@@ -296,22 +290,15 @@ def _kx_quantize(x, out, nmax, rmin, rdelta, nstep, type_size, five):
 
 
 # ----------------------------------------------------------------------------------------------------------- Q6_K
-@njit(**_JIT)
-def _qx_lanes(xt, L, scale, st):
+@njit(inline="always", **_JIT)
+def _qx_lanes(xt, L, scale, scratch):
     """make_qx_quants(n=16, nmax=32, rmse_type=1, qw=NULL) on every lane of xt[16, _Q6_LANES] at once.
 
     Writes L[16, lanes] (already offset by +32, or 0 for an all-zero lane) and scale[lanes]. Instead of
     copying L at every improvement it remembers the winning iscale and recomputes L once, as C would get it.
-    st is float32 scratch [6 + 2*16, lanes].
+    `scratch` holds separately allocated arrays, so LLVM knows they do not alias and keeps the loops SIMD.
     """
-    amax = st[0]
-    mx = st[1]
-    sumlx = st[2]
-    suml2 = st[3]
-    best = st[4]
-    isc = st[5]
-    w = st[6:22]  # x*x, the rmse_type=1 weight
-    wx = st[22:38]  # (x*x)*x, the first product of C's w*x[i]*l
+    amax, mx, sumlx, suml2, best, isc, bisc, w, wx = scratch
     for k in range(_Q6_LANES):
         amax[k] = np.float32(0.0)
         mx[k] = np.float32(0.0)
@@ -322,47 +309,40 @@ def _qx_lanes(xt, L, scale, st):
             gt = ax > amax[k]
             amax[k] = ax if gt else amax[k]
             mx[k] = xi if gt else mx[k]
-            wi = xi * xi
+            wi = xi * xi  # the rmse_type=1 weight
             w[i, k] = wi
-            wx[i, k] = wi * xi
-    for k in range(_Q6_LANES):
-        isc[k] = np.float32(-32.0) / mx[k]
-        sumlx[k] = np.float32(0.0)
-        suml2[k] = np.float32(0.0)
-    for i in range(16):
-        for k in range(_Q6_LANES):
-            q = max(np.int32(-32), min(np.int32(31), _nearest_int(isc[k] * xt[i, k])))
-            fq = np.float32(q)
-            sumlx[k] = sumlx[k] + wx[i, k] * fq
-            suml2[k] = suml2[k] + w[i, k] * fq * fq
-    for k in range(_Q6_LANES):
-        s = sumlx[k] / suml2[k] if suml2[k] != np.float32(0.0) else np.float32(0.0)
-        scale[k] = s
-        best[k] = s * sumlx[k]
-        scale[k] = s
-    bisc = st[38]  # the iscale whose L wins
-    for k in range(_Q6_LANES):
-        bisc[k] = isc[k]
-    for step in range(-9, 10):
+            wx[i, k] = wi * xi  # the first product of C's w*x[i]*l
+    # The 19 trial scales. |iscale*x| <= 33 in every lane that is not all-zero (those return early in C and are
+    # overwritten below), so rounding with (v + 1.5*2^23) - 1.5*2^23 in float32 equals nearest_int there.
+    magic = np.float32(12582912.0)
+    for step in range(-10, 10):
         if step == 0:
             continue
-        fstep = -(np.float32(32.0) + np.float32(0.1) * np.float32(step))
+        # step -10 stands for the first pass, iscale = -nmax/max
+        fstep = -(np.float32(32.0) + np.float32(0.1) * np.float32(step)) if step != -10 else np.float32(-32.0)
         for k in range(_Q6_LANES):
             isc[k] = fstep / mx[k]
             sumlx[k] = np.float32(0.0)
             suml2[k] = np.float32(0.0)
         for i in range(16):
             for k in range(_Q6_LANES):
-                q = max(np.int32(-32), min(np.int32(31), _nearest_int(isc[k] * xt[i, k])))
-                fq = np.float32(q)
+                fq = (isc[k] * xt[i, k] + magic) - magic
+                fq = max(np.float32(-32.0), min(np.float32(31.0), fq))
                 sumlx[k] = sumlx[k] + wx[i, k] * fq
                 suml2[k] = suml2[k] + w[i, k] * fq * fq
-        for k in range(_Q6_LANES):
-            better = suml2[k] > np.float32(0.0) and sumlx[k] * sumlx[k] > best[k] * suml2[k]
-            s = sumlx[k] / suml2[k]
-            scale[k] = s if better else scale[k]
-            best[k] = s * sumlx[k] if better else best[k]
-            bisc[k] = isc[k] if better else bisc[k]
+        if step == -10:
+            for k in range(_Q6_LANES):
+                s = sumlx[k] / suml2[k] if suml2[k] != 0 else np.float32(0.0)
+                scale[k] = s
+                best[k] = s * sumlx[k]
+                bisc[k] = isc[k]
+        else:
+            for k in range(_Q6_LANES):
+                better = suml2[k] > 0 and sumlx[k] * sumlx[k] > best[k] * suml2[k]
+                s = sumlx[k] / suml2[k]
+                scale[k] = s if better else scale[k]
+                best[k] = s * sumlx[k] if better else best[k]
+                bisc[k] = isc[k] if better else bisc[k]
     for k in range(_Q6_LANES):
         zero = amax[k] < np.float32(1e-15)
         scale[k] = np.float32(0.0) if zero else scale[k]
@@ -370,7 +350,7 @@ def _qx_lanes(xt, L, scale, st):
     for i in range(16):
         for k in range(_Q6_LANES):
             q = max(np.int32(-32), min(np.int32(31), _nearest_int(bisc[k] * xt[i, k]))) + np.int32(32)
-            L[i, k] = q if amax[k] != np.float32(0.0) else np.int32(0)
+            L[i, k] = q if amax[k] != 0 else np.int32(0)
 
 
 @njit(**_JIT)
@@ -380,7 +360,12 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
     xt = np.empty((16, lanes), np.float32)
     L = np.empty((16, lanes), np.int32)
     scale = np.empty(lanes, np.float32)
-    st = np.empty((39, lanes), np.float32)
+    f32 = np.float32
+    scratch = (
+        *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
+        *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
+        *(np.empty((16, lanes), f32), np.empty((16, lanes), f32)),
+    )
     dd = np.empty(lanes, np.float32)
     zblk = np.empty(_Q6_BLOCKS, np.int32)
     for g in range(g_lo, g_hi):
@@ -396,7 +381,7 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
                 for s in range(16):
                     for i in range(16):
                         xt[i, bl * 16 + s] = np.float32(0.0)
-        _qx_lanes(xt, L, scale, st)
+        _qx_lanes(xt, L, scale, scratch)
 
         for bl in range(_Q6_BLOCKS):
             b = b0 + bl
