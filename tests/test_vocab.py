@@ -474,3 +474,58 @@ def test_token_ids_past_config_vocab_size_are_an_error(checkpoints: dict[str, Pa
         ConversionError, match=r"token id 49151 is out of range for config.json vocab_size 1000"
     ):
         load_vocab(src, {**_config(src), "vocab_size": 1000})
+
+
+# ---- llama.cpp's own converter as the reference (opt-in: needs transformers and llama.cpp's source) --
+
+
+def _anchor() -> tuple[str, str]:
+    import os
+
+    python, src = os.environ.get("HUBTUI_ANCHOR_PYTHON"), os.environ.get("HUBTUI_LLAMA_CPP_SRC")
+    if not python or not src:
+        pytest.skip(
+            "set HUBTUI_ANCHOR_PYTHON (a Python with transformers==4.57.6, sentencepiece, protobuf, pyyaml, "
+            "safetensors) and HUBTUI_LLAMA_CPP_SRC (llama.cpp source tree) to compare with convert_hf_to_gguf"
+        )
+    return python, src
+
+
+def _gguf_kvs(path: Path) -> dict[str, tuple[list[Any], Any]]:
+    reader = gguf.GGUFReader(path)
+    return {
+        key: (field.types, field.contents())
+        for key, field in reader.fields.items()
+        if key.startswith(("tokenizer.", "general.")) and key not in (G_FILE_TYPE, G_QUANT_VERSION)
+    }
+
+
+G_FILE_TYPE, G_QUANT_VERSION = gguf.Keys.General.FILE_TYPE, gguf.Keys.General.QUANTIZATION_VERSION
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny"])
+def test_same_kvs_as_llama_cpp_converter(name: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Tokenizer and general KVs (keys, order, types, values) equal convert_hf_to_gguf.py --vocab-only's."""
+    import subprocess
+
+    from quant.convert.metadata import load_general
+
+    python, llama_src = _anchor()
+    src = checkpoints[name]
+    theirs = tmp_path / "llama-cpp.gguf"
+    runner = Path(__file__).parent / "anchor" / "llama_cpp_vocab_only.py"
+    subprocess.run([python, str(runner), llama_src, str(src), str(theirs)], check=True, capture_output=True)
+
+    config = _config(src)
+    ours = tmp_path / "ours.gguf"
+    w = gguf.GGUFWriter(str(ours), "llama")
+    load_general(src, config, n_params=0).write_to(w)  # vocab-only exports count no parameters
+    load_vocab(src, config).write_to(w)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    expected, got = _gguf_kvs(theirs), _gguf_kvs(ours)
+    assert list(got) == list(expected)
+    for key in expected:
+        assert got[key] == expected[key], key
