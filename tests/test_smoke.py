@@ -1,0 +1,199 @@
+"""`hubtui smoke`: verdicts on good conversions, clear failures on broken files, crash/hang isolation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubtui.runner.smoke import SmokeReport, run_child, run_smoke
+from tests.runner_models import smollm2_gguf, write_tiny_gguf
+
+
+def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def f16_gguf(smollm2_dir: Path) -> Path:
+    return smollm2_gguf(smollm2_dir, "F16")
+
+
+@pytest.fixture(scope="session")
+def q8_gguf(smollm2_dir: Path) -> Path:
+    return smollm2_gguf(smollm2_dir, "Q8_0")
+
+
+@pytest.fixture(scope="session")
+def q4km_gguf(smollm2_dir: Path) -> Path:
+    return smollm2_gguf(smollm2_dir, "Q4_K_M")
+
+
+@pytest.fixture(scope="session")
+def q4km_report(q4km_gguf: Path, f16_gguf: Path) -> SmokeReport:
+    stages: list[str] = []
+    report = run_smoke(q4km_gguf, baseline=f16_gguf, on_progress=lambda stage, _msg: stages.append(stage))
+    report.measurements["_stages"] = stages
+    return report
+
+
+@pytest.fixture(scope="session")
+def q8_json(q8_gguf: Path, f16_gguf: Path) -> dict[str, Any]:
+    out = hubtui("smoke", str(q8_gguf), "--baseline", str(f16_gguf), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_q4km_passes_with_sane_figures(q4km_report: SmokeReport) -> None:
+    d = q4km_report.to_dict()
+    assert d["verdict"] == "pass", d["reasons"]
+    assert q4km_report.exit_code == 0
+    assert 5 < d["perplexity"] < 40  # a trained 135M model on plain English prose
+    gen = d["measurements"]["generation"]
+    assert gen["stopped_at_eog"] and "Paris" in gen["text"]
+    assert all(t["ok"] for t in d["measurements"]["round_trip"])
+    assert d["load_seconds"] > 0 and d["prompt_tokens_per_s"] > 0 and d["generation_tokens_per_s"] > 0
+    assert d["peak_rss_bytes"] > d["gguf"]["tensor_bytes"] / 2  # the mapped weights were touched
+    stages = d["measurements"]["_stages"]
+    assert stages[:2] == ["header", "load"] and stages[-1] == "baseline"
+
+
+def test_q8_via_cli_json_is_closer_to_f16_than_q4km(
+    q8_json: dict[str, Any], q4km_report: SmokeReport
+) -> None:
+    assert q8_json["verdict"] == "pass"
+    q4 = q4km_report.to_dict()["baseline"]
+    q8 = q8_json["baseline"]
+    assert 5 < q8_json["perplexity"] < 40
+    assert 0 <= q8["mean_kl"] < q4["mean_kl"]
+    assert abs(q8["perplexity_ratio"] - 1) < abs(q4["perplexity_ratio"] - 1)
+    assert q8["top1_agreement"] > q4["top1_agreement"]
+    # both runs scored the same passage with the same baseline
+    assert q8["perplexity"] == pytest.approx(q4["perplexity"], rel=1e-6)
+
+
+def test_human_output_and_exit_status_for_truncated_file(q8_gguf: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with open(q8_gguf, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(q8_gguf.stat().st_size // 2))
+    out = hubtui("smoke", str(cut))
+    assert out.returncode == 1
+    assert "cut.gguf: FAIL" in out.stdout
+    assert "truncated" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_truncated_header_fails_without_loading(q8_gguf: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "head.gguf"
+    cut.write_bytes(q8_gguf.read_bytes()[:4096])
+    report = run_smoke(cut)
+    assert report.verdict == "fail"
+    assert [c.check for c in report.checks] == ["gguf"]
+    assert "truncated" in report.reasons[0] and "head.gguf" in report.reasons[0]
+
+
+def test_random_bytes_fail(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(bytes(range(256)) * 64)
+    report = run_smoke(junk)
+    assert report.verdict == "fail" and report.exit_code == 1
+    assert "not a GGUF file" in report.reasons[0]
+
+
+def test_random_bytes_after_gguf_magic_fail(tmp_path: Path) -> None:
+    import numpy as np
+
+    junk = tmp_path / "magic.gguf"
+    junk.write_bytes(b"GGUF" + np.random.default_rng(1).bytes(10_000))
+    report = run_smoke(junk)
+    assert report.verdict == "fail"
+    assert "magic.gguf" in report.reasons[0]
+
+
+def test_vocabulary_not_matching_embedding_fails(tmp_path: Path) -> None:
+    bad = write_tiny_gguf(tmp_path / "vocab.gguf", n_tokens=100, embed_rows=120)
+    report = run_smoke(bad)
+    assert report.verdict == "fail"
+    assert report.reasons == ["vocab.gguf: vocabulary has 100 tokens but token_embd.weight has 120 rows"]
+    assert report.measurements == {}  # refused before llama.cpp was asked to load it
+
+
+def test_unsupported_architecture_fails(tmp_path: Path) -> None:
+    bad = write_tiny_gguf(tmp_path / "arch.gguf", n_tokens=100, embed_rows=100, arch="gpt2")
+    report = run_smoke(bad)
+    assert report.verdict == "fail"
+    assert any("unsupported architecture 'gpt2'" in r for r in report.reasons)
+
+
+def test_load_failure_in_llama_cpp_is_reported(tmp_path: Path) -> None:
+    # header checks pass (vocabulary matches), but the blocks' tensors are missing
+    bad = write_tiny_gguf(tmp_path / "hollow.gguf", n_tokens=100, embed_rows=100)
+    report = run_smoke(bad, timeout=120)
+    assert report.verdict == "fail"
+    (reason,) = report.reasons
+    assert reason.startswith("hollow.gguf: llama.cpp could not load it")
+
+
+def test_baseline_with_another_vocabulary_fails(q8_gguf: Path, tmp_path: Path) -> None:
+    other = write_tiny_gguf(tmp_path / "other.gguf", n_tokens=100, embed_rows=100)
+    report = run_smoke(q8_gguf, baseline=other)
+    assert report.verdict == "fail"
+    assert any("baseline other.gguf has 100 tokens" in r for r in report.reasons)
+
+
+def test_missing_file_is_a_clean_cli_failure(tmp_path: Path) -> None:
+    out = hubtui("smoke", str(tmp_path / "nope.gguf"), "--json")
+    assert out.returncode == 1
+    data = json.loads(out.stdout)
+    assert data["verdict"] == "fail" and "no such file" in data["reasons"][0]
+
+
+def test_bad_gpu_layers_is_usage_error(tmp_path: Path) -> None:
+    out = hubtui("smoke", str(tmp_path / "x.gguf"), "--gpu-layers", "lots")
+    assert out.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "expect"),
+    [
+        ("abort", "signal SIGABRT"),
+        ("exit", "exit status 3): Traceback: something broke"),
+        ("hang", "timed out after 3 s"),
+    ],
+)
+def test_child_crash_or_hang_becomes_a_reason(mode: str, expect: str) -> None:
+    seen: list[str] = []
+    result, failure, stage = run_child(
+        "tests.runner_fake_worker",
+        {"mode": mode},
+        timeout=3 if mode == "hang" else 60,
+        on_progress=lambda s, m: seen.append(s),
+    )
+    assert result is None
+    assert failure is not None and expect in failure
+    assert stage == "load" and seen == ["load"]
+
+
+def test_passage_is_shipped_as_package_data() -> None:
+    from hubtui.runner.passage import passage_text
+
+    text = passage_text()
+    assert text.startswith("It is a truth universally acknowledged")
+    assert 1500 < len(text) < 6000
+
+
+def test_no_leftover_temp_dirs_from_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run_child("tests.runner_fake_worker", {"mode": "exit"}, timeout=60)
+    assert list(tmp_path.iterdir()) == []
+    shutil.rmtree(tmp_path, ignore_errors=True)
