@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -27,8 +28,8 @@ _KX_LANES = 8 * _KX_BLOCKS
 _Q6_BLOCKS = 4  # Q6_K: 4 super-blocks x 16 sub-blocks of 16 = 64 lanes
 _Q6_LANES = 16 * _Q6_BLOCKS
 
-# Groups of blocks handed to one prange iteration: enough work to amortise scheduling and scratch allocation.
-_GROUPS_PER_TASK = 2
+# prange tasks per thread: each task allocates its scratch once and walks a contiguous run of groups.
+_TASKS_PER_THREAD = 4
 
 
 # ---------------------------------------------------------------------------------------------------- bit helpers
@@ -276,16 +277,16 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
 
 
 @njit(parallel=True, **_JIT)
-def _kx_quantize(x, out, nmax, rmin, rdelta, nstep, type_size, five):
+def _kx_quantize(x, out, nmax, rmin, rdelta, nstep, type_size, five, max_tasks):
     rows, cols = x.shape
     nb = cols // QK_K
     total = rows * nb
     ngroups = (total + _KX_BLOCKS - 1) // _KX_BLOCKS
-    ntasks = (ngroups + _GROUPS_PER_TASK - 1) // _GROUPS_PER_TASK
+    ntasks = min(ngroups, max_tasks)
     xf = x.reshape(rows * cols)
     for t in prange(ntasks):
-        lo = t * _GROUPS_PER_TASK
-        hi = min(ngroups, lo + _GROUPS_PER_TASK)
+        lo = t * ngroups // ntasks
+        hi = (t + 1) * ngroups // ntasks
         _kx_groups(xf, total, nb, out, lo, hi, nmax, rmin, rdelta, nstep, type_size, five)
 
 
@@ -447,16 +448,16 @@ def _q6_groups(xf, total, nb, out, g_lo, g_hi):
 
 
 @njit(parallel=True, **_JIT)
-def _q6_quantize(x, out):
+def _q6_quantize(x, out, max_tasks):
     rows, cols = x.shape
     nb = cols // QK_K
     total = rows * nb
     ngroups = (total + _Q6_BLOCKS - 1) // _Q6_BLOCKS
-    ntasks = (ngroups + _GROUPS_PER_TASK - 1) // _GROUPS_PER_TASK
+    ntasks = min(ngroups, max_tasks)
     xf = x.reshape(rows * cols)
     for t in prange(ntasks):
-        lo = t * _GROUPS_PER_TASK
-        hi = min(ngroups, lo + _GROUPS_PER_TASK)
+        lo = t * ngroups // ntasks
+        hi = (t + 1) * ngroups // ntasks
         _q6_groups(xf, total, nb, out, lo, hi)
 
 
@@ -522,6 +523,18 @@ def _q6_dequantize(data, out):
 
 
 # ------------------------------------------------------------------------------------------------ registry types
+def _max_tasks() -> int:
+    """prange tasks for the current numba thread count (the front end sets it; the bytes never depend on it)."""
+    return _TASKS_PER_THREAD * numba.get_num_threads()
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view, so read-only memmaps and ordinary arrays share one compiled (and cached) kernel."""
+    v = np.asarray(a).view()
+    v.flags.writeable = False
+    return v
+
+
 class _KQuant(QuantType):
     block_size: ClassVar[int] = QK_K
     _scale_offsets: ClassVar[tuple[int, ...]] = (0, 1)  # fp16 d and dmin, in uint16 units within a block
@@ -546,7 +559,7 @@ class _Q45K(_KQuant):
         if x.shape[0] == 0:
             return
         _kx_quantize(
-            x,
+            _readonly(x),
             np.asarray(out),
             cls._nmax,
             np.float32(cls._rmin),
@@ -554,13 +567,14 @@ class _Q45K(_KQuant):
             cls._nstep,
             cls.type_size,
             cls._five,
+            _max_tasks(),
         )
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         if out.shape[0] == 0:
             return
-        _kx_dequantize(np.asarray(data), np.asarray(out), cls.type_size, cls._five)
+        _kx_dequantize(_readonly(data), np.asarray(out), cls.type_size, cls._five)
 
 
 @register
@@ -596,10 +610,10 @@ class Q6_K(_KQuant):
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         if x.shape[0] == 0:
             return
-        _q6_quantize(x, np.asarray(out))
+        _q6_quantize(_readonly(x), np.asarray(out), _max_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         if out.shape[0] == 0:
             return
-        _q6_dequantize(np.asarray(data), np.asarray(out))
+        _q6_dequantize(_readonly(data), np.asarray(out))
