@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+_SLICE = 1 << 22  # elements encoded at a time
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
@@ -37,23 +38,26 @@ def encode_tensor(x: np.ndarray, dtype: str) -> np.ndarray:
 
 def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str) -> int:
     """Write float tensors as one safetensors file in `dtype`; returns the payload size in bytes."""
-    encoded = {name: encode_tensor(tensors[name], dtype) for name in sorted(tensors)}
+    itemsize = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for name, arr in encoded.items():
+    for name in sorted(tensors):
+        nbytes = tensors[name].size * itemsize
         header[name] = {
             "dtype": dtype,
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
+            "shape": list(tensors[name].shape),
+            "data_offsets": [offset, offset + nbytes],
         }
-        offset += arr.nbytes
+        offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for arr in encoded.values():
-            f.write(arr.tobytes())
+        for name in sorted(tensors):  # encode in slices to keep peak memory down
+            flat = tensors[name].reshape(-1)
+            for start in range(0, flat.size, _SLICE):
+                f.write(encode_tensor(flat[start : start + _SLICE], dtype).data)
     return offset
 
 
