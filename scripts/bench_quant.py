@@ -37,13 +37,19 @@ TYPES = ["F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 GGUF_PY = {"BF16", "Q8_0", "Q5_0", "Q5_1"}  # gguf-py can quantise these (only dequantise the K-quants)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
+def _median_seconds(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and median process CPU seconds of `repeats` calls.
+
+    On a shared machine the CPU time of a single-threaded run is the steadier figure: it leaves out the
+    time the process waited for a core.
+    """
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _ggml_quantizer(qtype: str, x: np.ndarray):
@@ -69,6 +75,7 @@ def bench(rows: int, cols: int, repeats: int, types: list[str]) -> dict:
     from quant import QUANT_TYPES, quantize
     from quant.kernels.api import default_threads
 
+    load = os.getloadavg()[0]
     x = np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
     nthreads = default_threads()
     melem = x.size / 1e6
@@ -79,11 +86,11 @@ def bench(rows: int, cols: int, repeats: int, types: list[str]) -> dict:
             continue
         out = np.empty((rows, QUANT_TYPES[qtype].row_bytes(cols)), dtype=np.uint8)
         quantize(x[:4], qtype, out=out[:4])  # load the kernels (cached) before timing
-        ours1 = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=1, out=o), repeats)
+        ours1, ours1_cpu = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=1, out=o), repeats)
         ours_bytes = out.copy()
-        oursn = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=nthreads, out=o), repeats)
+        oursn, _ = _median_seconds(lambda q=qtype, o=out: quantize(x, q, threads=nthreads, out=o), repeats)
         ggml = _ggml_quantizer(qtype, x)
-        ggml_s = _median_seconds(ggml, repeats)
+        ggml_s, ggml_cpu = _median_seconds(ggml, repeats)
         row = {
             "type": qtype,
             "ours_1t_melem_s": melem / ours1,
@@ -91,16 +98,20 @@ def bench(rows: int, cols: int, repeats: int, types: list[str]) -> dict:
             "llama_cpp_1t_melem_s": melem / ggml_s,
             "ratio_1t_vs_llama_cpp": ggml_s / ours1,
             "ratio_nt_vs_llama_cpp": ggml_s / oursn,
+            "ours_1t_cpu_melem_s": melem / ours1_cpu,
+            "llama_cpp_1t_cpu_melem_s": melem / ggml_cpu,
+            "ratio_1t_cpu_vs_llama_cpp": ggml_cpu / ours1_cpu,
             "identical_to_llama_cpp": bool(np.array_equal(ours_bytes, ggml())),
         }
         if qtype in GGUF_PY:
             gq = GGMLQuantizationType[qtype]
             first = _median_seconds(lambda q=gq: gguf_quants.quantize(x, q), 1)
-            gguf_s = (
-                first if first > 2.0 else _median_seconds(lambda q=gq: gguf_quants.quantize(x, q), repeats)
+            gguf_s, gguf_cpu = (
+                first if first[0] > 2.0 else _median_seconds(lambda q=gq: gguf_quants.quantize(x, q), repeats)
             )
             row["gguf_py_melem_s"] = melem / gguf_s
             row["ratio_1t_vs_gguf_py"] = gguf_s / ours1
+            row["ratio_1t_cpu_vs_gguf_py"] = gguf_cpu / ours1_cpu
         results.append(row)
     return {
         "matrix": [rows, cols],
@@ -108,6 +119,7 @@ def bench(rows: int, cols: int, repeats: int, types: list[str]) -> dict:
         "threads": nthreads,
         "machine": machine(),
         "numba_threading_layer": numba.threading_layer(),
+        "load_average": load,
         "results": results,
     }
 
@@ -173,23 +185,25 @@ def table(report: dict) -> str:
     n = report["threads"]
     head = (
         f"| type | ours 1 thread | ours {n} threads | llama.cpp 1 thread | gguf-py | ours/llama.cpp 1t "
-        f"| ours/llama.cpp {n}t | ours/gguf-py 1t | identical |"
+        f"| ours/llama.cpp 1t, CPU time | ours {n}t/llama.cpp 1t | ours/gguf-py 1t, CPU time | identical |"
     )
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in report["results"]:
         if r.get("missing"):
-            lines.append(f"| {r['type']} | not registered | | | | | | | |")
+            lines.append(f"| {r['type']} | not registered | | | | | | | | |")
             continue
         lines.append(
             f"| {r['type']} | {_fmt(r['ours_1t_melem_s'])} | {_fmt(r['ours_nt_melem_s'])} "
             f"| {_fmt(r['llama_cpp_1t_melem_s'])} | {_fmt(r.get('gguf_py_melem_s'))} "
-            f"| {_fmt(r['ratio_1t_vs_llama_cpp'], '.2f')} | {_fmt(r['ratio_nt_vs_llama_cpp'], '.2f')} "
-            f"| {_fmt(r.get('ratio_1t_vs_gguf_py'), '.1f')} | {'yes' if r['identical_to_llama_cpp'] else 'NO'} |"
+            f"| {_fmt(r['ratio_1t_vs_llama_cpp'], '.2f')} | {_fmt(r['ratio_1t_cpu_vs_llama_cpp'], '.2f')} "
+            f"| {_fmt(r['ratio_nt_vs_llama_cpp'], '.2f')} | {_fmt(r.get('ratio_1t_cpu_vs_gguf_py'), '.1f')} "
+            f"| {'yes' if r['identical_to_llama_cpp'] else 'NO'} |"
         )
     m = report["machine"]
     lines.append("")
     lines.append(
-        f"Melem/s, median of {report['repeats']}, {report['matrix'][0]}×{report['matrix'][1]} float32 normal; "
+        f"Melem/s (wall clock), median of {report['repeats']}, {report['matrix'][0]}×{report['matrix'][1]} "
+        f"float32 normal; load average {report['load_average']:.1f} at the start; "
         f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, numba {m['numba']} "
         f"({report['numba_threading_layer']}), numpy {m['numpy']}."
     )

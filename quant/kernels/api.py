@@ -151,13 +151,17 @@ def quantize(
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
                 xc = _as_float32(x2[r0:r1], kind, buf)
-                bad = _first_nonfinite_row(xc)
-                if bad >= 0:
-                    raise QuantError(_nonfinite_message(prefix, xc, bad, r0 + bad))
+                if not cls.nonfinite_shows_in_output:
+                    bad = _first_nonfinite_row(xc)
+                    if bad >= 0:
+                        raise QuantError(_nonfinite_message(prefix, xc, bad, r0 + bad))
                 oc = out2[r0:r1]
                 cls.quantize_rows(xc, oc)
                 bad = cls.invalid_row(oc)
                 if bad >= 0:
+                    nonfinite = _first_nonfinite_row(xc[: bad + 1])
+                    if nonfinite >= 0:
+                        raise QuantError(_nonfinite_message(prefix, xc, nonfinite, r0 + nonfinite))
                     raise QuantError(_overflow_message(prefix, cls, r0 + bad))
         finally:
             numba.set_num_threads(saved)

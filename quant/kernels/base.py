@@ -19,6 +19,9 @@ class QuantType:
     ggml_type: ClassVar[int]
     block_size: ClassVar[int]
     type_size: ClassVar[int]
+    nonfinite_shows_in_output: ClassVar[bool] = False
+    """True when NaN/inf input always yields a row `invalid_row` reports (element types: F32, F16, BF16), so
+    the front end may skip its separate pass over the input and look for the culprit only in rows that fail."""
 
     @classmethod
     def row_bytes(cls, cols: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 _INT_MIN = -2147483648
@@ -133,12 +133,21 @@ def first_row_with_bad_f16(h: np.ndarray, stride: int, offsets: tuple) -> int:
     return -1
 
 
-@njit(cache=True)
-def first_row_with_bad_bf16(h: np.ndarray) -> int:
-    """First row of bf16 bits `h` [rows, cols] holding inf or NaN (ggml_validate_row_data's BF16 check)."""
+@njit(cache=True, parallel=True)
+def first_row_with_all_ones(h: np.ndarray, mask) -> int:
+    """First row of `h` [rows, cols] with an element whose `mask` bits are all set, or -1.
+
+    With the exponent mask of a float format this finds inf/NaN elements (fp16 0x7C00, bf16 0x7F80, f32
+    0x7F800000): ggml_validate_row_data's check for F16, BF16 and F32 rows, in one vectorised parallel pass.
+    """
     rows, cols = h.shape
-    for r in range(rows):
+    bad = np.zeros(rows, np.bool_)
+    for r in prange(rows):
+        flag = False
         for j in range(cols):
-            if (h[r, j] & np.uint16(0x7F80)) == np.uint16(0x7F80):
-                return r
+            flag |= (h[r, j] & mask) == mask
+        bad[r] = flag
+    for r in range(rows):
+        if bad[r]:
+            return r
     return -1

@@ -17,7 +17,7 @@ from quant.kernels.bits import (
     f16_to_f32,
     f32_to_bf16,
     f32_to_f16,
-    first_row_with_bad_bf16,
+    first_row_with_all_ones,
     first_row_with_bad_f16,
     roundf,
 )
@@ -226,6 +226,8 @@ class F32(QuantType):
     block_size = 1
     type_size = 4
 
+    nonfinite_shows_in_output = True
+
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         out.view(np.float32)[...] = x
@@ -234,6 +236,10 @@ class F32(QuantType):
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         out[...] = data.view(np.float32)
 
+    @classmethod
+    def invalid_row(cls, data: np.ndarray) -> int:
+        return int(first_row_with_all_ones(data.view(np.uint32), np.uint32(0x7F800000)))
+
 
 @register
 class F16(QuantType):
@@ -241,6 +247,7 @@ class F16(QuantType):
     ggml_type = int(GT.F16)
     block_size = 1
     type_size = 2
+    nonfinite_shows_in_output = True
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
@@ -253,7 +260,7 @@ class F16(QuantType):
     @classmethod
     def invalid_row(cls, data: np.ndarray) -> int:
         # ggml_validate_row_data rejects any inf/NaN element of an F16 row; finite input overflows past 65504
-        return int(first_row_with_bad_f16(data.view(np.uint16), 1, (0,)))
+        return int(first_row_with_all_ones(data.view(np.uint16), np.uint16(0x7C00)))
 
 
 @register
@@ -262,6 +269,7 @@ class BF16(QuantType):
     ggml_type = int(GT.BF16)
     block_size = 1
     type_size = 2
+    nonfinite_shows_in_output = True
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
@@ -274,7 +282,7 @@ class BF16(QuantType):
     @classmethod
     def invalid_row(cls, data: np.ndarray) -> int:
         # rounding can carry a finite float32 near FLT_MAX into inf, which ggml_validate_row_data rejects
-        return int(first_row_with_bad_bf16(data.view(np.uint16)))
+        return int(first_row_with_all_ones(data.view(np.uint16), np.uint16(0x7F80)))
 
 
 @register
