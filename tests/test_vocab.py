@@ -7,6 +7,7 @@ for tokenizer.json, `sentencepiece` for tokenizer.model, with llama.cpp's per-fr
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -456,9 +457,9 @@ def test_bad_tokenizer_config_is_an_error(spm_dir: Path) -> None:
 
 
 def test_unknown_pre_tokenizer_names_the_hash(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    src = checkpoints["llama3-tiny"]
+    src = checkpoints["smollm2-135m"]
     tj = json.loads((src / "tokenizer.json").read_text())
-    tj["pre_tokenizer"] = {"type": "Whitespace"}  # a different split than Llama 3's regex
+    tj["pre_tokenizer"] = {"type": "Whitespace"}  # a different split than SmolLM2's byte-level regex
     (tmp_path / "tokenizer.json").write_text(json.dumps(tj))
     shutil.copyfile(src / "tokenizer_config.json", tmp_path / "tokenizer_config.json")
     expected = pre_tokenizer_hash(Tokenizer.from_file(str(tmp_path / "tokenizer.json")))
@@ -529,3 +530,122 @@ def test_same_kvs_as_llama_cpp_converter(name: str, checkpoints: dict[str, Path]
     assert list(got) == list(expected)
     for key in expected:
         assert got[key] == expected[key], key
+
+
+# ---- Mistral Nemo (tekken) and Pixtral: the tekken tokenizer of mistral-common as tokenizer.json ----
+
+
+def _tekken_tokenizer() -> Tokenizer:
+    """Mistral's tekken (tiktoken-style) vocabulary as the byte-level BPE tokenizer.json HF publishes.
+
+    Like transformers' MistralConverter: the 1000 special tokens first, then the ranks, merges holding
+    every split of each token ordered by rank, and <s> added in front as Mistral-Nemo's does.
+    """
+    import base64
+    import os
+
+    import mistral_common
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+
+    from tests.fixtures.llama3_tokenizer import bytes_to_unicode
+
+    data = json.loads(
+        (Path(os.path.dirname(mistral_common.__file__)) / "data" / "tekken_240718.json").read_text()
+    )
+    n_special, n_vocab = data["config"]["default_num_special_tokens"], data["config"]["default_vocab_size"]
+    ranks = {base64.b64decode(e["token_bytes"]): e["rank"] for e in data["vocab"][: n_vocab - n_special]}
+    byte_char = bytes_to_unicode()
+
+    def as_str(token: bytes) -> str:
+        return "".join(byte_char[b] for b in token)
+
+    merges = []
+    for token in sorted(ranks, key=ranks.__getitem__):
+        splits = [
+            (token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks
+        ]
+        splits.sort(key=lambda ab: (ranks[ab[0]], ranks[ab[1]]))
+        merges.extend((as_str(a), as_str(b)) for a, b in splits)
+    specials = [t["token_str"] for t in _tekkenizer()._all_special_tokens]
+    specials = [getattr(s, "value", s) for s in specials]
+    vocab = {name: i for i, name in enumerate(specials)}
+    vocab.update({as_str(token): rank + n_special for token, rank in ranks.items()})
+    tok = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False, byte_fallback=False)
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(data["config"]["pattern"]), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+    )
+    return tok
+
+
+@functools.cache
+def _tekkenizer() -> Any:
+    import os
+
+    import mistral_common
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+
+    return Tekkenizer.from_file(
+        Path(os.path.dirname(mistral_common.__file__)) / "data" / "tekken_240718.json"
+    )
+
+
+@pytest.fixture(scope="module")
+def nemo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("tekken") / "Mistral-Nemo-Instruct-2407"
+    src.mkdir()
+    _tekken_tokenizer().save(str(src / "tokenizer.json"))
+    (src / "config.json").write_text(json.dumps({"vocab_size": 131072, "bos_token_id": 1, "eos_token_id": 2}))
+    (src / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": "{{ x }}"}
+        )
+    )
+    return src
+
+
+def test_mistral_nemo_tekken_through_llama_cpp(nemo_dir: Path, tmp_path: Path) -> None:
+    from llama_cpp import Llama
+
+    vocab = load_vocab(nemo_dir, _config(nemo_dir))
+    assert (vocab.model, vocab.pre) == ("gpt2", "tekken")
+    assert vocab.tokens[3] == "[INST]" and vocab.token_types[3] == CONTROL
+    assert vocab.add_bos is True and (vocab.bos_token_id, vocab.eos_token_id, vocab.unk_token_id) == (1, 2, 0)
+    llm = Llama(str(write_vocab_gguf(vocab, tmp_path / "nemo.gguf")), vocab_only=True, verbose=False)
+    # mistral-common's own tiktoken-based tokenizer is the reference for plain text ...
+    tekken = _tekkenizer()
+    for text in TRICKY:
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == tekken.encode(
+            text, bos=True, eos=False
+        )
+    # ... and tokenizers for text with control tokens in it
+    tok = Tokenizer.from_file(str(nemo_dir / "tokenizer.json"))
+    for text in ("[INST] What is 2+2? [/INST] 4</s>", "<s>[INST]x[/INST]"):
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text).ids
+
+
+def test_pixtral_is_tekken_without_bos(nemo_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "pixtral"
+    src.mkdir()
+    tj = json.loads((nemo_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    tj["post_processor"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": False,
+        "use_regex": True,
+    }
+    (src / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    for name in ("config.json", "tokenizer_config.json"):
+        shutil.copyfile(nemo_dir / name, src / name)
+    vocab = load_vocab(src, _config(src))
+    assert (vocab.model, vocab.pre) == ("gpt2", "pixtral")
+    assert vocab.add_bos is False  # the ByteLevel post_processor adds nothing

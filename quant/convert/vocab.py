@@ -572,12 +572,15 @@ def _merges(tj: dict[str, Any], path: Path) -> list[str]:
         return [str(m) for m in merges]
     if isinstance(first, list) and len(first) == 2 and isinstance(first[0], str):
         # The list-of-pairs format (transformers >= 4.45); spaces inside parts become U+0120 as in llama.cpp.
-        out = []
-        for pair in merges:
-            if not (isinstance(pair, list) and len(pair) == 2):
-                raise ConversionError(f"{path}: malformed merge entry {pair!r}")
-            out.append(" ".join(part.replace(" ", "\u0120") for part in pair))
-        return out
+        try:
+            return [f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}" for a, b in merges]
+        except (TypeError, ValueError, AttributeError):
+            bad = next(
+                m
+                for m in merges
+                if not (isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m))
+            )
+            raise ConversionError(f"{path}: malformed merge entry {bad!r}") from None
     raise ConversionError(f"{path}: unknown merges format (first entry {first!r})")
 
 
