@@ -467,6 +467,7 @@ def _kx_dequantize(data, out, type_size, five):
     """dequantize_row_q4_K / _q5_K: y = (d*sc)*q - (dmin*m), products in float32 first."""
     rows, cols = out.shape
     nb = cols // QK_K
+    qs_off = 48 if five else 16
     for r in prange(rows):
         src = data[r]
         dst = out[r]
@@ -474,24 +475,26 @@ def _kx_dequantize(data, out, type_size, five):
             off = b * type_size
             d = _load_f16(src, off)
             dmin = _load_f16(src, off + 2)
-            qs = off + (48 if five else 16)
-            for c in range(4):
-                for half in range(2):
-                    j = 2 * c + half
-                    if j < 4:
-                        sc = src[off + 4 + j] & 63
-                        m = src[off + 8 + j] & 63
-                    else:
-                        sc = (src[off + 8 + j] & 0xF) | ((src[off + j] >> 6) << 4)
-                        m = (src[off + 8 + j] >> 4) | ((src[off + 4 + j] >> 6) << 4)
-                    d1 = d * np.float32(sc)
-                    m1 = dmin * np.float32(m)
-                    y0 = b * QK_K + 64 * c + 32 * half
+            for j in range(8):
+                if j < 4:
+                    sc = src[off + 4 + j] & 63
+                    m = src[off + 8 + j] & 63
+                else:
+                    sc = (src[off + 8 + j] & 0xF) | ((src[off + j] >> 6) << 4)
+                    m = (src[off + 8 + j] >> 4) | ((src[off + 4 + j] >> 6) << 4)
+                d1 = d * np.float32(sc)
+                m1 = dmin * np.float32(m)
+                qs = src[off + qs_off + 32 * (j // 2) : off + qs_off + 32 * (j // 2) + 32]
+                y = dst[b * QK_K + 32 * j : b * QK_K + 32 * j + 32]
+                shift = 4 * (j % 2)
+                if five:
+                    qh = src[off + 16 : off + 48]
                     for ii in range(32):
-                        q = (src[qs + 32 * c + ii] >> (4 * half)) & 0xF
-                        if five:
-                            q += ((src[off + 16 + ii] >> j) & 1) << 4
-                        dst[y0 + ii] = d1 * np.float32(q) - m1
+                        q = ((qs[ii] >> shift) & 0xF) | (((qh[ii] >> j) & 1) << 4)
+                        y[ii] = d1 * np.float32(q) - m1
+                else:
+                    for ii in range(32):
+                        y[ii] = d1 * np.float32((qs[ii] >> shift) & 0xF) - m1
 
 
 @njit(parallel=True, **_JIT)
@@ -505,21 +508,17 @@ def _q6_dequantize(data, out):
         for b in range(nb):
             off = b * 210
             d = _load_f16(src, off + 208)
-            for h in range(2):
-                for ii in range(32):
-                    a = src[off + 64 * h + ii]
-                    c = src[off + 64 * h + ii + 32]
-                    hb = src[off + 128 + 32 * h + ii]
-                    q1 = np.int32((a & 0xF) | ((hb & 3) << 4)) - 32
-                    q2 = np.int32((c & 0xF) | (((hb >> 2) & 3) << 4)) - 32
-                    q3 = np.int32((a >> 4) | (((hb >> 4) & 3) << 4)) - 32
-                    q4 = np.int32((c >> 4) | (((hb >> 6) & 3) << 4)) - 32
-                    y0 = b * QK_K + 128 * h + ii
-                    s0 = off + 192 + 8 * h + ii // 16
-                    dst[y0] = d * np.float32(_i8(src[s0])) * np.float32(q1)
-                    dst[y0 + 32] = d * np.float32(_i8(src[s0 + 2])) * np.float32(q2)
-                    dst[y0 + 64] = d * np.float32(_i8(src[s0 + 4])) * np.float32(q3)
-                    dst[y0 + 96] = d * np.float32(_i8(src[s0 + 6])) * np.float32(q4)
+            for k in range(16):  # sub-block k: elements 16k..16k+15 of the block
+                dk = d * np.float32(_i8(src[off + 192 + k]))
+                h, t = k // 8, (k % 8) // 2  # half, and which of the four 32-element quarters of it
+                ql = src[off + 64 * h + 32 * (t % 2) + 16 * (k % 2) :][:16]
+                qh = src[off + 128 + 32 * h + 16 * (k % 2) :][:16]
+                lo_shift = 4 * (t // 2)
+                hi_shift = 2 * t
+                y = dst[b * QK_K + 16 * k : b * QK_K + 16 * k + 16]
+                for ii in range(16):
+                    u = ((ql[ii] >> lo_shift) & 0xF) | (((qh[ii] >> hi_shift) & 3) << 4)
+                    y[ii] = dk * np.float32(np.int32(u) - 32)
 
 
 # ------------------------------------------------------------------------------------------------ registry types
