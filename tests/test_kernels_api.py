@@ -78,15 +78,28 @@ def test_thread_count_above_the_cores_gives_the_same_bytes() -> None:
 # --- errors --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("qtype", ["Q8_0", "F32", "F16", "BF16"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_non_finite_values_name_the_row(bad: float, dtype: str, small_chunks: int) -> None:
+def test_non_finite_values_name_the_row(bad: float, dtype: str, qtype: str, small_chunks: int) -> None:
     x = make_input("normal", (8, 64))
     x[5, 17] = bad
     data = {"float32": x, "float16": x.astype(np.float16), "bfloat16": _bf16_bits(x)}[dtype]
     with pytest.raises(QuantError, match=r"^blk\.0\.ffn_up\.weight: row 5 contains .* at column 17") as e:
-        quantize(data, "Q8_0", name="blk.0.ffn_up.weight")
+        quantize(data, qtype, name="blk.0.ffn_up.weight")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0"])
+def test_the_first_bad_row_decides_the_message(qtype: str, small_chunks: int) -> None:
+    x = make_input("normal", (8, 64))
+    x[4] *= 1e7  # too large for F16 values and for a Q8_0 scale
+    x[6, 0] = np.nan
+    with pytest.raises(QuantError, match=rf"^row 4 .*{qtype}"):
+        quantize(x, qtype)
+    x[2, 3] = np.inf
+    with pytest.raises(QuantError, match=r"^row 2 contains inf at column 3"):
+        quantize(x, qtype)
 
 
 @pytest.mark.parametrize(("qtype", "cols"), [("Q8_0", 33), ("Q5_0", 48), ("Q5_1", 100), ("F16", 0)])
