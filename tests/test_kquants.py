@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant import QUANT_TYPES, QuantError, dequantize, quantize
+from quant.kernels import kquants
 from tests import ggml_ref
 from tests.quant_cases import (
     DISTRIBUTIONS,
@@ -101,6 +102,31 @@ def test_quantize_into_a_slice_of_a_larger_buffer(qtype: str) -> None:
     quantize(x[2:7], qtype, out=whole[4:9], threads=1)
     np.testing.assert_array_equal(whole[4:9], ggml_ref.quantize(x[2:7], qtype))
     assert not whole[:4].any() and not whole[9:].any()
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_bytes_do_not_depend_on_how_blocks_are_split_into_tasks(
+    qtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lane groups and prange tasks cut the block list at different places; every cut gives the same bytes."""
+    x = make_input(
+        "student_t", (37, 512), seed=10
+    )  # 74 blocks: groups of 8 (Q4_K/Q5_K) or 4 (Q6_K) end part-filled
+    ref = ggml_ref.quantize(x, qtype)
+    for tasks_per_thread in (1, 3, 1000):
+        monkeypatch.setattr(kquants, "_TASKS_PER_THREAD", tasks_per_thread)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(quantize(x, qtype, threads=threads), ref)
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_read_only_memmap_row_range(qtype: str, tmp_path) -> None:
+    """A row range of a read-only memory-mapped tensor, as the converter streams safetensors."""
+    x = make_input("normal", (12, 768), seed=11)
+    np.save(tmp_path / "w.npy", x)
+    mm = np.load(tmp_path / "w.npy", mmap_mode="r")
+    assert not mm.flags.writeable
+    np.testing.assert_array_equal(quantize(mm[3:10], qtype), ggml_ref.quantize(x[3:10], qtype))
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
