@@ -73,6 +73,7 @@ class Hardware:
     gpus: list[GPU]
     gpu_offload: bool | None  # can the installed llama-cpp-python offload? None: not probed
     notes: list[str] = field(default_factory=list)
+    cpu_flags: list[str] = field(default_factory=list)  # the SIMD flags llama.cpp's CPU backend keys on
 
     @property
     def offload_gpus(self) -> list[GPU]:
@@ -347,6 +348,34 @@ def apple_metal_budget(ram_total: int, probes: Probes) -> tuple[int, str]:
     return ram_total * fraction[0] // fraction[1], f"heuristic: {fraction[0]}/{fraction[1]} of RAM"
 
 
+_SIMD_FLAGS = {
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512vnni",
+    "f16c",
+    "fma",
+    "asimddp",
+    "i8mm",
+    "sve",
+    "neon",
+    "asimd",
+}
+
+
+def _cpu_flags(root: Path, machine: str) -> list[str]:
+    """SIMD flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM): they decide llama.cpp's CPU repacking."""
+    try:
+        text = (root / "proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return sorted(set(value.split()) & _SIMD_FLAGS)
+    return []
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -413,4 +442,5 @@ def detect_hardware(probes: Probes | None = None) -> Hardware:
         gpus=gpus,
         gpu_offload=offload,
         notes=notes,
+        cpu_flags=_cpu_flags(probes.root, probes.machine) if probes.system == "Linux" else [],
     )

@@ -19,6 +19,26 @@ KV_PAD = 256  # llama-context pads n_ctx to a multiple of 256
 COMPUTE_SLACK = 4 * MIB  # graph bookkeeping the closed forms leave out (measured 1-4 MiB)
 HOST_RUNTIME = 150 * MIB  # the process itself: Python, llama.cpp and its libraries (gguf-parser's footprint)
 
+# Types ggml's CPU backend repacks into an anonymous CPU_REPACK copy (ggml-cpu/repack.cpp), for weights
+# that feed a matrix multiplication and have a multiple of 8 rows. The file stays mapped as well.
+REPACK_X86_AVX2 = ("Q4_0", "Q4_K", "IQ4_NL", "MXFP4")
+REPACK_X86_AVX512 = (*REPACK_X86_AVX2, "Q2_K")
+REPACK_ARM_I8MM = ("Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0")
+
+
+def repack_types_for(machine: str, cpu_flags: set[str] | frozenset[str]) -> tuple[str, ...]:
+    """The repacked types of this CPU (from /proc/cpuinfo flags): what llama.cpp's CPU backend copies."""
+    if machine in ("x86_64", "AMD64", "i686"):
+        if "avx512f" in cpu_flags:
+            return REPACK_X86_AVX512
+        return REPACK_X86_AVX2 if "avx2" in cpu_flags else ()
+    if machine in ("aarch64", "arm64"):
+        if "i8mm" in cpu_flags:
+            return REPACK_ARM_I8MM
+        return ("Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0") if "asimddp" in cpu_flags else ()
+    return ()
+
+
 # bytes per element of the KV cache types (block scales included)
 KV_TYPE_SIZE = {"f16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
@@ -44,6 +64,8 @@ class ModelShape:
     head_dim_v: int | None = None
     n_expert: int = 0
     tied_output: bool = False  # no output.weight: the output layer reads token_embd
+    # matmul weights that could be repacked: (layer index, n_layer for output.weight; ggml type; bytes)
+    matmul: tuple[tuple[int, str, int], ...] = ()
 
     @property
     def output_bytes(self) -> int:
@@ -66,15 +88,19 @@ class ModelShape:
 
     @classmethod
     def from_tensors(
-        cls, tensors: list[tuple[str, int]], *, file_size: int, hparams: dict[str, Any]
+        cls, tensors: list[tuple[str, int, str, tuple[int, ...]]], *, file_size: int, hparams: dict[str, Any]
     ) -> ModelShape:
-        """Group (name, nbytes) pairs into per-layer, input and output bytes."""
+        """Group (name, nbytes, ggml type, ne) tuples into per-layer, input and output bytes."""
         n_layer = int(hparams["n_layer"])
         layers = [0] * n_layer
         input_bytes = output_bytes = norm = 0
-        sizes = dict(tensors)
-        for name, nbytes in tensors:
+        sizes = {t[0]: t[1] for t in tensors}
+        matmul = []
+        for name, nbytes, ggml_type, ne in tensors:
             m = _LAYER.match(name)
+            layer = int(m.group(1)) if m else (n_layer if name == "output.weight" else None)
+            if layer is not None and name.endswith(".weight") and len(ne) >= 2 and ne[1] % 8 == 0:
+                matmul.append((layer, ggml_type, nbytes))
             if m and int(m.group(1)) < n_layer:
                 layers[int(m.group(1))] += nbytes
             elif name.startswith("output_norm"):
@@ -104,6 +130,7 @@ class ModelShape:
             file_size=file_size,
             n_expert=int(hparams.get("n_expert") or 0),
             tied_output=tied,
+            matmul=tuple(matmul),
         )
 
 
@@ -117,6 +144,7 @@ class RunSettings:
     flash_attn: bool = False  # llama-cpp-python defaults to off
     kv_type: str = "f16"
     n_seq: int = 1
+    repack_types: tuple[str, ...] = REPACK_X86_AVX2  # see repack_types_for
 
     @property
     def kv_size(self) -> int:
@@ -138,13 +166,14 @@ class DeviceUse:
     compute: int = 0
     output: int = 0
     work: int = 0  # CPU work buffer without flash attention
+    repack: int = 0  # anonymous CPU_REPACK copies of some quantised weights
     overhead: int = 0
     layers: int = 0
     mapped: bool = False
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.compute + self.output + self.work + self.overhead
+        return self.weights + self.kv + self.compute + self.output + self.work + self.repack + self.overhead
 
     @property
     def anonymous(self) -> int:
@@ -286,4 +315,10 @@ def estimate(
             host.compute = max(host.compute, _kq_term(shape, settings) + COMPUTE_SLACK)
     if host.layers:
         host.work = cpu_work_bytes(shape, settings)
+    on_host = {il for il, dev in enumerate(placement) if dev < 0} | (
+        {shape.n_layer} if out_dev is None else set()
+    )
+    host.repack = sum(
+        nbytes for layer, t, nbytes in shape.matmul if layer in on_host and t in settings.repack_types
+    )
     return Estimate(n_gpu_layers if on_gpu else 0, host, [g for g in gpus])

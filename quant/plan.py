@@ -79,6 +79,7 @@ class TypePlan:
             "compute_buffer": est.component("compute"),
             "output_buffer": est.component("output"),
             "cpu_work_buffer": est.component("work"),
+            "repack_buffer": est.component("repack"),
             "overhead": est.component("overhead"),
             "total": est.total,
             "devices": est.to_dict(),
@@ -124,6 +125,7 @@ class Plan:
                 "flash_attn": self.settings.flash_attn,
                 "kv_type": self.settings.kv_type,
                 "n_seq": self.settings.n_seq,
+                "repack_types": list(self.settings.repack_types),
             },
             "types": [r.to_dict() for r in self.rows],
             "recommendation": None
@@ -170,7 +172,9 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
     }
     shapes = {
         types[0]: ModelShape.from_tensors(
-            [(t.name, t.nbytes) for t in first.tensors], file_size=first.file_size, hparams=hparams
+            [(t.name, t.nbytes, t.type, t.ne) for t in first.tensors],
+            file_size=first.file_size,
+            hparams=hparams,
         )
     }
     rest = list(types[1:])
@@ -190,14 +194,24 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
                 n_head=hp.n_head,
                 n_head_kv=hp.n_head_kv,
             )
-            sizes = [(t.name, t.n_rows * row_nbytes(chosen[t.name], t.n_cols)) for t in out]
-            size = first.data_offset + sum(_pad(n) for _, n in sizes)
+            sizes = [
+                (
+                    t.name,
+                    t.n_rows * row_nbytes(chosen[t.name], t.n_cols),
+                    chosen[t.name],
+                    tuple(reversed(t.shape)),
+                )
+                for t in out
+            ]
+            size = first.data_offset + sum(_pad(t[1]) for t in sizes)
             shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams)
     except (ImportError, AttributeError, TypeError, KeyError):  # the converter's internals moved on
         for qtype in rest:
             layout = plan_layout(src, qtype)
             shapes[qtype] = ModelShape.from_tensors(
-                [(t.name, t.nbytes) for t in layout.tensors], file_size=layout.file_size, hparams=hparams
+                [(t.name, t.nbytes, t.type, t.ne) for t in layout.tensors],
+                file_size=layout.file_size,
+                hparams=hparams,
             )
     return shapes
 
@@ -217,7 +231,9 @@ def gguf_shape(path: Path) -> tuple[str, str, ModelShape]:
     if missing:
         raise PlanError(f"{path}: GGUF lacks {', '.join(missing)} ({summary.architecture}.* KVs)")
     shape = ModelShape.from_tensors(
-        [(t.name, t.n_bytes) for t in summary.tensors], file_size=summary.file_size, hparams=hp
+        [(t.name, t.n_bytes, t.ggml_type, t.shape) for t in summary.tensors],
+        file_size=summary.file_size,
+        hparams=hp,
     )
     return summary.file_type or "unknown", summary.name or path.stem, shape
 
@@ -310,7 +326,7 @@ def plan(
     if not types:
         raise PlanError("no types to size")
     source = src if isinstance(src, ModelSource) else load_source(src, types)
-    settings = replace(settings or RunSettings(), n_ctx=ctx)
+    settings = replace(settings or RunSettings(repack_types=target.repack_types), n_ctx=ctx)
     rows = []
     for qtype, shape in source.shapes.items():
         placement = fit(shape, settings, target)

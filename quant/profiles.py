@@ -14,6 +14,7 @@ from typing import Any
 
 from quant.errors import QuantError
 from quant.hardware import GIB, MIB, Hardware
+from quant.memory import REPACK_ARM_I8MM, REPACK_X86_AVX2, repack_types_for
 
 RAM_RESERVE_MIN = 1536 * MIB
 RAM_RESERVE_FRACTION = 0.20
@@ -35,6 +36,9 @@ class Target:
     unified: bool = False  # Apple Silicon: the GPU budget is part of `ram`, not extra
     description: str = ""
     assumptions: list[str] = field(default_factory=list)
+    repack_types: tuple[str, ...] = (
+        REPACK_X86_AVX2  # the CPU's repacked quant types (memory.repack_types_for)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"gpus": list(self.gpus)}
@@ -83,10 +87,11 @@ def _mac(name: str, ram_gib: int, desc: str) -> Target:
         True,
         desc,
         [
-            f"{ram_gib} GiB unified memory",
+            f"{ram_gib} GiB unified memory (Apple M2 or later CPU: NEON with i8mm)",
             "GPU budget = Metal's default working-set cap (2/3 of RAM up to 36 GB, 3/4 above)",
             _RAM_RULE + "; GPU and RAM are one pool",
         ],
+        REPACK_ARM_I8MM,
     )
 
 
@@ -165,7 +170,8 @@ def machine_target(hw: Hardware) -> Target:
     desc = f"this machine: {_gib(hw.ram_available)} RAM available" + "".join(
         f", GPU {g.index} {g.name} {_gib(g.free)} free" for g in gpus
     )
-    return Target("this machine", hw.ram_available, cards, hw.unified_memory, desc, notes)
+    repack = repack_types_for(hw.machine, frozenset(hw.cpu_flags))
+    return Target("this machine", hw.ram_available, cards, hw.unified_memory, desc, notes, repack)
 
 
 def _gib(n: int) -> str:

@@ -119,6 +119,11 @@ def test_cuda_visible_devices(tmp_path: Path, visible: str, names: list[str]) ->
     assert [g.index for g in hw.gpus] == list(range(len(names)))
 
 
+def test_cpu_flags_from_cpuinfo(tmp_path: Path) -> None:
+    write(tmp_path, "proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c avx512f\n\n")
+    assert detect_hardware(linux(tmp_path)).cpu_flags == ["avx2", "avx512f", "f16c", "fma"]
+
+
 def test_no_gpu_and_no_nvml_library(tmp_path: Path) -> None:
     hw = detect_hardware(linux(tmp_path, nvml=None))
     assert hw.gpus == [] and any("NVML library" in n for n in hw.notes)
