@@ -216,3 +216,13 @@ def test_no_card_no_config_name(tmp_path: Path) -> None:
     info = load_general(src, {}, n_params=0)
     assert info.name == "Plain" and info.size_label is None and info.license is None
     assert default_output_name(info, "BF16") == "Plain-BF16.gguf"
+
+
+def test_hub_cache_snapshot_is_named_after_the_repo(tmp_path: Path) -> None:
+    """A download in the Hugging Face cache is named after its repo id, not the commit hash."""
+    cache = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots"
+    src = _checkpoint(cache, "4e53ee1f2d2c6b1a0bd2f5c6e0d1b3a4c5d6e7f8")
+    info = load_general(src, {}, n_params=134_515_008)
+    assert info.name == "SmolLM2 135M Instruct"
+    assert info.metadata.organization == "HuggingFaceTB"
+    assert default_output_name(info, "Q4_K_M") == "SmolLM2-135M-Instruct-Q4_K_M.gguf"

@@ -105,7 +105,10 @@ def load_general(
     src = Path(src).resolve()
     card = _model_card(src)
     generation = _generation_config(src)
-    meta = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, dict(config), src, n_params)
+    org, name_path = _hub_cache_repo(src)
+    meta = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, dict(config), name_path, n_params)
+    if meta.organization is None and org is not None:
+        meta.organization = gguf.Metadata.id_to_title(org)
 
     gen_path = src / "generation_config.json"
     for key, field in _SAMPLING_KEYS.items():
@@ -117,7 +120,7 @@ def load_general(
     _check_card_values(meta, src / "README.md")
 
     if meta.name is None:
-        meta.name = src.name
+        meta.name = name_path.name
     if meta.size_label is None and n_params > 0:
         if n_experts and expert_params:
             shared = n_params - expert_params * n_experts
@@ -191,6 +194,22 @@ def default_output_name(info: GeneralInfo, type_name: str) -> str:
         meta.name, meta.basename, meta.finetune, meta.version, meta.size_label, type_name
     )
     return f"{stem}.gguf"
+
+
+def _hub_cache_repo(src: Path) -> tuple[str | None, Path]:
+    """(organization, path named after the model) for a Hugging Face cache snapshot, else (None, src).
+
+    A download lands in `models--<org>--<name>/snapshots/<commit>`; naming the model after the commit
+    hash (what llama.cpp's converter would do) gives useless default file names.
+    """
+    repo_dir = src.parent.parent
+    if src.parent.name == "snapshots" and repo_dir.name.startswith("models--"):
+        parts = repo_dir.name.removeprefix("models--").split("--", 1)
+        if len(parts) == 2 and all(parts):
+            return parts[0], src.parent / parts[1]
+        if len(parts) == 1 and parts[0]:
+            return None, src.parent / parts[0]
+    return None, src
 
 
 def _model_card(src: Path) -> dict[str, Any]:
