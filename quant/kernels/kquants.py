@@ -166,6 +166,7 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
         *(np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32), np.empty(lanes, f32)),
         np.empty((32, lanes), f32),
     )
+    av_x = np.empty(lanes, np.float32)
     dd = np.empty(lanes, np.float32)
     dm = np.empty(lanes, np.float32)
     sc = np.empty(12, np.uint8)
@@ -185,17 +186,17 @@ def _kx_groups(xf, total, nb, out, g_lo, g_hi, nmax, rmin, rdelta, nstep, type_s
                 for s in range(8):
                     for i in range(32):
                         xt[i, bl * 8 + s] = np.float32(0.0)
-        sx2 = dd
+        # weights[l] = sqrtf(sum_x2/32) + fabsf(x[l]), with sum_x2 summed in order
         for k in range(lanes):
-            sx2[k] = np.float32(0.0)
+            av_x[k] = np.float32(0.0)
         for i in range(32):
             for k in range(lanes):
-                sx2[k] = sx2[k] + xt[i, k] * xt[i, k]
+                av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
         for k in range(lanes):
-            sx2[k] = np.sqrt(sx2[k] / np.float32(32.0))
+            av_x[k] = np.sqrt(av_x[k] / np.float32(32.0))
         for i in range(32):
             for k in range(lanes):
-                w[i, k] = sx2[k] + np.abs(xt[i, k])
+                w[i, k] = av_x[k] + np.abs(xt[i, k])
         _qkx2_lanes(xt, w, nmax, rmin, rdelta, nstep, L, scale, the_min, scratch)
 
         # Per super-block: 6-bit scales and mins, fp16 d and dmin, then the requantisation divisors per lane.
