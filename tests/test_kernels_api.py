@@ -78,7 +78,7 @@ def test_thread_count_above_the_cores_gives_the_same_bytes() -> None:
 # --- errors --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "F32", "F16", "BF16"])
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_non_finite_values_name_the_row(bad: float, dtype: str, qtype: str, small_chunks: int) -> None:
