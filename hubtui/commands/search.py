@@ -1,15 +1,134 @@
-"""`hubtui search`."""
+"""`hubtui search`: find Llama and Mistral checkpoints on the hub (or show one repo with --details)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from hubtui.commands._common import json_option, not_implemented
+from hubtui.commands._common import echo_json, json_option
+
+if TYPE_CHECKING:
+    from hubtui.hub.details import RepoDetails
+
+_SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
-@click.command("search", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def _count(text: str | None) -> float | None:
+    """'7B', '500M', '1.5e9' -> a parameter count."""
+    if text is None:
+        return None
+    t = text.strip().upper()
+    try:
+        return float(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a parameter count like 8B or 500M") from None
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+@click.command("search")
+@click.argument("query", required=False)
+@click.option(
+    "--family", type=click.Choice(["llama", "mistral"]), help="Official org first, then community repos."
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["downloads", "likes", "trending", "updated"]),
+    default="downloads",
+    show_default=True,
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--min-params", help="Smallest parameter count, e.g. 1B.")
+@click.option("--max-params", help="Largest parameter count, e.g. 8B.")
+@click.option("--gated/--not-gated", default=None, help="Only gated (or only open) repos.")
+@click.option("--safetensors", "has_safetensors", is_flag=True, help="Only repos with safetensors weights.")
+@click.option("--gguf", "has_gguf", is_flag=True, help="Only repos publishing GGUF files.")
+@click.option(
+    "--details", "show_details", is_flag=True, help="Treat QUERY as a repo id and show its details."
+)
+@click.option("--revision", help="Revision for --details.")
+@click.option("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co).")
 @json_option
-def command(args: tuple[str, ...], as_json: bool) -> None:
+def command(
+    query: str | None,
+    family: str | None,
+    sort: str,
+    limit: int,
+    min_params: str | None,
+    max_params: str | None,
+    gated: bool | None,
+    has_safetensors: bool,
+    has_gguf: bool,
+    show_details: bool,
+    revision: str | None,
+    endpoint: str | None,
+    as_json: bool,
+) -> None:
     """Search the Hugging Face Hub for Llama and Mistral checkpoints."""
-    not_implemented("search")
+    from hubtui.hub import SearchFilters, details, search
+
+    if show_details:
+        if not query:
+            raise click.UsageError(
+                "--details needs a repo id, e.g. hubtui search meta-llama/Llama-3.2-1B --details"
+            )
+        d = details(query, revision, endpoint=endpoint)
+        if as_json:
+            echo_json(d.to_json())
+        else:
+            _print_details(d)
+        return
+    filters = SearchFilters(_count(min_params), _count(max_params), gated, has_safetensors, has_gguf)
+    results = search(query, family=family, sort=sort, limit=limit, filters=filters, endpoint=endpoint)
+    if as_json:
+        echo_json({"query": query, "family": family, "sort": sort, "results": [r.to_json() for r in results]})
+        return
+    if not results:
+        click.echo("no matching repos")
+        return
+    rows = [
+        (
+            r.id + (" *" if r.official else ""),
+            _human(r.parameters),
+            f"{r.downloads:,}",
+            f"{r.likes:,}",
+            r.last_modified.date().isoformat() if r.last_modified else "-",
+            "gated" if r.gated else "open",
+            r.license or "-",
+            ",".join(
+                x for x in ("safetensors" if r.has_safetensors else "", "gguf" if r.has_gguf else "") if x
+            )
+            or "-",
+        )
+        for r in results
+    ]
+    header = ("REPO", "PARAMS", "DOWNLOADS", "LIKES", "UPDATED", "ACCESS", "LICENSE", "FORMATS")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    if any(r.official for r in results):
+        click.echo("* official")
+
+
+def _print_details(d: RepoDetails) -> None:
+    from hubtui.hub.download import format_bytes
+
+    click.echo(f"{d.repo_id} @ {d.revision} ({d.commit[:12]})")
+    click.echo(f"  licence:    {d.license or '-'}")
+    click.echo(f"  access:     {d.access_note}")
+    click.echo(f"  layout:     {d.layout.note}")
+    dtypes = ", ".join(f"{k} {_human(v)}" for k, v in d.dtypes.items())
+    click.echo(f"  parameters: {_human(d.parameters)}" + (f" ({dtypes})" if dtypes else ""))
+    click.echo(f"  files:      {len(d.files)}, {format_bytes(d.total_size)}")
+    for f in d.files:
+        click.echo(f"    {f.name}  {format_bytes(f.size or 0)}")
+    for g in d.gguf_files:
+        click.echo(f"  gguf:       {g.name}  {g.quant or '?'}  {format_bytes(g.size or 0)}")

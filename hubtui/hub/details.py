@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hubtui.hub.client import connect
+from hubtui.hub.client import HubContext, connect
 from hubtui.hub.errors import GatedRepoError, HubError, RepoNotFoundError
 from hubtui.hub.files import Layout, detect_layout, gguf_quant
 from hubtui.hub.retry import RetryPolicy
@@ -160,19 +160,19 @@ def details(
     )
 
 
-def _read_text(ctx: object, repo_id: str, commit: str, name: str, limit: int = 1 << 20) -> str | None:
+def _read_text(ctx: HubContext, repo_id: str, commit: str, name: str, limit: int = 1 << 20) -> str | None:
     """A small text file (the model card), read into memory, not into the cache."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import hf_raise_for_status
 
-    url = hf_hub_url(repo_id, name, revision=commit, endpoint=ctx.endpoint)  # type: ignore[attr-defined]
+    url = hf_hub_url(repo_id, name, revision=commit, endpoint=ctx.endpoint)
 
     def get() -> str:
-        r = ctx.session.get(url, headers=ctx.headers(), follow_redirects=True)  # type: ignore[attr-defined]
+        r = ctx.session.get(url, headers=ctx.headers(), follow_redirects=True)
         hf_raise_for_status(r)
         return r.content[:limit].decode("utf-8", errors="replace")
 
     try:
-        return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)  # type: ignore[attr-defined]
+        return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
     except HubError:
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -201,7 +202,8 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
             and meta.etag == expected.digest
             and final.stat().st_size == size
         )
-        item = _Item(name, expected, final, partial, None, paths.lock_path, cached=cached)
+        lock = paths.lock_path.with_name(paths.lock_path.name + ".hubtui")  # not huggingface_hub's own lock
+        item = _Item(name, expected, final, partial, None, lock, cached=cached)
     else:
         storage = storage_folder(cache, repo_id)
         blob = storage / "blobs" / expected.digest
@@ -269,12 +271,13 @@ def _run(
     if not todo:
         return 0
     abort = threading.Event()
+    stop = _Either(abort, cancel)
     fetched = [0]
     count_lock = threading.Lock()
     headers = ctx.headers()
 
     def work(it: _Item) -> None:
-        if abort.is_set():
+        if stop.is_set():
             raise DownloadCancelledError("download cancelled")
         it.lock.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(it.lock))
@@ -301,7 +304,7 @@ def _run(
                     it.partial,
                     it.expected,
                     on_bytes=on_bytes,
-                    cancel=abort,
+                    cancel=stop,
                     retry=ctx.retry,
                     on_restart=lambda n: tracker.rewind(it.name, n),
                 )
@@ -339,8 +342,27 @@ def _run(
     real = [e for e in errors if not isinstance(e, DownloadCancelledError)]
     if real:
         raise real[0]
-    if errors or (cancel is not None and cancel.is_set()):
+    if errors:
         raise DownloadCancelledError(
             f"download of {repo_id} cancelled; partial files are kept and the next run resumes them"
         )
     return fetched[0]
+
+
+class _Either:
+    """Set when the caller cancels or another worker failed; quacks like the Event `fetch` expects."""
+
+    def __init__(self, a: threading.Event, b: threading.Event | None) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or (self._b is not None and self._b.is_set())
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._a.wait(min(left, 0.1))
+        return True

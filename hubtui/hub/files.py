@@ -48,11 +48,10 @@ def check_name(name: str) -> str:
 
 
 def safe_join(root: Path, name: str) -> Path:
-    """root/name, guaranteed to stay inside root."""
+    """root/name whose folder is inside root (the file itself may be a cache symlink we replace)."""
     check_name(name)
     target = root.joinpath(*name.split("/"))
-    resolved_root = root.resolve()
-    if not target.resolve().is_relative_to(resolved_root):
+    if not target.parent.resolve().is_relative_to(root.resolve()):
         raise UnsafeFileNameError(f"refusing file name {name!r}: it resolves outside {root}")
     return target
 

@@ -22,7 +22,6 @@ from huggingface_hub.utils import hf_raise_for_status, httpx
 from hubtui.hub.errors import ChecksumMismatchError, DownloadCancelledError, HubError
 from hubtui.hub.retry import RetryPolicy, is_transient, wait_for
 
-CHUNK = 1 << 20
 _HASH_CHUNK = 8 << 20
 
 
@@ -171,7 +170,7 @@ def _stream(
         hasher = _BackgroundHasher(h)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC), 0o644)
         try:
-            for chunk in response.iter_raw(CHUNK):
+            for chunk in response.iter_raw():
                 if not chunk:
                     continue
                 if have + len(chunk) > expected.size:
@@ -183,12 +182,12 @@ def _stream(
                 have += len(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
+                if have >= expected.size:
+                    break
                 if cancel is not None and cancel.is_set():
                     raise DownloadCancelledError(
                         "download cancelled; the partial file is kept and resumes next time"
                     )
-                if have >= expected.size:
-                    break
         except BaseException:
             hasher.abandon()
             raise

@@ -16,6 +16,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,6 +124,7 @@ class Knobs:
 
     rate_limit: int = 0  # answer the next N requests (any endpoint) with 429
     retry_after: str = "1"
+    rate_limit_match: str = ""  # only requests whose path contains this (e.g. "/resolve/") are rate limited
     server_error: int = 0  # answer the next N resolve requests with 500
     drop_after: dict[str, int] = field(
         default_factory=dict
@@ -136,6 +138,7 @@ class Knobs:
         default_factory=dict
     )  # file path -> byte range [a, b) to flip
     redirect_lfs: bool = True  # LFS downloads redirect to a "CDN" on another origin (localhost vs 127.0.0.1)
+    chunk_delay: float = 0.0  # seconds to sleep between 64 KiB body chunks (a slow link)
     ignore_range: bool = False  # answer 200 with the whole body even when a Range was asked for
     evil_names: list[str] = field(default_factory=list)  # extra sibling names to advertise (e.g. "../x")
 
@@ -194,7 +197,9 @@ class FakeHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fakehub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakehub", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -313,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _rate_limited(self, head: bool) -> bool:
         with self.fake._lock:
-            if self.fake.knobs.rate_limit <= 0:
+            if self.fake.knobs.rate_limit <= 0 or self.fake.knobs.rate_limit_match not in self.path:
                 return False
             self.fake.knobs.rate_limit -= 1
         self._error(
@@ -581,7 +586,13 @@ class _Handler(BaseHTTPRequestHandler):
             stall = knobs.stall_after.get(f.path)
             corrupt = knobs.corrupt.get(f.path)
         # The body: the fast path hands the file to the kernel; the knobs need a Python loop.
-        if drop is None and stall is None and corrupt is None and f.source is not None:
+        if (
+            drop is None
+            and stall is None
+            and corrupt is None
+            and not knobs.chunk_delay
+            and f.source is not None
+        ):
             with open(f.source, "rb") as fh:
                 self.wfile.flush()
                 sent = self.connection.sendfile(fh, offset=start, count=end - start)
@@ -616,6 +627,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self._count(key, len(data))
             pos = stop
+            if knobs.chunk_delay:
+                time.sleep(knobs.chunk_delay)
 
     def _count(self, key: str, n: int) -> None:
         with self.fake._lock:
