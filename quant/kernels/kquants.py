@@ -28,8 +28,9 @@ _KX_LANES = 8 * _KX_BLOCKS
 _Q6_BLOCKS = 4  # Q6_K: 4 super-blocks x 16 sub-blocks of 16 = 64 lanes
 _Q6_LANES = 16 * _Q6_BLOCKS
 
-# prange tasks per thread: each task allocates its scratch once and walks a contiguous run of groups.
-_TASKS_PER_THREAD = 4
+# prange tasks per thread: each task allocates its scratch once and walks a contiguous run of groups. Tasks are
+# handed out one at a time (parallel chunk size 1), so a thread slowed by other load does not hold up the rest.
+_TASKS_PER_THREAD = 8
 
 
 # ---------------------------------------------------------------------------------------------------- bit helpers
@@ -558,17 +559,18 @@ class _Q45K(_KQuant):
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         if x.shape[0] == 0:
             return
-        _kx_quantize(
-            _readonly(x),
-            np.asarray(out),
-            cls._nmax,
-            np.float32(cls._rmin),
-            np.float32(0.1),
-            cls._nstep,
-            cls.type_size,
-            cls._five,
-            _max_tasks(),
-        )
+        with numba.parallel_chunksize(1):
+            _kx_quantize(
+                _readonly(x),
+                np.asarray(out),
+                cls._nmax,
+                np.float32(cls._rmin),
+                np.float32(0.1),
+                cls._nstep,
+                cls.type_size,
+                cls._five,
+                _max_tasks(),
+            )
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -610,7 +612,8 @@ class Q6_K(_KQuant):
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         if x.shape[0] == 0:
             return
-        _q6_quantize(_readonly(x), np.asarray(out), _max_tasks())
+        with numba.parallel_chunksize(1):
+            _q6_quantize(_readonly(x), np.asarray(out), _max_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
