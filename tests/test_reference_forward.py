@@ -119,12 +119,12 @@ def test_llama3_rope_scaling_is_hf_formula_and_matters(llama3_tiny_dir, f32):
         model.inv_freq = scaled
 
 
-def chat_prompt(ckpt) -> str:
+def chat_prompt(ckpt, messages: list[dict] = CHAT) -> str:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     tok_cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
     template = ImmutableSandboxedEnvironment().from_string(tok_cfg["chat_template"])
-    return template.render(messages=CHAT, add_generation_prompt=True, bos_token=tok_cfg["bos_token"])
+    return template.render(messages=messages, add_generation_prompt=True, bos_token=tok_cfg["bos_token"])
 
 
 def test_smollm2_answers_paris_like_llama_cpp(smollm2_dir, f32):
@@ -137,6 +137,32 @@ def test_smollm2_answers_paris_like_llama_cpp(smollm2_dir, f32):
     ours = model.greedy(ids, 8, stop=eos)
     assert ours == llm.greedy(ids, 8, stop=eos)
     assert "Paris" in tok.decode(ours)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K_M"])  # Q8_0 behaves the same (checked by hand)
+def test_smollm2_quantised_by_llama_cpp_answers_paris_to_the_fixture_prompt(
+    smollm2_dir, f32, tmp_path, qtype
+):
+    """What the converter tests can rely on: llama.cpp's own quantisation of this fixture answers Paris."""
+    import ctypes
+
+    from tokenizers import Tokenizer
+
+    from tests.fixtures.prompts import PARIS_MESSAGES
+
+    tok = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    ids = tok.encode(chat_prompt(smollm2_dir, PARIS_MESSAGES)).ids
+    model, exact = f32("smollm2-135m", smollm2_dir)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[
+        qtype
+    ]
+    params.nthread = 2
+    out = tmp_path / f"smollm2-{qtype}.gguf"
+    source = exact.llm.model_path.encode()
+    assert llama_cpp.llama_model_quantize(source, str(out).encode(), ctypes.byref(params)) == 0
+    answer = tok.decode(LlamaCpp(out).greedy(ids, 12, stop={tok.token_to_id("<|im_end|>")}))
+    assert "Paris" in answer
 
 
 def test_smollm2_is_close_to_the_original_gguf(smollm2_dir, f32):
