@@ -1,7 +1,8 @@
 """The validating front end over the type kernels: `quantize` and `dequantize`.
 
-Kernels only see finite, C-contiguous float32 rows whose length fits the type. Everything a caller can get
-wrong is checked here and reported as a one-line `QuantError`. Work goes chunk by chunk over rows so a
+Kernels only see C-contiguous float32 rows whose length fits the type, and finite values unless the type's
+output exposes NaN/inf itself (F32, F16, BF16). Everything a caller can get wrong is checked here and
+reported as a one-line `QuantError`. Work goes chunk by chunk over rows so a
 memory-mapped tensor is never copied whole: extra memory is one chunk of float32 (for f16/bf16 input) no
 matter how large the tensor.
 """
