@@ -9,7 +9,7 @@ import pytest
 from hubtui.hub import SearchFilters, details, search
 from hubtui.hub.errors import HubOfflineError, RepoNotFoundError, RevisionNotFoundError
 from tests.fakehub import FakeHub, FakeRepo
-from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub, hub_env  # noqa: F401
+from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
 
 
 def test_family_preset_puts_the_official_org_first(fake_hub: FakeHub) -> None:
@@ -18,7 +18,12 @@ def test_family_preset_puts_the_official_org_first(fake_hub: FakeHub) -> None:
     ids = [r.id for r in results]
     assert ids[0] == "meta-llama/Tiny-Llama" and results[0].official
     # community repos follow, by downloads, including GGUF repos of the architecture; no Mistral repos
-    assert ids[1:] == ["community/Llama-Finetune", "bartowski/Tiny-Llama-GGUF", "someone/pickled-llama"]
+    assert ids[1:] == [
+        "community/Llama-Finetune",
+        "bartowski/Tiny-Llama-GGUF",
+        "someone/pickled-llama",
+        "test/big",
+    ]
     assert not any(r.official for r in results[1:])
     first = results[0]
     assert (first.author, first.downloads, first.likes, first.license, first.library) == (

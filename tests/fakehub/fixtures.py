@@ -1,4 +1,7 @@
-"""Pytest fixtures and small synthetic repos for the hub client's tests (import them into a test module)."""
+"""Pytest fixtures and small synthetic repos for the hub client's tests.
+
+Import `fake_hub_fixture, hub_env_fixture` into a test module: they register as `fake_hub` and `hub_env`.
+"""
 
 from __future__ import annotations
 
@@ -104,8 +107,8 @@ def add_big_repo(hub: FakeHub, repo_id: str = "test/big", size: int = 400_000) -
     return repo
 
 
-@pytest.fixture
-def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(name="hub_env")
+def hub_env_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated HF home (no token, online, no proxy); returns the hub cache folder."""
     import huggingface_hub.constants as hf_constants
 
@@ -126,8 +129,8 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home / "hub"
 
 
-@pytest.fixture
-def fake_hub(hub_env: Path) -> Iterator[FakeHub]:
+@pytest.fixture(name="fake_hub")
+def fake_hub_fixture(hub_env: Path) -> Iterator[FakeHub]:
     """A running fake hub with the Llama, GGUF, Mistral-native and pickle-only repos."""
     hub = FakeHub({TOKEN: USER})
     add_llama_repo(hub)
