@@ -1,0 +1,234 @@
+"""`hubtui convert` on bad input: exit 1 (2 for usage) with one line naming the culprit, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hubtui.cli import main
+from quant.convert import ConversionCancelled, convert
+from quant.errors import ConversionError
+from tests.convert_support import clone_checkpoint, rewrite_header, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(mistral_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-64 Mistral-style checkpoint in two shards with an index (about 9 MB)."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-mistral", mistral_tiny_dir, shards=2)
+
+
+@pytest.fixture
+def bad(tiny_dir: Path, tmp_path: Path) -> Path:
+    """A private symlink clone of the tiny checkpoint for a test to break."""
+    return clone_checkpoint(tiny_dir, tmp_path / "ckpt")
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_fails(
+    bad: Path, out_dir: Path, capsys: pytest.CaptureFixture[str], *culprits: str, extra: tuple[str, ...] = ()
+) -> str:
+    out_dir.mkdir(exist_ok=True)
+    code, _, err = run_cli(
+        ["convert", str(bad), "-o", str(out_dir / "out.gguf"), "--type", "Q8_0", *extra], capsys
+    )
+    lines = [line for line in err.splitlines() if line.startswith("hubtui:")]
+    assert code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("hubtui: error: "), err
+    for c in culprits:
+        assert c in lines[0], lines[0]
+    assert sorted(p.name for p in out_dir.iterdir()) == [], "partial output left behind"
+    return lines[0]
+
+
+def shard(bad: Path, i: int = 1) -> Path:
+    return bad / f"model-0000{i}-of-00002.safetensors"
+
+
+def edit_config(bad: Path, **changes) -> None:
+    cfg = json.loads((bad / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (bad / "config.json").unlink()
+    (bad / "config.json").write_text(json.dumps(cfg))
+
+
+def test_tiny_checkpoint_converts(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["convert", str(tiny_dir), "-o", str(tmp_path / "t.gguf"), "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["path"] == str(tmp_path / "t.gguf") and result["type"] == "Q4_K_M"
+    assert result["bytes"] == (tmp_path / "t.gguf").stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == ["t.gguf"]
+
+
+def test_pickle_only_checkpoint_is_refused(bad: Path, tmp_path: Path, capsys) -> None:
+    for p in bad.glob("model*"):
+        p.unlink()
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    msg = assert_fails(bad, tmp_path / "out", capsys, "pytorch_model.bin", "pickle")
+    assert "code" in msg
+
+
+def test_unsupported_architecture_is_named(bad: Path, tmp_path: Path, capsys) -> None:
+    edit_config(bad, architectures=["GPT2LMHeadModel"])
+    assert_fails(bad, tmp_path / "out", capsys, "GPT2LMHeadModel", "LlamaForCausalLM", "MixtralForCausalLM")
+
+
+def test_missing_config_key_is_named(bad: Path, tmp_path: Path, capsys) -> None:
+    edit_config(bad, hidden_size=None)
+    assert_fails(bad, tmp_path / "out", capsys, "config.json", "'hidden_size'")
+
+
+def test_inconsistent_config_key_is_named(bad: Path, tmp_path: Path, capsys) -> None:
+    edit_config(bad, num_key_value_heads=3)
+    assert_fails(bad, tmp_path / "out", capsys, "'num_key_value_heads'")
+
+
+def test_config_disagreeing_with_tensor_shapes_names_the_tensor(bad: Path, tmp_path: Path, capsys) -> None:
+    edit_config(bad, intermediate_size=256)
+    assert_fails(bad, tmp_path / "out", capsys, "mlp.", "intermediate_size")
+
+
+def test_missing_tokenizer(bad: Path, tmp_path: Path, capsys) -> None:
+    (bad / "tokenizer.model").unlink()
+    assert_fails(bad, tmp_path / "out", capsys, "tokenizer")
+
+
+def test_truncated_safetensors(bad: Path, tmp_path: Path, capsys) -> None:
+    data = shard(bad).read_bytes()
+    shard(bad).unlink()
+    shard(bad).write_bytes(data[: len(data) - 1000])
+    assert_fails(bad, tmp_path / "out", capsys, shard(bad).name, "out of range")
+
+
+def test_header_length_past_end(bad: Path, tmp_path: Path, capsys) -> None:
+    shard(bad).unlink()
+    shard(bad).write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    assert_fails(bad, tmp_path / "out", capsys, shard(bad).name, "header length")
+
+
+def test_offsets_out_of_range(bad: Path, tmp_path: Path, capsys) -> None:
+    def edit(h):
+        name = next(k for k in h if k != "__metadata__")
+        begin, end = h[name]["data_offsets"]
+        h[name]["data_offsets"] = [begin + 10**8, end + 10**8]
+
+    rewrite_header(shard(bad, 2), edit)
+    assert_fails(bad, tmp_path / "out", capsys, shard(bad, 2).name, "out of range")
+
+
+def test_shape_dtype_mismatch(bad: Path, tmp_path: Path, capsys) -> None:
+    victim = {}
+
+    def edit(h):
+        name = sorted(k for k in h if k != "__metadata__")[-1]
+        h[name]["dtype"] = "F32"
+        victim["name"] = name
+
+    rewrite_header(shard(bad, 2), edit)
+    assert_fails(bad, tmp_path / "out", capsys, victim["name"], "bytes")
+
+
+def test_tensor_missing_from_index(bad: Path, tmp_path: Path, capsys) -> None:
+    index = json.loads((bad / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00002.safetensors"
+    (bad / "model.safetensors.index.json").unlink()
+    (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert_fails(bad, tmp_path / "out", capsys, "model.layers.9.mlp.up_proj.weight")
+
+
+def test_index_naming_a_missing_shard(bad: Path, tmp_path: Path, capsys) -> None:
+    shard(bad, 2).unlink()
+    assert_fails(bad, tmp_path / "out", capsys, shard(bad, 2).name)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights_name_the_tensor_and_remove_the_part_file(
+    mistral_tiny_dir: Path, tmp_path: Path, capsys, value: float
+) -> None:
+    from hubtui.demo.checkpoint_writer import write_weights
+    from tests.convert_support import tiny_config
+    from tests.fixtures.checkpoints import random_weights
+
+    ckpt = write_tiny_checkpoint(tmp_path / "nan", mistral_tiny_dir)
+    weights = random_weights(tiny_config(), 7)
+    weights["model.layers.1.mlp.down_proj.weight"][3, 5] = value  # late in the file: data already streamed
+    (ckpt / "model.safetensors").unlink()
+    write_weights(ckpt, weights, "F16")
+    for qtype in ("Q8_0", "F16"):
+        assert_fails(
+            ckpt,
+            tmp_path / "out",
+            capsys,
+            "model.layers.1.mlp.down_proj.weight",
+            "NaN",
+            extra=("--type", qtype),
+        )
+
+
+def test_existing_output_needs_force(tiny_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.gguf"
+    out.write_bytes(b"keep me")
+    code, _, err = run_cli(["convert", str(tiny_dir), "-o", str(out)], capsys)
+    assert code == 1 and "x.gguf" in err and "--force" in err
+    assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]
+    code, _, _ = run_cli(["convert", str(tiny_dir), "-o", str(out), "--force", "--type", "F16"], capsys)
+    assert code == 0 and out.read_bytes()[:4] == b"GGUF"
+
+
+def test_not_enough_disk_space(
+    tiny_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quant.convert.api as api
+
+    monkeypatch.setattr(api, "free_disk_bytes", lambda directory: 1000)
+    msg = assert_fails(tiny_dir, tmp_path / "out", capsys, "disk space", "1000")
+    assert "need" in msg
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--type", "Q3_K"], ["--threads", "0"], ["--bogus"]],
+)
+def test_usage_errors_exit_2(tiny_dir: Path, tmp_path: Path, capsys, args: list[str]) -> None:
+    code, _, err = run_cli(["convert", str(tiny_dir), "-o", str(tmp_path / "o.gguf"), *args], capsys)
+    assert code == 2, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_and_interrupt_remove_the_part_file(tiny_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.gguf"
+    cancel = threading.Event()
+
+    def stop_after_first(name: str, done: int, total: int) -> None:
+        if done > 0:
+            cancel.set()
+
+    with pytest.raises(ConversionCancelled):
+        convert(tiny_dir, out, "F16", progress=stop_after_first, cancel=cancel)
+    assert list(tmp_path.iterdir()) == []
+
+    def interrupt(name: str, done: int, total: int) -> None:
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(tiny_dir, out, "F16", progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+    assert issubclass(ConversionCancelled, ConversionError)
