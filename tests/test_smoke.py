@@ -138,7 +138,8 @@ def test_load_failure_in_llama_cpp_is_reported(tmp_path: Path) -> None:
     report = run_smoke(bad, timeout=120)
     assert report.verdict == "fail"
     (reason,) = report.reasons
-    assert reason.startswith("hollow.gguf: llama.cpp could not load it")
+    assert reason.startswith("hollow.gguf: llama.cpp could not load it: ")
+    assert "tensor 'blk.0." in reason and "not found" in reason
 
 
 def test_baseline_with_another_vocabulary_fails(q8_gguf: Path, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ CHAT_APP_MODULES = (
     "hubtui/runner/repl.py",
     "hubtui/runner/chat_main.py",
 )
-CONTEXT_CHOICES = (32768, 16384, 8192, 4096, 2048, 1024, 512)
+MAX_BUNDLE_CTX = 8192
 
 Progress = Callable[[str, str], None]
 
@@ -73,68 +73,49 @@ class BundlePlan:
         return lines + [f"- {n}" for n in self.notes]
 
 
-def _shape(path: Path, facts: GGUFFacts) -> Any:
-    from gguf import GGUFReader
-
-    from quant.memory import ModelShape
-
-    reader = GGUFReader(path)
-    tensors = [(t.name, int(t.n_bytes)) for t in reader.tensors]
-    head_count = facts.head_count or 1
-    hparams = {
-        "n_layer": facts.block_count,
-        "n_embd": facts.embedding_length,
-        "n_head": head_count,
-        "n_head_kv": facts.head_count_kv or head_count,
-        "n_vocab": facts.n_vocab_tokens,
-        "n_ctx_train": facts.context_length or 0,
-        "n_expert": facts.expert_count or 0,
-    }
-    return ModelShape.from_tensors(tensors, file_size=facts.file_bytes, hparams=hparams)
-
-
 def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | None) -> BundlePlan:
-    """The largest standard context that fits the target profile, using the project's memory model.
+    """Context, GPU layers and memory for the target profile, from `quant.plan` (engineer H's sizing).
 
-    Without a target: the laptop-8g profile, the smallest built-in one, so the bundle is safe on most laptops.
+    The context is the largest that fits, capped at MAX_BUNDLE_CTX: field laptops gain little from
+    more and pay for it in memory and prompt time. Without a target: laptop-8g, the smallest profile.
     """
-    from quant.memory import RunSettings, estimate
+    from quant.plan import load_source, max_context, plan
     from quant.profiles import get_profile
 
     target = get_profile(target_name or "laptop-8g")
-    shape = _shape(path, facts)
+    source = load_source(path)
+    first = plan(source, target, ctx=min(MAX_BUNDLE_CTX, facts.context_length or MAX_BUNDLE_CTX))
+    row = first.rows[0]
+    best = max_context(first.shape, first.settings, target)
     notes = list(target.assumptions)
-    train = facts.context_length or 4096
-    choices = [c for c in CONTEXT_CHOICES if c <= train] or [min(train, 512)]
-    ngl_options = [shape.n_layer + 1, 0] if target.gpus and not target.unified else [0]
-    for ngl in ngl_options:
-        for n_ctx in choices:
-            est = estimate(shape, RunSettings(n_ctx=n_ctx), ngl, target.gpus if ngl else ())
-            host_ok = (est.host.anonymous if not target.unified else est.total) <= target.ram
-            gpus_ok = all(g.total <= b for g, b in zip(est.gpus, target.gpus, strict=False))
-            if host_ok and gpus_ok:
-                notes.append(
-                    "memory from quant.memory (llama.cpp's allocation model, f16 KV, no flash attention)"
-                )
-                return BundlePlan(
-                    target.name,
-                    target.description,
-                    n_ctx,
-                    ngl,
-                    "the number of physical cores (llama.cpp's default)",
-                    est.total,
-                    True,
-                    notes,
-                )
+    if best is None:
+        return BundlePlan(
+            target.name,
+            target.description,
+            None,
+            0,
+            "n/a",
+            None,
+            False,
+            notes + first.warnings + ["the model does not fit this target"],
+        )
+    n_ctx = min(best, MAX_BUNDLE_CTX)
+    final = plan(source, target, ctx=n_ctx) if n_ctx != first.settings.n_ctx else first
+    row = final.rows[0]
+    notes.append(
+        f"largest context that fits: {best} tokens; bundle uses {n_ctx}"
+        + (f" (capped at {MAX_BUNDLE_CTX})" if best > MAX_BUNDLE_CTX else "")
+    )
+    notes.append(f"placement: {row.placement.kind} (memory from quant.plan: llama.cpp's allocation model)")
     return BundlePlan(
         target.name,
         target.description,
-        None,
-        0,
-        "n/a",
-        None,
-        False,
-        notes + ["the model does not fit this target"],
+        n_ctx,
+        row.placement.n_gpu_layers,
+        "the number of physical cores (llama.cpp's default)",
+        row.placement.estimate.total,
+        row.fits,
+        notes + final.warnings,
     )
 
 

@@ -48,8 +48,13 @@ def recent(n: int = 20) -> list[str]:
 
 def last_error() -> str | None:
     """The most recent line that looks like a failure reason, for one-line error messages."""
+    lines = recent(200)
+    for line in reversed(lines):  # llama.cpp's own reason, e.g. "missing tensor 'blk.0.attn_norm.weight'"
+        _, found, reason = line.partition("error loading model: ")
+        if found and reason.strip():
+            return reason.strip()
     keys = ("error", "failed", "invalid", "unable", "cannot", "exceed", "corrupt")
-    for line in reversed(recent(200)):
+    for line in reversed(lines):
         if any(k in line.lower() for k in keys):
             return line.strip()
     return None

@@ -1,0 +1,172 @@
+"""`hubtui bundle`: contents, checksums, the standalone chat app, `--verify`, and no debris on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runner_models import smollm2_gguf
+
+EXPECTED = {"Modelfile", "README.txt", "SHA256SUMS", "SMOKE.md", "hubtui-chat.pyz", "smoke-report.json"}
+
+
+def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def bundle_gguf(smollm2_dir: Path) -> Path:
+    return smollm2_gguf(smollm2_dir, "Q8_0")
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bundle") / "field"
+    res = hubtui("bundle", str(bundle_gguf), "-o", str(out), "--target", "laptop-8g", "--json")
+    assert res.returncode == 0, res.stderr
+    return out, json.loads(res.stdout)
+
+
+def test_bundle_contents(bundle: tuple[Path, dict[str, Any]], bundle_gguf: Path) -> None:
+    out, summary = bundle
+    names = {p.name for p in out.iterdir()}
+    assert names == EXPECTED | {bundle_gguf.name}
+    assert summary["verdict"] == "pass"
+    assert (out / bundle_gguf.name).read_bytes() == bundle_gguf.read_bytes()
+
+    sums = dict(line.split("  ")[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == names - {"SHA256SUMS"}
+    for name, digest in sums.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+    report = json.loads((out / "smoke-report.json").read_text())
+    assert report["verdict"] == "pass" and report["perplexity"] > 1
+    plan = report["plan"]
+    assert plan["target"] == "laptop-8g" and plan["fits"] and plan["n_gpu_layers"] == 0
+    assert plan["n_ctx"] in (512, 1024, 2048, 4096, 8192) and 0 < plan["memory_bytes"] < 8 * 2**30
+
+    md = (out / "SMOKE.md").read_text()
+    assert (
+        "**Verdict: pass**" in md
+        and "## Plan for the target machine" in md
+        and f"context: {plan['n_ctx']}" in md
+    )
+
+    modelfile = (out / "Modelfile").read_text()
+    assert f"FROM ./{bundle_gguf.name}" in modelfile and f"PARAMETER num_ctx {plan['n_ctx']}" in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+
+    readme = (out / "README.txt").read_text()
+    for needle in (
+        "llama-cli -m",
+        "llama-server -m",
+        "ollama create",
+        "lms import",
+        "hubtui-chat.pyz",
+        "sha256sum -c",
+    ):
+        assert needle in readme, needle
+
+
+def test_standalone_chat_app_needs_only_llama_cpp(
+    bundle: tuple[Path, dict[str, Any]], bundle_gguf: Path
+) -> None:
+    import llama_cpp
+
+    out, _ = bundle
+    site = str(Path(llama_cpp.__file__).resolve().parent.parent)
+    # -S: no site processing, so the editable hubtui install is invisible; only the zipapp provides it
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "hubtui-chat.pyz",
+            bundle_gguf.name,
+            "--temp",
+            "0",
+            "--ctx",
+            "256",
+            "--max-tokens",
+            "24",
+        ],
+        input="What is the capital of France?\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=out,
+        env={**os.environ, "PYTHONPATH": site},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Paris" in res.stdout
+
+
+def test_verify_passes_then_catches_a_modified_byte(
+    bundle: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = bundle
+    ok = hubtui("bundle", "--verify", str(out), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    gguf = next(copy.glob("*.gguf"))
+    with open(gguf, "r+b") as fh:
+        fh.seek(gguf.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    bad = hubtui("bundle", "--verify", str(copy))
+    assert bad.returncode == 1
+    assert f"{gguf.name}: MISMATCH" in bad.stdout
+    assert bad.stderr.strip() == f"hubtui: error: {copy}: bundle verification failed: {gguf.name} mismatch"
+
+    (copy / "README.txt").unlink()
+    data = json.loads(hubtui("bundle", "--verify", str(copy), "--json").stdout)
+    assert data["files"]["README.txt"] == "missing" and data["ok"] is False
+
+
+def test_verify_rejects_a_folder_without_checksums(tmp_path: Path) -> None:
+    res = hubtui("bundle", "--verify", str(tmp_path))
+    assert res.returncode == 1
+    assert "no SHA256SUMS file" in res.stderr
+
+
+def test_refuses_a_non_empty_destination(bundle_gguf: Path, tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    res = hubtui("bundle", str(bundle_gguf), "-o", str(tmp_path))
+    assert res.returncode == 1
+    assert "already exists and is not an empty directory" in res.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_failing_model_leaves_nothing_behind(tmp_path: Path) -> None:
+    from tests.runner_models import write_tiny_gguf
+
+    hollow = write_tiny_gguf(tmp_path / "hollow.gguf", n_tokens=100, embed_rows=100)
+    dest = tmp_path / "out" / "bundle"
+    res = hubtui("bundle", str(hollow), "-o", str(dest))
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "hubtui: error: hollow.gguf failed the smoke test: hollow.gguf: llama.cpp could not load it: "
+    )
+    assert "tensor 'blk.0." in last and "not found" in last
+    assert not dest.exists()
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_unknown_target_and_missing_output_are_errors(bundle_gguf: Path, tmp_path: Path) -> None:
+    res = hubtui("bundle", str(bundle_gguf), "-o", str(tmp_path / "b"), "--target", "toaster")
+    assert res.returncode == 1 and "unknown target profile 'toaster'" in res.stderr
+    assert hubtui("bundle", str(bundle_gguf)).returncode == 2
