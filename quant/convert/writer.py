@@ -99,10 +99,13 @@ def encode(x: np.ndarray, type_name: str, threads: int | None = None) -> np.ndar
 def _check_finite(t: OutTensor, x: np.ndarray, row0: int) -> None:
     if not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0]) + row0
-        what = f"source tensor {t.source_label!r}" if t.source_label else "tensor"
-        raise ConversionError(
-            f"{what} ({t.name}) contains NaN or infinite values (row {bad}); refusing to convert"
-        )
+        if t.parts:
+            per_part = t.n_rows // len(t.parts)
+            part = t.parts[min(bad // per_part, len(t.parts) - 1)]
+            what, bad = f"{part.shard}: tensor {part.name!r} ({t.name})", bad % per_part
+        else:
+            what = f"generated tensor {t.name}"
+        raise ConversionError(f"{what} contains NaN or infinite values (row {bad}); refusing to convert")
 
 
 def write_data(
