@@ -403,15 +403,43 @@ def _tiny_bpe_json(byte_fallback: bool, decoder: dict[str, Any]) -> dict[str, An
     }  # fmt: skip
 
 
-def test_llama_hf_bpe_with_byte_fallback_is_a_llama_vocab(tmp_path: Path) -> None:
-    src = tmp_path / "hf-llama"
+def _llama_config(vocab_size: int) -> dict[str, Any]:
+    """A complete (tiny) LlamaForCausalLM config.json, enough for llama.cpp's converter too."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "max_position_embeddings": 128, "rms_norm_eps": 1e-5,
+        "bos_token_id": 1, "eos_token_id": 2,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def llama_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama-2-style tokenizer.json-only checkpoint (BPE with byte fallback): llama.cpp's LlamaHfVocab case."""
+    src = tmp_path_factory.mktemp("hf-llama") / "tiny-hf-llama"
     src.mkdir()
-    decoder = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}
+    decoder = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ],
+    }
     (src / "tokenizer.json").write_text(json.dumps(_tiny_bpe_json(True, decoder)))
-    (src / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True})
-    )
-    vocab = load_vocab(src, {"vocab_size": 265})
+    tokenizer_config = {
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+        "add_eos_token": False, "tokenizer_class": "LlamaTokenizerFast", "legacy": False,
+        "chat_template": "{{ messages }}",
+    }  # fmt: skip
+    (src / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (src / "config.json").write_text(json.dumps(_llama_config(266)))
+    return src
+
+
+def test_llama_hf_bpe_with_byte_fallback_is_a_llama_vocab(llama_hf_dir: Path) -> None:
+    vocab = load_vocab(llama_hf_dir, _config(llama_hf_dir))
     assert (vocab.model, vocab.pre) == ("llama", "default")
     assert vocab.n_tokens == 266  # the base vocabulary plus the added <extra>
     assert vocab.token_types[:4] == [CONTROL, CONTROL, CONTROL, BYTE]
@@ -505,15 +533,19 @@ G_FILE_TYPE, G_QUANT_VERSION = gguf.Keys.General.FILE_TYPE, gguf.Keys.General.QU
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny"])
-def test_same_kvs_as_llama_cpp_converter(name: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny", "llama_hf_dir", "nemo_dir"]
+)
+def test_same_kvs_as_llama_cpp_converter(
+    name: str, checkpoints: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Tokenizer and general KVs (keys, order, types, values) equal convert_hf_to_gguf.py --vocab-only's."""
     import subprocess
 
     from quant.convert.metadata import load_general
 
     python, llama_src = _anchor()
-    src = checkpoints[name]
+    src = checkpoints[name] if name in checkpoints else request.getfixturevalue(name)
     theirs = tmp_path / "llama-cpp.gguf"
     runner = Path(__file__).parent / "anchor" / "llama_cpp_vocab_only.py"
     subprocess.run([python, str(runner), llama_src, str(src), str(theirs)], check=True, capture_output=True)
@@ -604,7 +636,7 @@ def nemo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("tekken") / "Mistral-Nemo-Instruct-2407"
     src.mkdir()
     _tekken_tokenizer().save(str(src / "tokenizer.json"))
-    (src / "config.json").write_text(json.dumps({"vocab_size": 131072, "bos_token_id": 1, "eos_token_id": 2}))
+    (src / "config.json").write_text(json.dumps(_llama_config(131072)))
     (src / "tokenizer_config.json").write_text(
         json.dumps(
             {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": "{{ x }}"}
