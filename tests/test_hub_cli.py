@@ -1,0 +1,97 @@
+"""`hubtui search`, `hubtui download`, `hubtui cache ls|rm` end to end against the fake hub (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakehub import FakeHub
+from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def hubtui(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120, env=full_env
+    )
+
+
+def test_search_table_json_and_details(fake_hub: FakeHub) -> None:
+    out = hubtui("search", "--family", "llama", "--endpoint", fake_hub.url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "REPO",
+        "PARAMS",
+        "DOWNLOADS",
+        "LIKES",
+        "UPDATED",
+        "ACCESS",
+        "LICENSE",
+        "FORMATS",
+    ]
+    assert lines[1].startswith("meta-llama/Tiny-Llama *") and "41.0K" in lines[1] and "llama3.2" in lines[1]
+    assert "mistralai" not in out.stdout
+    js = hubtui("search", "tiny", "--gguf", "--json", "--endpoint", fake_hub.url)
+    assert [r["id"] for r in json.loads(js.stdout)["results"]] == ["bartowski/Tiny-Llama-GGUF"]
+    det = hubtui("search", "meta-llama/Tiny-Llama", "--details", "--json", "--endpoint", fake_hub.url)
+    info = json.loads(det.stdout)
+    assert info["layout"] == "hf" and info["parameters"] == 64 * 256 + 256 + 96 * 256 and info["access"]
+
+
+def test_download_then_cache_ls_and_rm(fake_hub: FakeHub, hub_env: Path) -> None:
+    out = hubtui("download", "meta-llama/Tiny-Llama", "--json", "--endpoint", fake_hub.url)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    repo = fake_hub.repos["meta-llama/Tiny-Llama"]
+    assert result["commit"] == repo.sha and len(result["files"]) == 8
+    for f in result["files"]:
+        assert Path(f["path"]).read_bytes() == repo.files[f["name"]].data
+    # progress on stderr: not a terminal here, so one line per finished file
+    done_lines = [line for line in out.stderr.splitlines() if line.endswith(" done")]
+    assert len(done_lines) == 8 and "100.0%" in done_lines[-1]
+    ls = hubtui("cache", "ls", "--json")
+    (cached,) = json.loads(ls.stdout)["repos"]
+    assert cached["repo_id"] == "meta-llama/Tiny-Llama" and cached["size"] == result["total_bytes"]
+    table = hubtui("cache", "ls")
+    assert "meta-llama/Tiny-Llama" in table.stdout and "main" in table.stdout
+    rm = hubtui("cache", "rm", "meta-llama/Tiny-Llama")
+    assert rm.returncode == 0 and "freed" in rm.stdout
+    assert json.loads(hubtui("cache", "ls", "--json").stdout)["repos"] == []
+    assert not (hub_env / "models--meta-llama--Tiny-Llama").exists()
+
+
+def test_gated_error_is_one_line_and_never_shows_the_token(fake_hub: FakeHub) -> None:
+    add_llama_repo(fake_hub, "meta-llama/Gated", gated="manual")
+    for debug in ((), ("--debug",)):
+        out = hubtui(*debug, "download", "meta-llama/Gated", "--endpoint", fake_hub.url, HF_TOKEN=TOKEN)
+        assert out.returncode == 1
+        assert TOKEN not in out.stdout + out.stderr
+        assert f"request access at {fake_hub.url}/meta-llama/Gated" in out.stderr
+    plain = hubtui("download", "meta-llama/Gated", "--endpoint", fake_hub.url, HF_TOKEN=TOKEN)
+    assert (
+        plain.stderr.startswith("hubtui: error: meta-llama/Gated is gated") and plain.stderr.count("\n") == 1
+    )
+    fake_hub.grant("meta-llama/Gated", USER)
+    ok = hubtui("download", "meta-llama/Gated", "--endpoint", fake_hub.url, HF_TOKEN=TOKEN)
+    assert ok.returncode == 0 and TOKEN not in ok.stdout + ok.stderr
+
+
+def test_errors_and_offline(fake_hub: FakeHub) -> None:
+    missing = hubtui("download", "nobody/nothing", "--endpoint", fake_hub.url)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"hubtui: error: repo nobody/nothing not found on {fake_hub.url} "
+        "(check the name; if it is private, set HF_TOKEN or run `hf auth login`)"
+    )
+    fake_hub.reset_counters()
+    offline = hubtui("search", "llama", "--endpoint", fake_hub.url, HF_HUB_OFFLINE="1")
+    assert offline.returncode == 1 and "offline mode" in offline.stderr
+    listed = hubtui("cache", "ls", HF_HUB_OFFLINE="1")
+    assert listed.returncode == 0 and "empty" in listed.stdout
+    assert not fake_hub.requests
