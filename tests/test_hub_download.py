@@ -369,3 +369,32 @@ def test_telemetry_is_off_by_default() -> None:
 
     assert os.environ.get("HF_HUB_DISABLE_TELEMETRY") == "1" or os.environ.get("HUBTUI_TELEMETRY")
     assert hf_constants.HF_HUB_DISABLE_TELEMETRY
+
+
+def test_realistic_checkpoint_from_the_fixtures(hub_env: Path, mistral_tiny_dir: Path) -> None:
+    """A real sharded HF-layout checkpoint (the mistral-tiny fixture) served from disk: details and download."""
+    import math
+
+    from safetensors import safe_open
+
+    from hubtui.hub import details
+    from tests.fakehub import FakeRepo
+
+    hub = FakeHub()
+    repo = hub.add_repo(FakeRepo("mistralai/Mistral-Tiny-Fixture", tags=["mistral"]))
+    for path in sorted(mistral_tiny_dir.iterdir()):
+        if path.is_file():
+            repo.add(path.name, source=path)
+    expected_params = 0
+    for shard in mistral_tiny_dir.glob("model-*.safetensors"):
+        with safe_open(shard, "np") as f:
+            expected_params += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    with hub:
+        d = details(repo.repo_id, endpoint=hub.url)
+        assert d.layout.kind == "hf" and d.parameters == expected_params
+        result = download(repo.repo_id, endpoint=hub.url)
+    assert sorted(f.name for f in result.files) == sorted(
+        p.name for p in mistral_tiny_dir.iterdir() if p.is_file()
+    )
+    for f in result.files:
+        assert f.path.read_bytes() == (mistral_tiny_dir / f.name).read_bytes(), f.name

@@ -52,13 +52,13 @@ class FakeFile:
             self.oid = self.oid or git_blob_sha1(self.data)
         elif self.source is not None:
             self.size = self.source.stat().st_size
-            if not self.sha256:
-                h = hashlib.sha256()
-                with open(self.source, "rb") as f:
-                    while chunk := f.read(1 << 22):
-                        h.update(chunk)
-                self.sha256 = h.hexdigest()
-            self.oid = self.oid or hashlib.sha1(self.path.encode()).hexdigest()
+            h256, h1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % self.size)
+            with open(self.source, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h256.update(chunk)
+                    h1.update(chunk)
+            self.sha256 = self.sha256 or h256.hexdigest()
+            self.oid = self.oid or h1.hexdigest()
         self.lfs = self.lfs or self.size >= LFS_THRESHOLD
 
     def read(self, start: int, end: int) -> bytes:
