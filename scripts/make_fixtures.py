@@ -6,6 +6,7 @@ Without OUT they go to the cache the test suite uses ($HUBTUI_FIXTURE_CACHE or ~
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,14 @@ def main() -> None:
     args = parser.parse_args()
     root = args.out or cache_root()
     for name in args.only or BUILDERS:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         path = build_into(name, root)
         size = sum(f.stat().st_size for f in path.iterdir())
-        print(f"{name:14} {size / 1e6:8.1f} MB  {time.perf_counter() - start:6.1f} s  {path}")
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"{name:14} {size / 1e6:7.1f} MB  {wall:6.1f} s wall  {cpu:6.1f} s CPU  peak RSS so far {peak:5.0f} MB  {path}"
+        )
 
 
 if __name__ == "__main__":
