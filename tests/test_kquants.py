@@ -232,7 +232,7 @@ def _blocks(draw: st.DrawFn) -> np.ndarray:
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=_blocks())
 def test_hypothesis_blocks_match_llama_cpp(qtype: str, x: np.ndarray) -> None:
     assert_matches_ggml(x, qtype, threads=[1])
