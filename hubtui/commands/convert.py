@@ -9,8 +9,12 @@ from pathlib import Path
 import click
 
 from hubtui.commands._common import echo_json, json_option
+from hubtui.commands.plan import target_options
 
-TYPE_HELP = "F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_K_S (Q4_K = Q4_K_M)"
+TYPE_HELP = (
+    "F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_K_S (Q4_K = Q4_K_M), or auto: the type `hubtui plan` "
+    "recommends for --target/--ram/--vram/--ctx (default: this machine)"
+)
 
 
 def parse_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -18,6 +22,8 @@ def parse_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from quant.convert import resolve_file_type
     from quant.errors import QuantError
 
+    if value.lower() == "auto":
+        return "auto"
     try:
         return resolve_file_type(value).name
     except QuantError as exc:
@@ -82,17 +88,58 @@ class StderrProgress:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Quantisation threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@target_options
 @json_option
-def command(src: Path, out: Path | None, qtype: str, threads: int | None, force: bool, as_json: bool) -> None:
+def command(
+    src: Path,
+    out: Path | None,
+    qtype: str,
+    threads: int | None,
+    force: bool,
+    target_name: str | None,
+    ram: str | None,
+    vram: str | None,
+    gpus: int | None,
+    ctx: int | None,
+    as_json: bool,
+) -> None:
     """Convert a Hugging Face safetensors checkpoint into a GGUF file (Q4_K_M, Q8_0, ...)."""
     from quant.convert import convert
 
+    auto = None
+    if qtype == "auto":
+        auto = _auto_type(src, target_name, ram, vram, gpus, ctx)
+        qtype = auto["type"]
+    elif target_name or ram or vram or gpus is not None or ctx is not None:
+        raise click.UsageError("--target, --ram, --vram, --gpus and --ctx only apply with --type auto")
     result = convert(src, out, qtype, threads=threads, progress=StderrProgress(), force=force)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict() | ({"auto": auto} if auto else {}))
     else:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.type_counts.items()))
         click.echo(
             f"wrote {result.path} ({result.type}, {_mb(result.bytes)}, {result.n_tensors} tensors: {counts}) "
             f"in {result.seconds:.1f} s, peak RSS {_mb(result.peak_rss_bytes)}"
         )
+
+
+def _auto_type(
+    src: Path, target_name: str | None, ram: str | None, vram: str | None, gpus: int | None, ctx: int | None
+) -> dict:
+    """`hubtui plan`'s recommendation for this checkpoint and target (one line about it on stderr)."""
+    from hubtui.commands.plan import build_plan, resolve_target
+    from hubtui.errors import HubtuiError
+
+    target = resolve_target(target_name, ram, vram, gpus)
+    p = build_plan(str(src), target, ctx)
+    for warning in p.warnings:
+        click.echo(f"hubtui: warning: {warning}", err=True)
+    rec = p.to_dict()["recommendation"]
+    if rec is None:
+        raise HubtuiError(f"--type auto: no type of {src} fits {target.name} at context {p.settings.n_ctx}")
+    click.echo(
+        f"auto: {rec['type']} fits {target.name} at context {rec['ctx']} ({rec['fit']}, n_gpu_layers "
+        f"{rec['n_gpu_layers']}, about {rec['total'] / (1 << 20):.0f} MiB)",
+        err=True,
+    )
+    return rec
