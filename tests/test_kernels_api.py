@@ -31,6 +31,7 @@ def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Make the front end work in chunks of 3 rows of 64, so chunk boundaries and the last partial chunk run."""
     monkeypatch.setattr(api, "CHUNK_ELEMENTS", 3 * 64)
+    monkeypatch.setattr(api, "F32_CHUNK_ELEMENTS", 3 * 64)
     return 3
 
 

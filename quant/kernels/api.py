@@ -20,9 +20,12 @@ from quant.errors import QuantError
 from quant.kernels.base import QUANT_TYPES, QuantType
 from quant.kernels.simple import bf16_to_f32
 
-CHUNK_ELEMENTS = 1 << 22
-"""Elements converted and checked per step (16 MiB as float32): the bound on extra memory for f16/bf16 input,
-and few enough parallel regions per tensor that a busy machine's scheduling stalls do not add up."""
+CHUNK_ELEMENTS = 1 << 24
+"""Elements converted per step for float16/bfloat16 input: the bound on extra memory (64 MiB of float32)."""
+
+F32_CHUNK_ELEMENTS = 1 << 26
+"""Elements per step for float32 input, which the kernels read in place (no copy). Large, because every step
+starts parallel regions, and on a busy machine each start waits for a descheduled worker thread."""
 
 _KERNEL_LOCK = threading.Lock()  # one parallel kernel at a time: concurrent callers would oversubscribe cores
 
@@ -94,6 +97,13 @@ def _as_float32(chunk: np.ndarray, kind: str, buf: np.ndarray | None) -> np.ndar
     return dst
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: read-only memmaps and ordinary arrays then share one compiled (and cached) kernel."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _nonfinite_message(prefix: str, xc: np.ndarray, r: int, row: int) -> str:
     col = int(np.flatnonzero(~np.isfinite(xc[r]))[0])
     return f"{prefix}row {row} contains {xc[r, col]} at column {col}: NaN and inf cannot be quantised"
@@ -143,7 +153,7 @@ def quantize(
         )
     out2 = np.asarray(out).reshape(rows, shape[-1])
 
-    step = max(1, CHUNK_ELEMENTS // cols)
+    step = max(1, (F32_CHUNK_ELEMENTS if kind == "f32" else CHUNK_ELEMENTS) // cols)
     buf = None if kind == "f32" else np.empty((min(step, rows), cols), dtype=np.float32)
     with _KERNEL_LOCK:
         saved = numba.get_num_threads()
@@ -151,7 +161,7 @@ def quantize(
         try:
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                xc = _as_float32(x2[r0:r1], kind, buf)
+                xc = _readonly(_as_float32(x2[r0:r1], kind, buf))
                 if not cls.nonfinite_shows_in_output:
                     bad = _first_nonfinite_row(xc)
                     if bad >= 0:
@@ -192,5 +202,5 @@ def dequantize(data: np.ndarray | bytes, qtype: str, shape: tuple[int, ...]) -> 
         )
     out = np.empty((rows, cols), dtype=np.float32)
     with _KERNEL_LOCK:
-        cls.dequantize_rows(np.ascontiguousarray(buf).reshape(rows, row_bytes), out)
+        cls.dequantize_rows(_readonly(np.ascontiguousarray(buf).reshape(rows, row_bytes)), out)
     return out.reshape(shape)

@@ -7,6 +7,7 @@ blocks spread over threads with prange (each block is independent, so any thread
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from gguf import GGMLQuantizationType as GT
 from numba import njit, prange
@@ -23,17 +24,25 @@ from quant.kernels.bits import (
 )
 
 _FLT_MAX = np.float32(3.4028234663852886e38)
+_TASKS_PER_THREAD = 8
+
+
+def _tasks() -> int:
+    """prange tasks for the current thread count: handed out one at a time (parallel_chunksize 1), so a thread
+    slowed by other load on the machine does not hold up the others; the bytes never depend on it."""
+    return _TASKS_PER_THREAD * numba.get_num_threads()
 
 
 # --- F16 / BF16 -------------------------------------------------------------------------------------------
 
 
 @njit(cache=True, parallel=True)
-def _f16_quant(x, out16):
+def _f16_quant(x, out16, ntasks):
     rows, cols = x.shape
-    for r in prange(rows):
-        for j in range(cols):
-            out16[r, j] = f32_to_f16(x[r, j])
+    for t in prange(ntasks):
+        for r in range(t * rows // ntasks, (t + 1) * rows // ntasks):
+            for j in range(cols):
+                out16[r, j] = f32_to_f16(x[r, j])
 
 
 @njit(cache=True, parallel=True)
@@ -45,11 +54,12 @@ def _f16_dequant(h, out):
 
 
 @njit(cache=True, parallel=True)
-def _bf16_quant(x, out16):
+def _bf16_quant(x, out16, ntasks):
     rows, cols = x.shape
-    for r in prange(rows):
-        for j in range(cols):
-            out16[r, j] = f32_to_bf16(x[r, j])
+    for t in prange(ntasks):
+        for r in range(t * rows // ntasks, (t + 1) * rows // ntasks):
+            for j in range(cols):
+                out16[r, j] = f32_to_bf16(x[r, j])
 
 
 @njit(cache=True, parallel=True)
@@ -77,22 +87,24 @@ def _get_f16(data, r, o):
 
 
 @njit(cache=True, parallel=True)
-def _q8_0_quant(x, out):
+def _q8_0_quant(x, out, ntasks):
     rows, cols = x.shape
     nb = cols // 32
-    for i in prange(rows * nb):
-        r = i // nb
-        xb = (i - r * nb) * 32
-        o = (i - r * nb) * 34
-        amax = np.float32(0.0)
-        for j in range(32):
-            v = np.float32(abs(x[r, xb + j]))
-            amax = amax if amax > v else v
-        d = amax / np.float32(127.0)
-        idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-        _put_f16(out, r, o, f32_to_f16(d))
-        for j in range(32):
-            out[r, o + 2 + j] = np.uint8(cvt_i32(roundf(x[r, xb + j] * idd)) & 0xFF)
+    total = rows * nb
+    for t in prange(ntasks):  # contiguous block ranges, handed out one task at a time
+        for i in range(t * total // ntasks, (t + 1) * total // ntasks):
+            r = i // nb
+            xb = (i - r * nb) * 32
+            o = (i - r * nb) * 34
+            amax = np.float32(0.0)
+            for j in range(32):
+                v = np.float32(abs(x[r, xb + j]))
+                amax = amax if amax > v else v
+            d = amax / np.float32(127.0)
+            idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+            _put_f16(out, r, o, f32_to_f16(d))
+            for j in range(32):
+                out[r, o + 2 + j] = np.uint8(cvt_i32(roundf(x[r, xb + j] * idd)) & 0xFF)
 
 
 @njit(cache=True, parallel=True)
@@ -125,60 +137,64 @@ def _put_u32(out, r, o, v):
 
 
 @njit(cache=True, parallel=True)
-def _q5_0_quant(x, out):
+def _q5_0_quant(x, out, ntasks):
     rows, cols = x.shape
     nb = cols // 32
-    for i in prange(rows * nb):
-        r = i // nb
-        xb = (i - r * nb) * 32
-        o = (i - r * nb) * 22
-        amax = np.float32(0.0)
-        vmax = np.float32(0.0)
-        for j in range(32):
-            v = x[r, xb + j]
-            a = np.float32(abs(v))
-            if amax < a:
-                amax = a
-                vmax = v
-        d = vmax / np.float32(-16.0)
-        idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-        _put_f16(out, r, o, f32_to_f16(d))
-        qh = 0
-        for j in range(16):
-            xi0 = cvt_i32(x[r, xb + j] * idd + np.float32(16.5)) & 0xFF
-            xi1 = cvt_i32(x[r, xb + 16 + j] * idd + np.float32(16.5)) & 0xFF
-            xi0 = min(31, xi0 - 256 if xi0 > 127 else xi0)  # (int8_t) then MIN(31, .)
-            xi1 = min(31, xi1 - 256 if xi1 > 127 else xi1)
-            qh = _put_q5_bits(out, r, o + 6, j, xi0, xi1, qh)
-        _put_u32(out, r, o + 2, qh)
+    total = rows * nb
+    for t in prange(ntasks):  # contiguous block ranges, handed out one task at a time
+        for i in range(t * total // ntasks, (t + 1) * total // ntasks):
+            r = i // nb
+            xb = (i - r * nb) * 32
+            o = (i - r * nb) * 22
+            amax = np.float32(0.0)
+            vmax = np.float32(0.0)
+            for j in range(32):
+                v = x[r, xb + j]
+                a = np.float32(abs(v))
+                if amax < a:
+                    amax = a
+                    vmax = v
+            d = vmax / np.float32(-16.0)
+            idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+            _put_f16(out, r, o, f32_to_f16(d))
+            qh = 0
+            for j in range(16):
+                xi0 = cvt_i32(x[r, xb + j] * idd + np.float32(16.5)) & 0xFF
+                xi1 = cvt_i32(x[r, xb + 16 + j] * idd + np.float32(16.5)) & 0xFF
+                xi0 = min(31, xi0 - 256 if xi0 > 127 else xi0)  # (int8_t) then MIN(31, .)
+                xi1 = min(31, xi1 - 256 if xi1 > 127 else xi1)
+                qh = _put_q5_bits(out, r, o + 6, j, xi0, xi1, qh)
+            _put_u32(out, r, o + 2, qh)
 
 
 @njit(cache=True, parallel=True)
-def _q5_1_quant(x, out):
+def _q5_1_quant(x, out, ntasks):
     rows, cols = x.shape
     nb = cols // 32
-    for i in prange(rows * nb):
-        r = i // nb
-        xb = (i - r * nb) * 32
-        o = (i - r * nb) * 24
-        vmin = _FLT_MAX
-        vmax = -_FLT_MAX
-        for j in range(32):
-            v = x[r, xb + j]
-            if v < vmin:
-                vmin = v
-            if v > vmax:
-                vmax = v
-        d = (vmax - vmin) / np.float32(31.0)
-        idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-        _put_f16(out, r, o, f32_to_f16(d))
-        _put_f16(out, r, o + 2, f32_to_f16(vmin))
-        qh = 0
-        for j in range(16):
-            xi0 = cvt_i32((x[r, xb + j] - vmin) * idd + np.float32(0.5)) & 0xFF  # (uint8_t)
-            xi1 = cvt_i32((x[r, xb + 16 + j] - vmin) * idd + np.float32(0.5)) & 0xFF
-            qh = _put_q5_bits(out, r, o + 8, j, xi0, xi1, qh)
-        _put_u32(out, r, o + 4, qh)
+    total = rows * nb
+    for t in prange(ntasks):  # contiguous block ranges, handed out one task at a time
+        for i in range(t * total // ntasks, (t + 1) * total // ntasks):
+            r = i // nb
+            xb = (i - r * nb) * 32
+            o = (i - r * nb) * 24
+            vmin = _FLT_MAX
+            vmax = -_FLT_MAX
+            for j in range(32):
+                v = x[r, xb + j]
+                if v < vmin:
+                    vmin = v
+                if v > vmax:
+                    vmax = v
+            d = (vmax - vmin) / np.float32(31.0)
+            idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+            _put_f16(out, r, o, f32_to_f16(d))
+            _put_f16(out, r, o + 2, f32_to_f16(vmin))
+            qh = 0
+            for j in range(16):
+                xi0 = cvt_i32((x[r, xb + j] - vmin) * idd + np.float32(0.5)) & 0xFF  # (uint8_t)
+                xi1 = cvt_i32((x[r, xb + 16 + j] - vmin) * idd + np.float32(0.5)) & 0xFF
+                qh = _put_q5_bits(out, r, o + 8, j, xi0, xi1, qh)
+            _put_u32(out, r, o + 4, qh)
 
 
 @njit(cache=True, inline="always")
@@ -251,7 +267,8 @@ class F16(QuantType):
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
-        _f16_quant(x, out.view(np.uint16))
+        with numba.parallel_chunksize(1):
+            _f16_quant(x, out.view(np.uint16), _tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -273,7 +290,8 @@ class BF16(QuantType):
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
-        _bf16_quant(x, out.view(np.uint16))
+        with numba.parallel_chunksize(1):
+            _bf16_quant(x, out.view(np.uint16), _tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -294,7 +312,8 @@ class Q8_0(QuantType):
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
-        _q8_0_quant(x, out)
+        with numba.parallel_chunksize(1):
+            _q8_0_quant(x, out, _tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -314,7 +333,8 @@ class Q5_0(QuantType):
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
-        _q5_0_quant(x, out)
+        with numba.parallel_chunksize(1):
+            _q5_0_quant(x, out, _tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -334,7 +354,8 @@ class Q5_1(QuantType):
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
-        _q5_1_quant(x, out)
+        with numba.parallel_chunksize(1):
+            _q5_1_quant(x, out, _tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
