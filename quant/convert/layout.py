@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 
 from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config
 from quant.convert.mixture import FileType, TensorSpec, choose_types, resolve_file_type, row_nbytes
@@ -164,13 +165,47 @@ def _add_hparams(w: gguf.GGUFWriter, hp: HParams, ft: FileType) -> None:
     w.add_quantization_version(QUANTIZATION_VERSION)
 
 
+_NUMPY_TYPES = {
+    gguf.GGUFValueType.UINT8: "<u1",
+    gguf.GGUFValueType.INT8: "<i1",
+    gguf.GGUFValueType.UINT16: "<u2",
+    gguf.GGUFValueType.INT16: "<i2",
+    gguf.GGUFValueType.UINT32: "<u4",
+    gguf.GGUFValueType.INT32: "<i4",
+    gguf.GGUFValueType.FLOAT32: "<f4",
+    gguf.GGUFValueType.UINT64: "<u8",
+    gguf.GGUFValueType.INT64: "<i8",
+    gguf.GGUFValueType.FLOAT64: "<f8",
+}
+
+
+def _pack_value(w: gguf.GGUFWriter, val: Any) -> bytes:
+    """One KV value as GGUFWriter would pack it; large arrays (tokens, merges, scores) in bulk."""
+    vt = gguf.GGUFValueType
+    value = val.value
+    if val.type != vt.ARRAY or isinstance(value, bytes) or not value:
+        return w._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type)
+    sub = val.sub_type if val.sub_type is not None else vt.get_type(value[0])
+    head = struct.pack("<IIQ", vt.ARRAY, sub, len(value))
+    if sub == vt.STRING:
+        parts = []
+        for item in value:
+            b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            parts.append(struct.pack("<Q", len(b)))
+            parts.append(b)
+        return head + b"".join(parts)
+    if sub in _NUMPY_TYPES:
+        return head + np.asarray(value, dtype=_NUMPY_TYPES[sub]).tobytes()
+    return w._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type)
+
+
 def _header_bytes(w: gguf.GGUFWriter, tensors: list[TensorLayout]) -> bytes:
     """Serialise header, KVs and tensor infos (GGUF v3, little-endian), padded to the data section."""
     kv = w.kv_data[0]
     buf = bytearray(struct.pack("<IIQQ", gguf.GGUF_MAGIC, gguf.GGUF_VERSION, len(tensors), len(kv)))
     for key, val in kv.items():
         buf += w._pack_val(key, gguf.GGUFValueType.STRING, add_vtype=False)
-        buf += w._pack_val(val.value, val.type, add_vtype=True, sub_type=val.sub_type)
+        buf += _pack_value(w, val)
     for t in tensors:
         name = t.name.encode("utf-8")
         buf += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(t.ne))

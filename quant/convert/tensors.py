@@ -14,6 +14,7 @@ import gguf
 import numpy as np
 
 from quant.convert.checkpoint import HParams, SourceTensor
+from quant.convert.rowkernels import bf16_rows_to_f32_bits, first_nonfinite_row
 from quant.errors import ConversionError
 
 _DROPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
@@ -56,31 +57,42 @@ class OutTensor:
         idx = np.arange(rows).reshape(h, 2, d // 2).swapaxes(1, 2).reshape(rows)
         return idx
 
-    def rows(self, start: int, stop: int, arrays: list[np.ndarray]) -> np.ndarray:
-        """Float32 rows [start, stop) as a 2-D array; `arrays` are the memory-mapped views of `parts`."""
+    def rows(self, start: int, stop: int, arrays: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """Float32 rows [start, stop) and the index (within them) of the first row holding NaN/inf, or -1.
+
+        `arrays` are the memory-mapped views of `parts`; BF16 is widened and checked in one parallel pass.
+        """
         if self.data is not None:
-            return np.ascontiguousarray(
+            x = np.ascontiguousarray(
                 self.data.reshape(self.n_rows, self.n_cols)[start:stop], dtype=np.float32
             )
+            return x, first_nonfinite_row(x.view(np.uint32))
         rmap = self.row_map()
         if len(self.shape) == 1:  # 1-D (norms, biases): one row; a q/k bias is permuted along it
             vec = arrays[0][rmap] if rmap is not None else arrays[0]
-            return _to_f32(vec.reshape(1, -1))
+            x = _to_f32(vec.reshape(1, -1))
+            return x, first_nonfinite_row(x.view(np.uint32))
         per_part = self.n_rows // len(arrays)
         out = np.empty((stop - start, self.n_cols), dtype=np.float32)
+        bits = out.view(np.uint32)
+        first_bad = -1
         pos = start
         while pos < stop:
             p, r0 = divmod(pos, per_part)
             r1 = min(per_part, r0 + (stop - pos))
             src = arrays[p].reshape(per_part, self.n_cols)
-            block = src[rmap[r0:r1]] if rmap is not None else src[r0:r1]
-            dst = out[pos - start : pos - start + (r1 - r0)]
-            if block.dtype == np.uint16:  # bf16 bits -> f32, exact
-                dst.view(np.uint32)[...] = block.astype(np.uint32) << 16
+            o0 = pos - start
+            if src.dtype == np.uint16:
+                idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
+                bad = bf16_rows_to_f32_bits(src, idx, bits[o0 : o0 + (r1 - r0)])
             else:
-                dst[...] = block
+                dst = out[o0 : o0 + (r1 - r0)]
+                dst[...] = src[rmap[r0:r1]] if rmap is not None else src[r0:r1]
+                bad = first_nonfinite_row(bits[o0 : o0 + (r1 - r0)])
+            if bad >= 0 and first_bad < 0:
+                first_bad = o0 + bad
             pos += r1 - r0
-        return out
+        return out, first_bad
 
 
 def _to_f32(block: np.ndarray) -> np.ndarray:

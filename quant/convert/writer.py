@@ -61,31 +61,12 @@ class MappedShards:
         self._maps.clear()
 
 
-def _quantizer() -> Callable[[np.ndarray, str, int | None], np.ndarray]:
-    """The kernels' front end (quant.quantize); falls back to the type registry if the front end is absent."""
-    try:
-        from quant.kernels.api import quantize
+def encode(x: np.ndarray, type_name: str, threads: int | None = None, name: str = "") -> np.ndarray:
+    """Encode finite float32 rows as ggml type `type_name` (bit-exact with ggml).
 
-        return lambda x, t, threads: quantize(x, t, threads=threads)
-    except ImportError:  # pragma: no cover - only before the kernels' front end exists
-        import numba
-
-        import quant.kernels.kquants  # noqa: F401  (registers the K types)
-        import quant.kernels.simple  # noqa: F401
-        from quant.kernels.base import QUANT_TYPES
-
-        def run(x: np.ndarray, t: str, threads: int | None) -> np.ndarray:
-            if threads:
-                numba.set_num_threads(threads)
-            out = np.empty((x.shape[0], row_nbytes(t, x.shape[1])), dtype=np.uint8)
-            QUANT_TYPES[t].quantize_rows(x, out)
-            return out
-
-        return run
-
-
-def encode(x: np.ndarray, type_name: str, threads: int | None = None) -> np.ndarray:
-    """Encode finite float32 rows as ggml type `type_name` (bit-exact with ggml)."""
+    The rows were already checked for NaN/inf, so quantised types call the kernels' QuantType directly
+    (skipping the front end's second scan) and only run llama.cpp's row validation on the result.
+    """
     if type_name == "F32":
         return x
     if type_name == "F16":
@@ -93,19 +74,31 @@ def encode(x: np.ndarray, type_name: str, threads: int | None = None) -> np.ndar
     if type_name == "BF16":
         u = x.view(np.uint32).astype(np.uint64)
         return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    return _quantizer()(x, type_name, threads)
+    import numba
+
+    from quant.kernels.api import default_threads, quant_type
+
+    cls = quant_type(type_name)
+    out = np.empty((x.shape[0], row_nbytes(type_name, x.shape[1])), dtype=np.uint8)
+    numba.set_num_threads(min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS))
+    cls.quantize_rows(x, out)
+    bad = cls.invalid_row(out)
+    if bad >= 0:
+        raise ConversionError(
+            f"tensor {name}: row {bad} is too large for {type_name} (a block scale overflows fp16; "
+            "llama.cpp rejects such rows)"
+        )
+    return out
 
 
-def _check_finite(t: OutTensor, x: np.ndarray, row0: int) -> None:
-    if not np.isfinite(x).all():
-        bad = int(np.argwhere(~np.isfinite(x))[0][0]) + row0
-        if t.parts:
-            per_part = t.n_rows // len(t.parts)
-            part = t.parts[min(bad // per_part, len(t.parts) - 1)]
-            what, bad = f"{part.shard}: tensor {part.name!r} ({t.name})", bad % per_part
-        else:
-            what = f"generated tensor {t.name}"
-        raise ConversionError(f"{what} contains NaN or infinite values (row {bad}); refusing to convert")
+def _nonfinite(t: OutTensor, bad: int) -> ConversionError:
+    if t.parts:
+        per_part = t.n_rows // len(t.parts)
+        part = t.parts[min(bad // per_part, len(t.parts) - 1)]
+        what, bad = f"{part.shard}: tensor {part.name!r} ({t.name})", bad % per_part
+    else:
+        what = f"generated tensor {t.name}"
+    return ConversionError(f"{what} contains NaN or infinite values (row {bad}); refusing to convert")
 
 
 def write_data(
@@ -131,9 +124,10 @@ def write_data(
                 if cancel is not None and cancel.is_set():
                     raise ConversionCancelled("conversion cancelled")
                 r1 = min(t.n_rows, r0 + per_chunk)
-                x = t.rows(r0, r1, arrays)
-                _check_finite(t, x, r0)
-                data = encode(x, t.type, threads)
+                x, bad = t.rows(r0, r1, arrays)
+                if bad >= 0:
+                    raise _nonfinite(t, r0 + bad)
+                data = encode(x, t.type, threads, t.name)
                 f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes
                 if not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
