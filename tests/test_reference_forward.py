@@ -11,8 +11,10 @@ import json
 import numpy as np
 import pytest
 
+from tests.fixtures.prompts import render_chat
 from tests.reference.f32_gguf import llama3_rope_factors, write_f32_gguf
 from tests.reference.forward import Model, rope_inv_freq
+from tests.reference.llamacpp import LlamaCpp, cosine
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -20,49 +22,8 @@ SHORT = [1, 500, 1000, 77, 31999, 5, 6, 7, 8, 9, 10, 11, 12, 100, 200, 300, 400,
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
-
-
 def long_prompt(n: int, vocab: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(n).integers(3, min(vocab, 32000), n)]
-
-
-class LlamaCpp:
-    """llama.cpp on a GGUF, returning last-position logits for token ids."""
-
-    def __init__(self, path, n_ctx: int = 512) -> None:
-        f32 = llama_cpp.GGML_TYPE_F32  # an F16 KV cache would cost ~1e-5 of cosine
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            n_threads=2,
-            type_k=f32,
-            type_v=f32,
-            verbose=False,
-        )
-
-    def logits(self, ids: list[int]) -> np.ndarray:
-        self.llm.reset()
-        self.llm.eval(ids)
-        return self._last()
-
-    def _last(self) -> np.ndarray:
-        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),)).copy()
-
-    def greedy(self, ids: list[int], n: int, stop: set[int]) -> list[int]:
-        out: list[int] = []
-        logits = self.logits(ids)
-        for _ in range(n):
-            token = int(np.argmax(logits))
-            out.append(token)
-            if token in stop:
-                break
-            self.llm.eval([token])
-            logits = self._last()
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +80,6 @@ def test_llama3_rope_scaling_is_hf_formula_and_matters(llama3_tiny_dir, f32):
         model.inv_freq = scaled
 
 
-def chat_prompt(ckpt, messages: list[dict] = CHAT) -> str:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    tok_cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
-    template = ImmutableSandboxedEnvironment().from_string(tok_cfg["chat_template"])
-    return template.render(messages=messages, add_generation_prompt=True, bos_token=tok_cfg["bos_token"])
-
-
 def test_smollm2_answers_paris_like_llama_cpp_on_the_original_gguf(smollm2_dir, f32):
     """Greedy decoding of the rebuilt checkpoint = llama.cpp on its exact F32 copy = llama.cpp on the shipped GGUF."""
     from tokenizers import Tokenizer
@@ -135,7 +88,7 @@ def test_smollm2_answers_paris_like_llama_cpp_on_the_original_gguf(smollm2_dir, 
     from tests.fixtures.prompts import PARIS_MESSAGES
 
     tok = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
-    ids = tok.encode(chat_prompt(smollm2_dir, PARIS_MESSAGES)).ids
+    ids = tok.encode(render_chat(smollm2_dir, PARIS_MESSAGES)).ids
     eos = {tok.token_to_id("<|im_end|>")}
     model, exact = f32("smollm2-135m", smollm2_dir)
     ours = model.greedy(ids, 8, stop=eos)
@@ -156,7 +109,7 @@ def test_smollm2_quantised_by_llama_cpp_answers_paris_to_the_fixture_prompt(
     from tests.fixtures.prompts import PARIS_MESSAGES
 
     tok = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
-    ids = tok.encode(chat_prompt(smollm2_dir, PARIS_MESSAGES)).ids
+    ids = tok.encode(render_chat(smollm2_dir, PARIS_MESSAGES)).ids
     model, exact = f32("smollm2-135m", smollm2_dir)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = {"Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[
@@ -184,7 +137,7 @@ def test_smollm2_is_close_to_the_original_gguf(smollm2_dir, f32):
     tok = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
     model, exact = f32("smollm2-135m", smollm2_dir)
     original = LlamaCpp(bundled_gguf())
-    for text in (chat_prompt(smollm2_dir), "def fibonacci(n):\n"):
+    for text in (render_chat(smollm2_dir, CHAT), "def fibonacci(n):\n"):
         ids = tok.encode(text).ids
         ours, theirs = model.logits(ids), original.logits(ids)
         assert cosine(ours, theirs) > 0.99
