@@ -453,3 +453,45 @@ def test_cpu_repack_copies_are_counted_on_the_host() -> None:
     assert repack_types_for("x86_64", {"avx2", "avx512f"}) == REPACK_X86_AVX512
     assert repack_types_for("x86_64", set()) == ()
     assert "Q8_0" in repack_types_for("aarch64", {"asimddp", "i8mm"})
+
+
+def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+    expected = plan(mistral_tiny_dir, custom_target("2G"), ctx=1024).recommendation
+    out = tmp_path / "auto.gguf"
+    res = run_cli(
+        "convert",
+        str(mistral_tiny_dir),
+        "--type",
+        "auto",
+        "--ram",
+        "2G",
+        "--ctx",
+        "1024",
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["type"] == data["auto"]["type"] == expected.qtype
+    assert out.stat().st_size == data["auto"]["file_size"] == expected.file_size
+    assert f"auto: {expected.qtype} fits" in res.stderr
+
+
+def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+    res = run_cli(
+        "convert",
+        str(mistral_tiny_dir),
+        "--type",
+        "Q8_0",
+        "--target",
+        "laptop-8g",
+        "-o",
+        str(tmp_path / "x.gguf"),
+    )
+    assert res.returncode == 2 and "only apply with --type auto" in res.stderr
+    res = run_cli(
+        "convert", str(mistral_tiny_dir), "--type", "auto", "--target", "nope", "-o", str(tmp_path / "x.gguf")
+    )
+    assert res.returncode == 2 and "valid profiles: laptop-8g" in res.stderr
+    assert not list(tmp_path.iterdir())
