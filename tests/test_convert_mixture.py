@@ -1,0 +1,208 @@
+"""The type mixture against llama-quantize's observed choices (reference doc §4.6) and config parsing variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quant.convert import plan_layout
+from quant.convert.mixture import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
+from quant.errors import ConversionError
+from tests.convert_support import clone_checkpoint, write_tiny_checkpoint
+
+CODES = {"Q4_K": "4", "Q5_K": "5", "Q6_K": "6", "Q8_0": "8", "Q5_0": "a", "Q5_1": "b"}
+
+
+def dense(n_layer: int, n_embd: int, n_ff: int, *, tied: bool, n_expert: int = 0) -> list[TensorSpec]:
+    specs = [TensorSpec("token_embd.weight", (32000, n_embd), False)]
+    if not tied:
+        specs.append(TensorSpec("output.weight", (32000, n_embd), False))
+    specs.append(TensorSpec("output_norm.weight", (n_embd,), True))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        specs += [
+            TensorSpec(b + "attn_norm.weight", (n_embd,), True),
+            TensorSpec(b + "ffn_norm.weight", (n_embd,), True),
+            TensorSpec(b + "attn_q.weight", (n_embd, n_embd), False),
+            TensorSpec(b + "attn_k.weight", (n_embd // 4, n_embd), False),
+            TensorSpec(b + "attn_v.weight", (n_embd // 4, n_embd), False),
+            TensorSpec(b + "attn_output.weight", (n_embd, n_embd), False),
+        ]
+        if n_expert:
+            specs += [
+                TensorSpec(b + "ffn_gate_inp.weight", (n_expert, n_embd), True),
+                TensorSpec(b + "ffn_gate_exps.weight", (n_expert, n_ff, n_embd), False),
+                TensorSpec(b + "ffn_down_exps.weight", (n_expert, n_embd, n_ff), False),
+                TensorSpec(b + "ffn_up_exps.weight", (n_expert, n_ff, n_embd), False),
+            ]
+        else:
+            specs += [
+                TensorSpec(b + "ffn_gate.weight", (n_ff, n_embd), False),
+                TensorSpec(b + "ffn_down.weight", (n_embd, n_ff), False),
+                TensorSpec(b + "ffn_up.weight", (n_ff, n_embd), False),
+            ]
+    return specs
+
+
+def mix(specs: list[TensorSpec], qtype: str, n_layer: int, n_expert: int = 0) -> dict[str, str]:
+    return choose_types(
+        specs, resolve_file_type(qtype), n_layer=n_layer, n_expert=n_expert, n_head=8, n_head_kv=2
+    )
+
+
+def per_layer(types: dict[str, str], what: str, n_layer: int) -> str:
+    return "".join(CODES[types[f"blk.{i}.{what}.weight"]] for i in range(n_layer))
+
+
+def test_use_more_bits_layers() -> None:
+    assert [i for i in range(8) if use_more_bits(i, 8)] == [0, 3, 6, 7]
+    assert [i for i in range(30) if use_more_bits(i, 30)] == [
+        0,
+        1,
+        2,
+        5,
+        8,
+        11,
+        14,
+        17,
+        20,
+        23,
+        26,
+        27,
+        28,
+        29,
+    ]
+    assert [i for i in range(32) if use_more_bits(i, 32)] == [
+        0,
+        1,
+        2,
+        3,
+        6,
+        9,
+        12,
+        15,
+        18,
+        21,
+        24,
+        27,
+        28,
+        29,
+        30,
+        31,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("qtype", "tok", "attn_v", "ffn_down"),
+    [
+        ("Q4_K_M", "Q4_K", "64464466", "64464466"),
+        ("Q4_K_S", "Q4_K", "55554444", "54444444"),
+        ("Q5_K_M", "Q5_K", "65565566", "65565566"),
+        ("Q6_K", "Q6_K", "66666666", "66666666"),
+        ("Q8_0", "Q8_0", "88888888", "88888888"),
+    ],
+)
+def test_dense_untied_mixture(qtype: str, tok: str, attn_v: str, ffn_down: str) -> None:
+    types = mix(dense(8, 512, 1024, tied=False), qtype, 8)
+    assert types["token_embd.weight"] == tok
+    assert types["output.weight"] == ("Q8_0" if qtype == "Q8_0" else "Q6_K")
+    assert per_layer(types, "attn_v", 8) == attn_v and per_layer(types, "ffn_down", 8) == ffn_down
+    assert types["output_norm.weight"] == types["blk.3.attn_norm.weight"] == "F32"
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0"])
+def test_tied_embedding_is_quantised_like_output(qtype: str) -> None:
+    types = mix(dense(8, 512, 1024, tied=True), qtype, 8)
+    assert types["token_embd.weight"] == ("Q8_0" if qtype == "Q8_0" else "Q6_K")
+
+
+def test_smollm2_shape_falls_back() -> None:
+    types = mix(dense(30, 576, 1536, tied=True), "Q4_K_M", 30)
+    assert types["token_embd.weight"] == "Q8_0"
+    for what in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
+        assert per_layer(types, what, 30) == "a" * 30
+    assert per_layer(types, "attn_v", 30) == "".join("8" if use_more_bits(i, 30) else "a" for i in range(30))
+    assert per_layer(types, "ffn_down", 30) == "".join(
+        "6" if use_more_bits(i, 30) else "4" for i in range(30)
+    )
+    q6 = mix(dense(30, 576, 1536, tied=True), "Q6_K", 30)
+    assert per_layer(q6, "ffn_down", 30) == "6" * 30 and per_layer(q6, "attn_q", 30) == "8" * 30
+
+
+def test_mixtral_rules() -> None:
+    types = mix(dense(8, 512, 1024, tied=False, n_expert=8), "Q4_K_M", 8, n_expert=8)
+    assert per_layer(types, "attn_k", 8) == per_layer(types, "attn_v", 8) == "8" * 8
+    assert per_layer(types, "attn_output", 8) == "5" * 8
+    assert per_layer(types, "ffn_down_exps", 8) == "64464466"
+    assert per_layer(types, "ffn_gate_exps", 8) == per_layer(types, "ffn_up_exps", 8) == "4" * 8
+    assert types["blk.0.ffn_gate_inp.weight"] == "F32"
+    assert types["token_embd.weight"] == "Q4_K" and types["output.weight"] == "Q6_K"
+
+
+def test_float_file_types_follow_the_converter() -> None:
+    specs = dense(2, 64, 128, tied=False)
+    for name in ("F32", "F16", "BF16"):
+        types = mix(specs, name, 2)
+        assert types["blk.0.attn_q.weight"] == FILE_TYPES[name].default
+        assert types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_type_names() -> None:
+    assert resolve_file_type("q4_k").name == "Q4_K_M"
+    with pytest.raises(ConversionError, match="Q3_K_M"):
+        resolve_file_type("Q3_K_M")
+
+
+# --- config variants, on a tiny checkpoint ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(mistral_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("cfg") / "tiny", mistral_tiny_dir)
+
+
+def with_config(tiny: Path, tmp_path: Path, **changes) -> Path:
+    ckpt = clone_checkpoint(tiny, tmp_path / "c", skip=("config.json",))
+    cfg = json.loads((tiny / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    return ckpt
+
+
+def test_transformers5_rope_parameters(tiny: Path, tmp_path: Path) -> None:
+    ckpt = with_config(
+        tiny, tmp_path, rope_theta=None, rope_parameters={"rope_type": "default", "rope_theta": 12345.0}
+    )
+    layout = plan_layout(ckpt, "F16")
+    assert layout.kv["llama.rope.freq_base"] == pytest.approx(12345.0)
+    assert "llama.rope.scaling.type" not in layout.kv
+
+
+def test_linear_and_yarn_rope_scaling_keys(tiny: Path, tmp_path: Path) -> None:
+    lin = plan_layout(
+        with_config(tiny, tmp_path / "a", rope_scaling={"type": "linear", "factor": 4.0}), "F16"
+    )
+    assert lin.kv["llama.rope.scaling.type"] == "linear" and lin.kv["llama.rope.scaling.factor"] == 4.0
+    yarn = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 2048, "beta_fast": 32.0}
+    y = plan_layout(with_config(tiny, tmp_path / "b", rope_scaling=yarn), "F16")
+    assert y.kv["llama.rope.scaling.type"] == "yarn"
+    assert y.kv["llama.rope.scaling.original_context_length"] == 2048
+    assert y.kv["llama.rope.scaling.yarn_beta_fast"] == 32.0
+    with pytest.raises(ConversionError, match="longrope"):
+        plan_layout(
+            with_config(tiny, tmp_path / "c", rope_scaling={"rope_type": "longrope", "factor": 2.0}), "F16"
+        )
+
+
+def test_explicit_head_dim_writes_key_length(tiny: Path, tmp_path: Path) -> None:
+    layout = plan_layout(with_config(tiny, tmp_path, head_dim=16), "F16")
+    assert layout.kv["llama.attention.key_length"] == layout.kv["llama.attention.value_length"] == 16
+    assert "llama.attention.key_length" not in plan_layout(tiny, "F16").kv
+    with pytest.raises(ConversionError, match="head_dim"):
+        plan_layout(with_config(tiny, tmp_path / "x", head_dim=32), "F16")  # q_proj rows no longer match
