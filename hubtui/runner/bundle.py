@@ -36,6 +36,7 @@ CHAT_APP_MODULES = (
     "hubtui/runner/formats.py",
     "hubtui/runner/gguf_check.py",
     "hubtui/runner/chat.py",
+    "hubtui/runner/offload.py",
     "hubtui/runner/repl.py",
     "hubtui/runner/chat_main.py",
 )

@@ -76,14 +76,15 @@ def load_model(
                 raise RunnerError(finding.message)
     if not Path(path).is_file():
         raise RunnerError(f"{path}: no such file")
-    import llama_cpp
     from llama_cpp import Llama
 
     llama_log.install()
-    if gpu_layers == "auto":
-        gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     if n_ctx is None:
         n_ctx = min(4096, (facts.context_length if facts else None) or 4096)
+    if gpu_layers == "auto":
+        from hubtui.runner.offload import auto_gpu_layers
+
+        gpu_layers, _why = auto_gpu_layers(path, n_ctx)
     try:
         return Llama(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=int(gpu_layers), verbose=False)
     except Exception as exc:

@@ -44,14 +44,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def resolve_gpu_layers(requested: int | str) -> tuple[int, bool]:
-    """(layers to offload, whether this llama.cpp build can offload at all)."""
+def resolve_gpu_layers(requested: int | str, path: str, n_ctx: int) -> tuple[int, bool, str]:
+    """(layers to offload, whether this llama.cpp build can offload at all, why that many)."""
     import llama_cpp
+
+    from hubtui.runner.offload import auto_gpu_layers
 
     supported = bool(llama_cpp.llama_supports_gpu_offload())
     if requested == "auto":
-        return (-1 if supported else 0), supported
-    return int(requested), supported
+        ngl, why = auto_gpu_layers(path, n_ctx)
+        return ngl, supported, why
+    return int(requested), supported, "as requested"
 
 
 def load(path: str, n_ctx: int, n_gpu_layers: int) -> Any:
@@ -197,8 +200,9 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     llama_log.install()
     result: dict[str, Any] = {"import_seconds": time.perf_counter() - t_import}
     n_ctx = int(req["n_ctx"])
-    ngl, supported = resolve_gpu_layers(req["gpu_layers"])
+    ngl, supported, why = resolve_gpu_layers(req["gpu_layers"], req["path"], n_ctx)
     result["gpu_layers"] = ngl
+    result["gpu_layers_reason"] = why
     result["gpu_offload_supported"] = supported
 
     emit("load", f"loading {req['path']}")
