@@ -95,3 +95,37 @@ def test_errors_and_offline(fake_hub: FakeHub) -> None:
     listed = hubtui("cache", "ls", HF_HUB_OFFLINE="1")
     assert listed.returncode == 0 and "empty" in listed.stdout
     assert not fake_hub.requests
+
+
+def test_ctrl_c_on_a_stalled_link_stops_at_once_and_the_next_run_resumes(
+    fake_hub: FakeHub, hub_env: Path
+) -> None:
+    import signal
+    import time
+
+    from tests.fakehub.fixtures import BIG
+
+    big = fake_hub.repos["test/big"].files[BIG]
+    fake_hub.knobs.stall_after[BIG] = 200_000
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "hubtui", "download", "test/big", "--endpoint", fake_hub.url]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = hub_env / "models--test--big" / "blobs" / f"{big.sha256}.incomplete"
+    try:
+        deadline = time.monotonic() + 60
+        while not (partial.exists() and partial.stat().st_size == 200_000):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)  # the stalled read is woken up, not left to time out (30 s)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        fake_hub.knobs.stall_after.clear()
+        fake_hub.knobs.stall_release.set()
+    assert child.returncode == 130 and "run the same command again to resume" in err
+    assert partial.stat().st_size == 200_000
+    out = hubtui("download", "test/big", "--json", "--endpoint", fake_hub.url)
+    (f,) = [f for f in json.loads(out.stdout)["files"] if f["name"] == BIG]
+    assert (f["status"], f["resumed_from"]) == ("resumed", 200_000)
+    assert fake_hub.served("test/big", BIG) == big.size

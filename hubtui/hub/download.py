@@ -28,7 +28,7 @@ from hubtui.hub.errors import (
 from hubtui.hub.files import check_name, filter_names, safe_join, select_for_conversion, select_gguf
 from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
-from hubtui.hub.transfer import Expected, fetch
+from hubtui.hub.transfer import Expected, Interrupter, fetch
 
 DiskFree = Callable[[Path], int]
 
@@ -272,6 +272,7 @@ def _run(
         return 0
     abort = threading.Event()
     stop = _Either(abort, cancel)
+    interrupter = Interrupter()
     fetched = [0]
     count_lock = threading.Lock()
     headers = ctx.headers()
@@ -307,6 +308,7 @@ def _run(
                     cancel=stop,
                     retry=ctx.retry,
                     on_restart=lambda n: tracker.rewind(it.name, n),
+                    interrupter=interrupter,
                 )
             except HubError:
                 raise
@@ -329,12 +331,15 @@ def _run(
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            if cancel is not None and cancel.is_set():
+            if cancel is not None and cancel.is_set() and not abort.is_set():
                 abort.set()
-            if any(f.exception() is not None for f in done):
+                interrupter.interrupt()
+            if any(f.exception() is not None for f in done) and not abort.is_set():
                 abort.set()
+                interrupter.interrupt()
     except BaseException:  # KeyboardInterrupt in the caller's thread: stop the workers, keep the partials
         abort.set()
+        interrupter.interrupt()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -9,9 +9,11 @@ into place; a mismatch deletes the bad bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +68,41 @@ class _BackgroundHasher:
         self._q.put(None)
 
 
+class Interrupter:
+    """The sockets of one download's in-flight transfers, so a cancel can wake reads blocked on a stalled link."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self.fired = False
+
+    def register(self, response: httpx.Response) -> socket.socket | None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with self._lock:
+                self._socks.add(sock)
+                if self.fired:
+                    _shutdown(sock)
+        return sock
+
+    def unregister(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._socks.discard(sock)
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def hash_prefix(path: Path, h: hashlib._Hash, size: int) -> None:
     """Feed the first `size` bytes already on disk into the hash (a resumed download's head)."""
     with open(path, "rb") as f:
@@ -89,6 +126,7 @@ def fetch(
     cancel: threading.Event | None = None,
     retry: RetryPolicy | None = None,
     on_restart: Callable[[int], None] | None = None,
+    interrupter: Interrupter | None = None,
 ) -> None:
     """Bring `partial` to the expected size with Range requests, then verify its hash.
 
@@ -110,11 +148,19 @@ def fetch(
         if cancel is not None and cancel.is_set():
             raise DownloadCancelledError("download cancelled; the partial file is kept and resumes next time")
         try:
-            have, h = _stream(session, url, headers, partial, have, expected, h, on_bytes, cancel, on_restart)
+            have, h = _stream(
+                session, url, headers, partial, have, expected, h, on_bytes, cancel, on_restart, interrupter
+            )
             attempt = 0
         except DownloadCancelledError:
+            _drop_if_empty(partial)
             raise
         except Exception as exc:
+            if cancel is not None and cancel.is_set():
+                _drop_if_empty(partial)
+                raise DownloadCancelledError(
+                    "download cancelled; the partial file is kept and resumes next time"
+                ) from None
             if not is_transient(exc):
                 raise
             attempt += 1
@@ -148,6 +194,7 @@ def _stream(
     on_bytes: Callable[[int], None] | None,
     cancel: threading.Event | None,
     on_restart: Callable[[int], None] | None,
+    interrupter: Interrupter | None,
 ) -> tuple[int, hashlib._Hash]:
     """One GET from `have` to the end; returns the new size and hash state (also after a partial read)."""
     req = dict(headers)
@@ -167,6 +214,7 @@ def _stream(
             h = expected.hasher()
         elif have and not _range_starts_at(response.headers.get("Content-Range"), have):
             raise HubError(f"{partial.name}: the server answered a different byte range than asked ({have}-)")
+        sock = interrupter.register(response) if interrupter is not None else None
         hasher = _BackgroundHasher(h)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC), 0o644)
         try:
@@ -193,6 +241,8 @@ def _stream(
             raise
         finally:
             os.close(fd)
+            if interrupter is not None:
+                interrupter.unregister(sock)
     if have < expected.size:
         hasher.abandon()
         raise httpx.RemoteProtocolError(f"connection closed after {have} of {expected.size} bytes")
@@ -208,6 +258,13 @@ class _Finished:
 
     def hexdigest(self) -> str:
         return self._digest
+
+
+def _drop_if_empty(partial: Path) -> None:
+    """An empty partial file holds nothing to resume: do not leave it behind."""
+    with contextlib.suppress(OSError):
+        if partial.stat().st_size == 0:
+            partial.unlink()
 
 
 def _range_starts_at(content_range: str | None, start: int) -> bool:

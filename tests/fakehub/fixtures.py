@@ -140,3 +140,6 @@ def fake_hub_fixture(hub_env: Path) -> Iterator[FakeHub]:
     add_big_repo(hub)
     with hub:
         yield hub
+    from huggingface_hub.utils import close_session
+
+    close_session()  # no pooled connection outlives this hub

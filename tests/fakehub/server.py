@@ -156,6 +156,7 @@ class FakeHub:
         self.auth_seen: list[tuple[str, str | None]] = []  # (path, authorization header) of every request
         self.page_size = 1000
         self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()  # open client connections, closed on stop()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -209,6 +210,12 @@ class FakeHub:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # Kill keep-alive connections too: a later hub may get the same port, and a client's pooled
+        # connection must not keep talking to this one's handler threads.
+        with self._lock:
+            for conn in self._conns:
+                _hard_close(conn)
+            self._conns.clear()
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -271,6 +278,16 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeHub
     protocol_version = "HTTP/1.1"
     server_version = "FakeHub/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake._lock:
+            self.fake._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake._lock:
+            self.fake._conns.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default stderr log
         pass
