@@ -90,6 +90,8 @@ def test_full_download_lands_in_the_hf_cache_verified(fake_hub: FakeHub, hub_env
     assert {ref for rev in cached.revisions for ref in rev.refs} == {"main"}
     path = hf_hub_download(LLAMA, "config.json", cache_dir=hub_env, local_files_only=True)
     assert Path(path) == result.root / "config.json"
+    # privacy: nothing but hub API and file requests (no telemetry, no agent-harness lookup)
+    assert all(r["path"].startswith(("/api/models/", "/meta-llama/", "/cdn/")) for r in fake_hub.requests)
     # a second run is served from the cache without fetching anything
     fake_hub.reset_counters()
     again = download(LLAMA, endpoint=fake_hub.url)

@@ -123,3 +123,8 @@ def test_offline_mode_refuses_without_touching_the_network(
     with pytest.raises(HubOfflineError, match="cache ls"):
         details("meta-llama/Tiny-Llama", endpoint=fake_hub.url)
     assert fake_hub.requests == []
+
+
+def test_hf_endpoint_is_read_at_call_time(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url + "/")
+    assert [r.id for r in search(family="mistral")] == ["mistralai/Tiny-Mistral"]
