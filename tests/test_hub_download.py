@@ -400,3 +400,33 @@ def test_realistic_checkpoint_from_the_fixtures(hub_env: Path, mistral_tiny_dir:
     )
     for f in result.files:
         assert f.path.read_bytes() == (mistral_tiny_dir / f.name).read_bytes(), f.name
+
+
+def test_sizes_come_from_the_tree_listing_when_model_info_has_none(fake_hub: FakeHub) -> None:
+    fake_hub.knobs.no_blobs = True
+    result = download("test/big", endpoint=fake_hub.url)
+    assert (result.root / BIG).read_bytes() == fake_hub.repos["test/big"].files[BIG].data
+    assert any("/tree/" in r["path"] and "recursive=true" in r["path"] for r in fake_hub.requests)
+
+
+def test_cache_rm_by_repo_file_and_gguf_path(fake_hub: FakeHub, hub_env: Path, tmp_path: Path) -> None:
+    from hubtui.hub import remove
+    from hubtui.hub.errors import HubError
+
+    result = download(LLAMA, endpoint=fake_hub.url)
+    config = result.root / "config.json"
+    gone = remove(str(config))
+    assert gone.freed == fake_hub.repos[LLAMA].files["config.json"].size and not config.exists()
+    (repo,) = list_cache().repos
+    assert repo.nb_files == len(CONVERSION_FILES) - 1
+    gguf = tmp_path / "model-Q4_K_M.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(96))
+    assert remove(str(gguf)).freed == 100 and not gguf.exists()
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    with pytest.raises(HubError, match="refusing to delete"):
+        remove(str(other))
+    assert other.exists()
+    rest = remove(LLAMA)
+    assert rest.freed == result.total_bytes - fake_hub.repos[LLAMA].files["config.json"].size
+    assert list_cache().repos == []

@@ -119,10 +119,16 @@ def download(
     commit = info.sha or ""
     if not commit:
         raise HubError(f"{ctx.endpoint} gave no commit for {repo_id}; is HF_ENDPOINT a Hugging Face Hub?")
-    siblings = {s.rfilename: s for s in info.siblings or []}
+    siblings: dict[str, object] = {s.rfilename: s for s in info.siblings or []}
     names = _choose(list(siblings), repo_id, include, exclude, gguf)
     for name in names:
         check_name(name)
+    if any(getattr(siblings[n], "size", None) is None for n in names):
+        # Some mirrors ignore blobs=true: the tree listing carries the sizes and hashes too.
+        tree = ctx.call(
+            lambda: list(ctx.api.list_repo_tree(repo_id, revision=commit, recursive=True)), repo_id=repo_id
+        )
+        siblings.update({f.path: f for f in tree if hasattr(f, "size")})
 
     cache = settings.cache_dir(cache_dir)
     root = (

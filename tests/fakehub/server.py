@@ -140,6 +140,7 @@ class Knobs:
     redirect_lfs: bool = True  # LFS downloads redirect to a "CDN" on another origin (localhost vs 127.0.0.1)
     chunk_delay: float = 0.0  # seconds to sleep between 64 KiB body chunks (a slow link)
     ignore_range: bool = False  # answer 200 with the whole body even when a Range was asked for
+    no_blobs: bool = False  # model info ignores blobs=true (an old mirror): sizes only from the tree listing
     evil_names: list[str] = field(default_factory=list)  # extra sibling names to advertise (e.g. "../x")
 
 
@@ -457,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, {}, head=head)
             return
-        blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        blobs = query.get("blobs", ["false"])[0].lower() == "true" and not self.fake.knobs.no_blobs
         if tail == "" or tail.startswith("revision/"):
             rev = tail[len("revision/") :] if tail else "main"
             if self._commit(repo, rev) is None:
