@@ -1,4 +1,4 @@
-"""`hubtui search`, `hubtui download`, `hubtui cache ls|rm` end to end against the fake hub (subprocesses)."""
+"""`hubtui search`, `hubtui download`, `hubtui cache ls|rm` end to end against the fake hub.\n\nIn process through `hubtui.cli.main` (fast), plus real subprocesses for --debug output and Ctrl-C.\n"""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
@@ -14,14 +17,41 @@ from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def hubtui(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def hubtui(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Run `hubtui ARGS` in this process through `hubtui.cli.main` (exit codes and error lines included)."""
+    from hubtui.cli import main
+
+    def run(*args: str, **env: str) -> Result:
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            m.delenv("HUBTUI_DEBUG", raising=False)
+            for k, v in env.items():
+                m.setenv(k, v)
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+def run_subprocess(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
     return subprocess.run(
         [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120, env=full_env
     )
 
 
-def test_search_table_json_and_details(fake_hub: FakeHub) -> None:
+def test_search_table_json_and_details(fake_hub: FakeHub, hubtui: Callable[..., Result]) -> None:
     out = hubtui("search", "--family", "llama", "--endpoint", fake_hub.url)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -44,7 +74,9 @@ def test_search_table_json_and_details(fake_hub: FakeHub) -> None:
     assert info["layout"] == "hf" and info["parameters"] == 64 * 256 + 256 + 96 * 256 and info["access"]
 
 
-def test_download_then_cache_ls_and_rm(fake_hub: FakeHub, hub_env: Path) -> None:
+def test_download_then_cache_ls_and_rm(
+    fake_hub: FakeHub, hub_env: Path, hubtui: Callable[..., Result]
+) -> None:
     out = hubtui("download", "meta-llama/Tiny-Llama", "--json", "--endpoint", fake_hub.url)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -66,7 +98,9 @@ def test_download_then_cache_ls_and_rm(fake_hub: FakeHub, hub_env: Path) -> None
     assert not (hub_env / "models--meta-llama--Tiny-Llama").exists()
 
 
-def test_gated_error_is_one_line_and_never_shows_the_token(fake_hub: FakeHub) -> None:
+def test_gated_error_is_one_line_and_never_shows_the_token(
+    fake_hub: FakeHub, hubtui: Callable[..., Result]
+) -> None:
     add_llama_repo(fake_hub, "meta-llama/Gated", gated="manual")
     for debug in ((), ("--debug",)):
         out = hubtui(*debug, "download", "meta-llama/Gated", "--endpoint", fake_hub.url, HF_TOKEN=TOKEN)
@@ -82,7 +116,7 @@ def test_gated_error_is_one_line_and_never_shows_the_token(fake_hub: FakeHub) ->
     assert ok.returncode == 0 and TOKEN not in ok.stdout + ok.stderr
 
 
-def test_errors_and_offline(fake_hub: FakeHub) -> None:
+def test_errors_and_offline(fake_hub: FakeHub, hubtui: Callable[..., Result]) -> None:
     missing = hubtui("download", "nobody/nothing", "--endpoint", fake_hub.url)
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
@@ -125,7 +159,7 @@ def test_ctrl_c_on_a_stalled_link_stops_at_once_and_the_next_run_resumes(
         fake_hub.knobs.stall_release.set()
     assert child.returncode == 130 and "run the same command again to resume" in err
     assert partial.stat().st_size == 200_000
-    out = hubtui("download", "test/big", "--json", "--endpoint", fake_hub.url)
+    out = run_subprocess("download", "test/big", "--json", "--endpoint", fake_hub.url)
     (f,) = [f for f in json.loads(out.stdout)["files"] if f["name"] == BIG]
     assert (f["status"], f["resumed_from"]) == ("resumed", 200_000)
     assert fake_hub.served("test/big", BIG) == big.size
