@@ -167,8 +167,9 @@ def quantize(
                     if bad >= 0:
                         raise QuantError(_nonfinite_message(prefix, xc, bad, r0 + bad))
                 oc = out2[r0:r1]
-                cls.quantize_rows(xc, oc)
-                bad = cls.invalid_row(oc)
+                bad = cls.quantize_rows(xc, oc)
+                if bad is None:
+                    bad = cls.invalid_row(oc)
                 if bad >= 0:
                     nonfinite = _first_nonfinite_row(xc[: bad + 1])
                     if nonfinite >= 0:

@@ -28,10 +28,11 @@ class QuantType:
         return (cols // cls.block_size) * cls.type_size
 
     @classmethod
-    def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
+    def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> int | None:
         """Fill `out` (uint8 [rows, row_bytes], possibly a memmap slice) from finite float32 `x` [rows, cols].
 
-        Must be deterministic for any numba thread count.
+        Must be deterministic for any numba thread count. May return what `invalid_row(out)` would (found
+        while writing, which saves the front end a pass over `out`); None means "not checked".
         """
         raise NotImplementedError
 
