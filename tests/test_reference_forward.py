@@ -123,6 +123,7 @@ def test_smollm2_quantised_by_llama_cpp_answers_paris_to_the_fixture_prompt(
     assert "Paris" in answer
 
 
+@pytest.mark.slow  # the greedy test above already compares against the shipped GGUF
 def test_smollm2_is_close_to_the_original_gguf(smollm2_dir, f32):
     """The rebuilt checkpoint computes what the shipped Q4_1 GGUF computes, up to llama.cpp's rounding.
 
