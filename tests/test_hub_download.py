@@ -90,6 +90,12 @@ def test_full_download_lands_in_the_hf_cache_verified(fake_hub: FakeHub, hub_env
     assert {ref for rev in cached.revisions for ref in rev.refs} == {"main"}
     path = hf_hub_download(LLAMA, "config.json", cache_dir=hub_env, local_files_only=True)
     assert Path(path) == result.root / "config.json"
+    fake_hub.reset_counters()  # online, huggingface_hub finds our blob by its ETag and fetches nothing
+    shard = "model-00001-of-00002.safetensors"
+    assert (
+        Path(hf_hub_download(LLAMA, shard, cache_dir=hub_env, endpoint=fake_hub.url)) == result.root / shard
+    )
+    assert sum(fake_hub.bytes_served.values()) == 0
     # privacy: nothing but hub API and file requests (no telemetry, no agent-harness lookup)
     assert all(r["path"].startswith(("/api/models/", "/meta-llama/", "/cdn/")) for r in fake_hub.requests)
     # a second run is served from the cache without fetching anything
@@ -430,3 +436,15 @@ def test_cache_rm_by_repo_file_and_gguf_path(fake_hub: FakeHub, hub_env: Path, t
     rest = remove(LLAMA)
     assert rest.freed == result.total_bytes - fake_hub.repos[LLAMA].files["config.json"].size
     assert list_cache().repos == []
+
+
+def test_a_rejected_token_says_so_without_showing_it(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubtui.hub.errors import InvalidTokenError
+
+    bad = "hf_expiredExpiredExpired000"
+    monkeypatch.setenv("HF_TOKEN", bad)
+    with pytest.raises(InvalidTokenError, match="rejected your token") as err:
+        download(LLAMA, endpoint=fake_hub.url)
+    assert bad not in str(err.value)

@@ -355,6 +355,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self._rate_limited(head):
                 return
+            token = _parse_token(self.headers.get("Authorization"))
+            if token is not None and token not in self.fake.valid_tokens:
+                self._error(401, None, "Invalid credentials in Authorization header", head)
+                return
             split = urlsplit(self.path)
             path = unquote(split.path)
             query = parse_qs(split.query)
