@@ -43,7 +43,17 @@ def free_disk_bytes(directory: Path) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far."""
+    """This process's peak resident set size so far.
+
+    On Linux VmHWM is read first: ru_maxrss also counts the RSS of a parent this process was forked from.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
