@@ -31,11 +31,12 @@ def test_tracker_aggregates_rates_and_throttles() -> None:
     last = events[-1]
     assert (last.done, last.total, last.files_done, last.files_total) == (1500, 4000, 0, 2)
     assert last.rate == 500.0 and last.eta == (4000 - 1500) / 500.0
+    assert last.file.rate == 500.0 and last.file.eta == (1000 - 500) / 500.0
     clock.t += 0.5
     tracker.advance("a", 400)
     tracker.state("a", "done", 1000)
     done = events[-1]
-    assert done.file == FileStatus("a", 1000, 1000, "done") and done.files_done == 1
+    assert done.file == FileStatus("a", 1000, 1000, "done") and done.files_done == 1 and done.file.eta is None
     assert done.rate == 1000 / 1.5 and round(done.fraction, 3) == 0.5
 
 

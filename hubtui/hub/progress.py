@@ -11,12 +11,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FileStatus:
-    """One file: `state` is queued, downloading, verifying, done, cached or failed."""
+    """One file: `state` is queued, downloading, verifying, done, cached or failed; rate in bytes/s."""
 
     name: str
     size: int
     done: int
     state: str
+    rate: float = 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.size - self.done) / self.rate if self.rate > 0 and self.state == "downloading" else None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class ProgressTracker:
         self._files = {name: FileStatus(name, size, 0, "queued") for name, size in files.items()}
         self._net = 0
         self._window: deque[tuple[float, int]] = deque()
+        self._started: dict[str, tuple[float, int]] = {}  # file -> (clock, bytes on disk) when it started
 
     @property
     def total(self) -> int:
@@ -65,13 +71,21 @@ class ProgressTracker:
     def state(self, name: str, state: str, done: int | None = None) -> None:
         with self._lock:
             f = self._files[name]
-            self._files[name] = FileStatus(name, f.size, f.done if done is None else done, state)
+            done = f.done if done is None else done
+            if state == "downloading":
+                self._started[name] = (self._clock(), done)
+            self._files[name] = FileStatus(
+                name, f.size, done, state, f.rate if state == "downloading" else 0.0
+            )
             self._emit(name, force=True)
 
     def advance(self, name: str, n: int) -> None:
         with self._lock:
             f = self._files[name]
-            self._files[name] = FileStatus(name, f.size, f.done + n, f.state)
+            t0, d0 = self._started.get(name, (self._clock(), f.done))
+            elapsed = self._clock() - t0
+            rate = (f.done + n - d0) / elapsed if elapsed > 0 else f.rate
+            self._files[name] = FileStatus(name, f.size, f.done + n, f.state, rate)
             self._net += n
             self._emit(name, force=False)
 
@@ -79,7 +93,8 @@ class ProgressTracker:
         """The server ignored a Range: bytes counted before must be fetched again."""
         with self._lock:
             f = self._files[name]
-            self._files[name] = FileStatus(name, f.size, max(f.done - n, 0), f.state)
+            self._files[name] = FileStatus(name, f.size, max(f.done - n, 0), f.state, f.rate)
+            self._started[name] = (self._clock(), max(f.done - n, 0))
 
     def _rate(self, now: float) -> float:
         self._window.append((now, self._net))
