@@ -128,3 +128,14 @@ def test_offline_mode_refuses_without_touching_the_network(
 def test_hf_endpoint_is_read_at_call_time(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url + "/")
     assert [r.id for r in search(family="mistral")] == ["mistralai/Tiny-Mistral"]
+
+
+def test_whoami(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubtui.hub import whoami
+    from hubtui.hub.errors import InvalidTokenError
+
+    assert whoami(endpoint=fake_hub.url) is None
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert whoami(endpoint=fake_hub.url) == USER
+    with pytest.raises(InvalidTokenError):
+        whoami(endpoint=fake_hub.url, token="hf_notAValidToken999")

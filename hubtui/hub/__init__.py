@@ -9,6 +9,7 @@ from hubtui.hub import settings
 settings.apply_privacy_defaults()
 
 from hubtui.hub.cache import CacheReport, list_cache, remove  # noqa: E402
+from hubtui.hub.client import whoami  # noqa: E402
 from hubtui.hub.details import RepoDetails, details  # noqa: E402
 from hubtui.hub.download import DownloadedFile, DownloadResult, download  # noqa: E402
 from hubtui.hub.errors import HubError  # noqa: E402
@@ -32,4 +33,5 @@ __all__ = [
     "list_cache",
     "remove",
     "search",
+    "whoami",
 ]

@@ -178,3 +178,12 @@ def translate(
             f"{repo_id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
         )
     return kind(scrub(msg, ctx.token))
+
+
+def whoami(endpoint: str | None = None, token: str | None = None) -> str | None:
+    """The hub user name the token belongs to, None without a token (so the UI can say who is signed in)."""
+    ctx = connect(endpoint, token, need_network="whoami")
+    if not ctx.token:
+        return None
+    info = ctx.call(lambda: ctx.api.whoami(), repo_id="whoami")
+    return info.get("name")
