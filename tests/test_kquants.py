@@ -79,8 +79,15 @@ def _special_blocks() -> np.ndarray:
 def test_special_blocks_match_llama_cpp(qtype: str) -> None:
     x = _special_blocks()
     ref = assert_matches_ggml(x, qtype)
+    outlier = ref[5]  # the block with one huge value: most sub-block scales quantise to 0
     if qtype == "Q6_K":
         assert not ref[0].any(), "llama.cpp's all-zero Q6_K block"
+        zero_scale = outlier[192:208].view(np.int8) == 0
+        assert zero_scale.any() and outlier[:128].any(), "sub-blocks with scale 0 keep make_qx_quants' L"
+    else:
+        assert (outlier[5:8] & 63 == 0).all(), "scales of sub-blocks 1..3 quantise to 0"
+        qs = outlier[{"Q4_K": 16, "Q5_K": 48}[qtype] :][:32]  # high nibbles: sub-block 1
+        assert (qs >> 4).any(), "and those sub-blocks keep make_qkx2_quants' non-zero L"
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
