@@ -18,6 +18,11 @@ MIB = 1 << 20
 KV_PAD = 256  # llama-context pads n_ctx to a multiple of 256
 COMPUTE_SLACK = 4 * MIB  # graph bookkeeping the closed forms leave out (measured 1-4 MiB)
 HOST_RUNTIME = 150 * MIB  # the process itself: Python, llama.cpp and its libraries (gguf-parser's footprint)
+# llama.cpp's in-memory copy of the GGUF metadata and its vocabulary (token texts, maps, BPE ranks): fitted on
+# the fixtures' load logs (SPM 32k vocab 7.8 MiB, SmolLM2 49k + 49k merges 19.3, Llama 3 128k + 280k 54.4)
+METADATA_BASE = 2 * MIB
+METADATA_PER_TOKEN = 330
+METADATA_PER_MERGE = 48
 
 # Types ggml's CPU backend repacks into an anonymous CPU_REPACK copy (ggml-cpu/repack.cpp), for weights
 # that feed a matrix multiplication and have a multiple of 8 rows. The file stays mapped as well.
@@ -66,6 +71,7 @@ class ModelShape:
     tied_output: bool = False  # no output.weight: the output layer reads token_embd
     # matmul weights that could be repacked: (layer index, n_layer for output.weight; ggml type; bytes)
     matmul: tuple[tuple[int, str, int], ...] = ()
+    n_merges: int = 0  # BPE merges in the vocabulary
 
     @property
     def output_bytes(self) -> int:
@@ -88,7 +94,12 @@ class ModelShape:
 
     @classmethod
     def from_tensors(
-        cls, tensors: list[tuple[str, int, str, tuple[int, ...]]], *, file_size: int, hparams: dict[str, Any]
+        cls,
+        tensors: list[tuple[str, int, str, tuple[int, ...]]],
+        *,
+        file_size: int,
+        hparams: dict[str, Any],
+        n_merges: int = 0,
     ) -> ModelShape:
         """Group (name, nbytes, ggml type, ne) tuples into per-layer, input and output bytes."""
         n_layer = int(hparams["n_layer"])
@@ -131,6 +142,7 @@ class ModelShape:
             n_expert=int(hparams.get("n_expert") or 0),
             tied_output=tied,
             matmul=tuple(matmul),
+            n_merges=n_merges,
         )
 
 
@@ -167,13 +179,23 @@ class DeviceUse:
     output: int = 0
     work: int = 0  # CPU work buffer without flash attention
     repack: int = 0  # anonymous CPU_REPACK copies of some quantised weights
+    metadata: int = 0  # llama.cpp's parsed GGUF metadata and vocabulary
     overhead: int = 0
     layers: int = 0
     mapped: bool = False
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.compute + self.output + self.work + self.repack + self.overhead
+        return (
+            self.weights
+            + self.kv
+            + self.compute
+            + self.output
+            + self.work
+            + self.repack
+            + self.metadata
+            + self.overhead
+        )
 
     @property
     def anonymous(self) -> int:
@@ -216,6 +238,10 @@ def kv_bytes_per_layer(shape: ModelShape, settings: RunSettings) -> int:
 
 def kv_bytes(shape: ModelShape, settings: RunSettings) -> int:
     return shape.n_layer * kv_bytes_per_layer(shape, settings)
+
+
+def metadata_bytes(shape: ModelShape) -> int:
+    return METADATA_BASE + METADATA_PER_TOKEN * shape.n_vocab + METADATA_PER_MERGE * shape.n_merges
 
 
 def output_buffer_bytes(shape: ModelShape, settings: RunSettings) -> int:
@@ -288,7 +314,13 @@ def estimate(
     placement, out_dev = gpu_layer_split(shape, n_gpu_layers, gpu_budgets)
     kv_layer = kv_bytes_per_layer(shape, settings)
     gpus = [DeviceUse(f"gpu{i}") for i in range(len(gpu_budgets))]
-    host = DeviceUse("host", mapped=True, overhead=HOST_RUNTIME, output=output_buffer_bytes(shape, settings))
+    host = DeviceUse(
+        "host",
+        mapped=True,
+        overhead=HOST_RUNTIME,
+        output=output_buffer_bytes(shape, settings),
+        metadata=metadata_bytes(shape),
+    )
     host.weights = shape.input_bytes
     for il, dev in enumerate(placement):
         use = host if dev < 0 else gpus[dev]

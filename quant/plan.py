@@ -80,6 +80,7 @@ class TypePlan:
             "output_buffer": est.component("output"),
             "cpu_work_buffer": est.component("work"),
             "repack_buffer": est.component("repack"),
+            "metadata": est.component("metadata"),
             "overhead": est.component("overhead"),
             "total": est.total,
             "devices": est.to_dict(),
@@ -170,11 +171,13 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
         "n_ctx_train": hp.n_ctx_train,
         "n_expert": hp.n_expert,
     }
+    n_merges = len(first.kv.get("tokenizer.ggml.merges") or [])
     shapes = {
         types[0]: ModelShape.from_tensors(
             [(t.name, t.nbytes, t.type, t.ne) for t in first.tensors],
             file_size=first.file_size,
             hparams=hparams,
+            n_merges=n_merges,
         )
     }
     rest = list(types[1:])
@@ -204,7 +207,7 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
                 for t in out
             ]
             size = first.data_offset + sum(_pad(t[1]) for t in sizes)
-            shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams)
+            shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams, n_merges=n_merges)
     except (ImportError, AttributeError, TypeError, KeyError):  # the converter's internals moved on
         for qtype in rest:
             layout = plan_layout(src, qtype)
@@ -212,6 +215,7 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
                 [(t.name, t.nbytes, t.type, t.ne) for t in layout.tensors],
                 file_size=layout.file_size,
                 hparams=hparams,
+                n_merges=n_merges,
             )
     return shapes
 

@@ -347,6 +347,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ctx", type=int, nargs="*", default=None)
+    ap.add_argument(
+        "--cap-ctx", type=int, nargs="*", default=[512, 2048], help="contexts of the hard-cap checks"
+    )
+    ap.add_argument("--cap-every", type=int, default=2, help="cap-check every Nth type of each checkpoint")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -366,7 +370,7 @@ def main() -> None:
     cap_kind = cap_kind_here()
     caps = []
     for name in ("mistral-tiny", "smollm2-135m"):
-        caps += cap_sweep(name, ctxs, cap_kind, every=3 if args.quick else 1)
+        caps += cap_sweep(name, args.cap_ctx, cap_kind, every=3 if args.quick else args.cap_every)
     summary = {
         "cells": len(rows),
         "exact_within_1mib": sum(r["exact_within_1mib"] for r in rows),

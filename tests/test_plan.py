@@ -206,6 +206,7 @@ def test_estimate_places_bytes_per_device() -> None:
     cpu = estimate(shape, s)
     assert cpu.gpus == [] and cpu.host.weights == shape.weights and cpu.host.overhead == HOST_RUNTIME
     assert cpu.host.kv == kv_bytes(shape, s) and cpu.host.output == 32000 * 4 and cpu.host.work > 0
+    assert cpu.host.metadata == 2 * MIB + 330 * 32000  # llama.cpp's vocabulary and metadata copy
     full = estimate(shape, s, 9, (80 * GIB,))
     (g,) = full.gpus
     assert g.weights == 8 * 100 * MIB + shape.output_bytes and g.kv == kv_bytes(shape, s)
@@ -279,11 +280,21 @@ def test_max_context_is_the_edge() -> None:
 
 @pytest.fixture(scope="session")
 def smollm2_plans(smollm2_dir: Path):
-    """One plan per target for the SmolLM2 checkpoint (each plan sizes all six types)."""
+    """Plans of the SmolLM2 checkpoint for three targets, with budgets derived from the model's own needs."""
+    source = load_source(smollm2_dir)
+    s = RunSettings(n_ctx=4096)
+    need = {q: fit(shape, s, Target("probe", 1 << 40)).estimate.total for q, shape in source.shapes.items()}
+    tight = (max(need.values()) + min(need.values())) // 2  # F16 (the largest) cannot fit, the leanest can
+    gpu_need = {
+        q: estimate(shape, s, shape.n_layer + 1, (1 << 40,)).gpus[0].total
+        for q, shape in source.shapes.items()
+    }
+    gpu_budget = gpu_need["Q8_0"]  # Q8_0 fits whole on the GPU, F16 does not
     return {
-        "laptop-8g": plan(smollm2_dir, get_profile("laptop-8g")),
-        "tight": plan(smollm2_dir, Target("tight", 500 * MIB)),
-        "gpu-small": plan(smollm2_dir, Target("gpu", 8 * GIB, (400 * MIB,))),  # Q8_0 fits whole, F16 not
+        "laptop-8g": plan(source, get_profile("laptop-8g")),
+        "tight": plan(source, Target("tight", tight)),
+        "tight_budget": tight,
+        "gpu-small": plan(source, Target("gpu", 8 * GIB, (gpu_budget,))),
     }
 
 
@@ -313,7 +324,7 @@ def test_recommendations(smollm2_plans) -> None:
     fitting = [r.qtype for r in tight.rows if r.fits]
     assert "F16" not in fitting and fitting  # the budget excludes the best type but not all
     assert tight.recommendation.qtype == fitting[0]  # the best of those that fit
-    assert tight.recommendation.placement.estimate.total <= 500 * MIB
+    assert tight.recommendation.placement.estimate.total <= smollm2_plans["tight_budget"]
     gpu = smollm2_plans["gpu-small"]
     kinds = {r.qtype: r.placement.kind for r in gpu.rows}
     assert kinds["F16"] == "partial" and "gpu" in kinds.values()
