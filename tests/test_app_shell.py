@@ -9,10 +9,19 @@ import pytest
 from hubtui.app.app import HubtuiApp
 from hubtui.app.config import ConfigError, Settings, load_settings
 from hubtui.app.help_screen import HelpScreen
+from tests.fakehub import FakeHub
+from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
 
 
-async def test_app_opens_and_ctrl_q_quits() -> None:
-    app = HubtuiApp(Settings())
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tui_helpers import isolate
+
+    isolate(tmp_path, monkeypatch)
+
+
+async def test_app_opens_and_ctrl_q_quits(fake_hub: FakeHub) -> None:
+    app = HubtuiApp(Settings(), endpoint=fake_hub.url)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.query_one("#tabs").active == "browse"
         await pilot.press("ctrl+q")
@@ -21,8 +30,8 @@ async def test_app_opens_and_ctrl_q_quits() -> None:
     assert app.return_code == 0
 
 
-async def test_function_keys_switch_screens_and_help_lists_binding_ids() -> None:
-    app = HubtuiApp(Settings())
+async def test_function_keys_switch_screens_and_help_lists_binding_ids(fake_hub: FakeHub) -> None:
+    app = HubtuiApp(Settings(), endpoint=fake_hub.url)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f8")
         assert app.query_one("#tabs").active == "hardware"
@@ -31,12 +40,14 @@ async def test_function_keys_switch_screens_and_help_lists_binding_ids() -> None
         assert isinstance(app.screen, HelpScreen)
         ids = {row[2] for row in app.screen.rows}
         assert {"app.quit", "screen.browse", "screen.hardware"} <= ids
+        # every screen's keys are listed, not only those of the focused one
+        assert {"browse.download", "downloads.resume", "local.delete", "convert.cancel", "chat.stop"} <= ids
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_keymap_from_config_remaps_a_binding() -> None:
-    app = HubtuiApp(Settings(keymap={"screen.hardware": "f9"}))
+async def test_keymap_from_config_remaps_a_binding(fake_hub: FakeHub) -> None:
+    app = HubtuiApp(Settings(keymap={"screen.hardware": "f9"}), endpoint=fake_hub.url)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f8")
         assert app.query_one("#tabs").active == "browse"

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
+from hubtui.app.browse_pane import BrowsePane
+from hubtui.app.chat_pane import ChatPane
 from hubtui.app.config import Settings, load_settings
+from hubtui.app.convert_pane import ConvertPane
+from hubtui.app.downloads_pane import DownloadsPane
 from hubtui.app.hardware_pane import HardwarePane
 from hubtui.app.help_screen import HelpScreen
+from hubtui.app.local_pane import LocalPane
+from hubtui.app.services import MACHINE
+from hubtui.app.smoke_pane import SmokePane
 
 # (tab id, title, key, binding id)
 SCREENS: tuple[tuple[str, str, str, str], ...] = (
@@ -24,6 +34,15 @@ SCREENS: tuple[tuple[str, str, str, str], ...] = (
     ("chat", "Chat", "f7", "screen.chat"),
     ("hardware", "Hardware", "f8", "screen.hardware"),
 )
+PANES = {
+    "browse": BrowsePane,
+    "downloads": DownloadsPane,
+    "local": LocalPane,
+    "convert": ConvertPane,
+    "smoke": SmokePane,
+    "chat": ChatPane,
+    "hardware": HardwarePane,
+}
 
 
 class HubtuiApp(App[None]):
@@ -41,37 +60,130 @@ class HubtuiApp(App[None]):
         ),
     ]
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    class Reachability(Message):
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(self, settings: Settings | None = None, *, endpoint: str | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else load_settings()
+        self.endpoint = endpoint
+        self.target_name = self.settings.target or MACHINE
+        self.output_dir = str(Path(self.settings.output_dir or os.getcwd()).expanduser())
+        from hubtui.hub.settings import is_offline
+
+        self.offline = is_offline()
+        self.offline_note = (
+            "[b yellow]Offline[/] (HF_HUB_OFFLINE=1): browsing and downloads are off; local models work."
+            if self.offline
+            else ""
+        )
 
     def on_mount(self) -> None:
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
+        if self.offline:
+            self.action_show_tab("local")
+        else:
+            self.query_one("#search", Input).focus()
+            self._probe_hub()
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(id="tabs"):
+        with TabbedContent(id="tabs", initial="local" if self.offline else "browse"):
             for tab, title, _key, _bid in SCREENS:
                 with TabPane(title, id=tab):
-                    if tab == "hardware":
-                        yield HardwarePane()
-                    else:
-                        yield Static(f"{title}: coming with the TUI issue.", classes="placeholder")
+                    yield PANES[tab]()
         yield Footer()
 
+    # -- reachability -----------------------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, group="probe")
+    def _probe_hub(self) -> None:
+        import urllib.request
+
+        from hubtui.hub.settings import endpoint
+
+        url = endpoint(self.endpoint)
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5).close()
+        except urllib.error.HTTPError:
+            return  # the hub answered
+        except Exception as exc:
+            self.post_message(self.Reachability(f"{url} is unreachable ({type(exc).__name__})"))
+
+    def on_hubtui_app_reachability(self, message: Reachability) -> None:
+        self.offline_note = f"[b yellow]Offline[/]: {message.error}; local models work."
+        self.notify(message.error + ": showing local models.", title="Offline", severity="warning", timeout=8)
+        tabs = self.query_one(TabbedContent)
+        if tabs.active == "browse" and not self.query_one("#search", Input).value:
+            self.action_show_tab("local")
+        self.query_one(LocalPane).reload()
+
+    # -- navigation and cross-screen actions ------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        pane = self.query_one(PANES[tab])
+        if tab == "browse":
+            self.query_one("#search", Input).focus()
+        else:
+            focusable = [w for w in pane.query("*") if w.focusable]
+            if focusable:
+                focusable[0].focus()
+            elif pane.can_focus:
+                pane.focus()
 
-    def binding_rows(self) -> list[tuple[str, str, str]]:
-        rows = []
-        for active in self.screen.active_bindings.values():
-            binding = active.binding
-            rows.append(
-                (self.get_key_display(binding), binding.description or binding.action, binding.id or "")
+    def enqueue_download(self, repo_id: str, gguf: str | None = None) -> None:
+        self.query_one(DownloadsPane).enqueue(repo_id, gguf)
+
+    def open_convert(self, src: str) -> None:
+        self.action_show_tab("convert")
+        self.query_one(ConvertPane).set_source(src)
+
+    def open_convert_for_repo(self, repo_id: str) -> None:
+        self._find_snapshot(repo_id)
+
+    @work(thread=True, exit_on_error=False, group="snapshot")
+    def _find_snapshot(self, repo_id: str) -> None:
+        from hubtui.app.services import snapshot_dir
+
+        snap = snapshot_dir(repo_id)
+        if snap is None:
+            self.call_from_thread(
+                self.notify, f"{repo_id} is not downloaded yet: ctrl+d downloads it.", severity="warning"
             )
+        else:
+            self.call_from_thread(self.open_convert, str(snap))
+
+    def start_smoke(self, path: str) -> None:
+        self.action_show_tab("smoke")
+        self.query_one(SmokePane).start(path)
+
+    def start_chat(self, path: str) -> None:
+        self.action_show_tab("chat")
+        self.query_one(ChatPane).load(path)
+
+    def local_changed(self) -> None:
+        self.query_one(LocalPane).reload()
+        browse = self.query_one(BrowsePane)
+        if browse.current:
+            browse._load_details(browse.current)
+
+    # -- help and command palette -----------------------------------------------------------------
+    def binding_rows(self) -> list[tuple[str, str, str]]:
+        rows, seen = [], set()
+        bindings = [b.binding for b in self.screen.active_bindings.values()]
+        for pane in PANES.values():
+            bindings += pane.BINDINGS  # every screen's keys, not only the focused one's
+        for binding in bindings:
+            if binding.id in seen:
+                continue
+            seen.add(binding.id)
+            keymap = getattr(self, "_keymap", {}) or {}
+            keys = keymap.get(binding.id, binding.key) if binding.id else binding.key
+            rows.append((keys, binding.description or binding.action, binding.id or ""))
         return rows
 
     def action_help(self) -> None:
@@ -86,3 +198,16 @@ class HubtuiApp(App[None]):
                 f"Go to {title}", f"Show the {title} screen", lambda t=tab: self.action_show_tab(t)
             )
         yield SystemCommand("Help", "List every key binding", self.action_help)
+        for tab, pane_cls in PANES.items():
+            for binding in pane_cls.BINDINGS:
+                if not binding.id or binding.show is False:
+                    continue
+                yield SystemCommand(
+                    f"{dict((s[0], s[1]) for s in SCREENS)[tab]}: {binding.description}",
+                    f"{binding.key} on the {tab} screen",
+                    lambda t=tab, c=pane_cls, a=binding.action: self._run_pane_action(t, c, a),
+                )
+
+    def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
+        self.action_show_tab(tab)
+        self.run_action(action, self.query_one(pane_cls))

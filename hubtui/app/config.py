@@ -4,6 +4,7 @@
 theme = "textual-dark"
 target = "laptop-8g"          # default target profile for sizing ("" = this machine)
 download_dir = "~/models"     # default --local-dir ("" = the Hugging Face cache)
+output_dir = "~/models/gguf"  # where conversions write GGUFs ("" = the current directory)
 
 [keymap]                      # binding id = keys
 "screen.browse" = "f2"
@@ -38,6 +39,7 @@ class Settings:
     theme: str = "textual-dark"
     target: str = ""
     download_dir: str = ""
+    output_dir: str = ""
     keymap: dict[str, str] = field(default_factory=dict)
 
 
@@ -53,12 +55,13 @@ def load_settings(path: Path | None = None) -> Settings:
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict) or not all(isinstance(v, str) for v in keymap.values()):
         raise ConfigError(f"{path}: [keymap] must map binding ids to key strings")
-    for key in ("theme", "target", "download_dir"):
+    for key in ("theme", "target", "download_dir", "output_dir"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{path}: '{key}' must be a string")
     return Settings(
         theme=data.get("theme", Settings.theme),
         target=data.get("target", ""),
         download_dir=data.get("download_dir", ""),
+        output_dir=data.get("output_dir", ""),
         keymap=dict(keymap),
     )

@@ -1,0 +1,205 @@
+"""Browse: search the hub for Llama and Mistral checkpoints, with details and a fit table per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Input, Markdown, Select, Static
+
+FAMILIES = [("All families", "all"), ("Llama", "llama"), ("Mistral", "mistral")]
+SORTS = [("Downloads", "downloads"), ("Likes", "likes"), ("Trending", "trending"), ("Updated", "updated")]
+
+
+def _human(n: int | None) -> str:
+    from hubtui.commands.search import _human
+
+    return _human(n)
+
+
+class BrowsePane(Vertical):
+    BINDINGS = [
+        Binding("ctrl+d", "download", "Download", id="browse.download", priority=True),
+        Binding("ctrl+o", "open_convert", "Convert", id="browse.convert", priority=True),
+        Binding("ctrl+l", "cycle_family", "Family", id="browse.family", priority=True),
+        Binding("ctrl+s", "cycle_sort", "Sort", id="browse.sort", priority=True),
+    ]
+
+    class Results(Message):
+        def __init__(self, results: list[Any] | None, error: str = "") -> None:
+            super().__init__()
+            self.results = results
+            self.error = error
+
+    class Details(Message):
+        def __init__(self, repo_id: str, details: Any, fit: str, error: str = "") -> None:
+            super().__init__()
+            self.repo_id = repo_id
+            self.details = details
+            self.fit = fit
+            self.error = error
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.details_by_id: dict[str, Any] = {}
+        self.current: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="search-bar"):
+            yield Input(placeholder="Search Llama & Mistral models, Enter searches", id="search")
+            yield Select(FAMILIES, value="all", allow_blank=False, id="family")
+            yield Select(SORTS, value="downloads", allow_blank=False, id="sort")
+        table: DataTable[str] = DataTable(cursor_type="row", id="results")
+        table.add_columns("Repo", "Params", "Downloads", "Likes", "Updated", "Access")
+        yield table
+        with VerticalScroll(id="detail"):
+            yield Static("Type a name and press Enter to search.", id="detail-head")
+            yield Static("", id="fit")
+            yield Markdown("", id="card")
+
+    # -- search -----------------------------------------------------------------------------------
+    @on(Input.Submitted, "#search")
+    def _submitted(self) -> None:
+        self.run_search()
+
+    @on(Select.Changed)
+    def _changed(self) -> None:
+        if self.query_one("#results", DataTable).row_count or self.query_one("#search", Input).value:
+            self.run_search()
+
+    def run_search(self) -> None:
+        query = self.query_one("#search", Input).value.strip() or None
+        family = self.query_one("#family", Select).value
+        sort = str(self.query_one("#sort", Select).value)
+        self.query_one("#detail-head", Static).update("Searching…")
+        self._search(query, None if family == "all" else str(family), sort)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="search")
+    def _search(self, query: str | None, family: str | None, sort: str) -> None:
+        from hubtui.hub import search
+
+        try:
+            results = search(query, family=family, sort=sort, limit=50, endpoint=self.app.endpoint)
+        except Exception as exc:  # shown as a note, never raised into the UI
+            self.post_message(self.Results(None, str(exc)))
+            return
+        self.post_message(self.Results(results))
+
+    def on_browse_pane_results(self, message: Results) -> None:
+        table = self.query_one("#results", DataTable)
+        table.clear()
+        head = self.query_one("#detail-head", Static)
+        if message.results is None:
+            head.update(f"[b red]Search failed:[/] {message.error}")
+            self.app.notify(message.error, title="Search failed", severity="error")
+            return
+        for r in message.results:
+            table.add_row(
+                r.id + (" *" if r.official else ""),
+                _human(r.parameters),
+                f"{r.downloads:,}",
+                f"{r.likes:,}",
+                r.last_modified.date().isoformat() if r.last_modified else "-",
+                "gated" if r.gated else "open",
+                key=r.id,
+            )
+        if not message.results:
+            head.update("No matching repos.")
+        else:
+            head.update(f"{len(message.results)} repos; ↑/↓ shows details (* official).")
+            table.focus()
+            table.move_cursor(row=0)
+            self._load_details(message.results[0].id)
+
+    # -- details ----------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#results")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value and event.row_key.value != self.current:
+            self._load_details(event.row_key.value)
+
+    def _load_details(self, repo_id: str) -> None:
+        self.current = repo_id
+        self.query_one("#detail-head", Static).update(f"[b]{repo_id}[/b]: loading details…")
+        self._details(repo_id, self.app.target_name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="details")
+    def _details(self, repo_id: str, target_name: str) -> None:
+        from hubtui.app.services import fit_table_text, snapshot_dir
+        from hubtui.hub import details
+
+        try:
+            d = details(repo_id, endpoint=self.app.endpoint)
+        except Exception as exc:
+            self.post_message(self.Details(repo_id, None, "", str(exc)))
+            return
+        snap = snapshot_dir(repo_id)
+        if snap is None:
+            fit = (
+                "[b]Fit[/b]: sizing reads the checkpoint's config and tensor headers: "
+                "download it (ctrl+d) to see each type's exact size and fit."
+            )
+        else:
+            try:
+                fit = fit_table_text(snap, target_name)
+            except Exception as exc:
+                fit = f"[b]Fit[/b]: cannot size {repo_id}: {exc}"
+        self.post_message(self.Details(repo_id, d, fit))
+
+    def on_browse_pane_details(self, message: Details) -> None:
+        if message.repo_id != self.current:
+            return
+        head = self.query_one("#detail-head", Static)
+        if message.details is None:
+            head.update(f"[b]{message.repo_id}[/b]\n[red]{message.error}[/]")
+            self.query_one("#fit", Static).update("")
+            self.query_one("#card", Markdown).update("")
+            return
+        d = message.details
+        self.details_by_id[d.repo_id] = d
+        from hubtui.hub.download import format_bytes
+
+        access = ("[green]" if d.access else "[red]") + d.access_note + "[/]"
+        lines = [
+            f"[b]{d.repo_id}[/b] @ {d.revision} ({d.commit[:12]})",
+            f"licence: {d.license or '-'}   access: {access}",
+            f"layout: {d.layout.note}   parameters: {_human(d.parameters)}",
+            f"files: {len(d.files)}, {format_bytes(d.total_size)}: "
+            + ", ".join(f"{f.name} {format_bytes(f.size or 0)}" for f in d.files[:12])
+            + (" …" if len(d.files) > 12 else ""),
+        ]
+        lines += [
+            f"published GGUF: {g.name} {g.quant or '?'} {format_bytes(g.size or 0)}" for g in d.gguf_files
+        ]
+        head.update("\n".join(lines))
+        self.query_one("#fit", Static).update(message.fit)
+        self.query_one("#card", Markdown).update(d.card or "*No model card.*")
+
+    # -- actions ----------------------------------------------------------------------------------
+    def action_download(self) -> None:
+        if not self.current:
+            self.app.notify("Search and highlight a repo first.", severity="warning")
+            return
+        d = self.details_by_id.get(self.current)
+        gguf = None
+        if d is not None and not d.layout.weights and d.gguf_files:
+            quants = [g.quant for g in d.gguf_files if g.quant]
+            gguf = "Q4_K_M" if "Q4_K_M" in quants else (quants[0] if quants else None)
+        self.app.enqueue_download(self.current, gguf)
+
+    def action_open_convert(self) -> None:
+        if self.current:
+            self.app.open_convert_for_repo(self.current)
+
+    def action_cycle_family(self) -> None:
+        self._cycle("#family", [v for _, v in FAMILIES])
+
+    def action_cycle_sort(self) -> None:
+        self._cycle("#sort", [v for _, v in SORTS])
+
+    def _cycle(self, selector: str, values: list[str]) -> None:
+        sel = self.query_one(selector, Select)
+        sel.value = values[(values.index(str(sel.value)) + 1) % len(values)]

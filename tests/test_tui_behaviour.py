@@ -1,0 +1,149 @@
+"""TUI behaviour by key presses: offline start, gated repos, resume after restart, cancelled conversion,
+delete with confirmation, the command palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Select
+
+from hubtui.app.app import HubtuiApp
+from hubtui.app.convert_pane import ConvertPane
+from hubtui.app.downloads_pane import DownloadsPane
+from hubtui.app.local_pane import LocalPane
+from hubtui.app.modals import ConfirmScreen
+from hubtui.hub.download import format_bytes
+from tests.fakehub import FakeHub
+from tests.fakehub.fixtures import BIG, TOKEN, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.tui_helpers import isolate, make_app, text_of, wait_until
+
+
+@pytest.fixture
+def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return isolate(tmp_path, monkeypatch)
+
+
+async def test_offline_opens_on_local_with_a_note(
+    hub_env: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = make_app(out, None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.query_one("#tabs").active == "local"
+        await wait_until(pilot, lambda: "Offline" in text_of(app, "#local-note"), "offline note")
+        assert "HF_HUB_OFFLINE=1" in text_of(app, "#local-note")
+
+
+async def test_unreachable_hub_switches_to_local_and_says_why(hub_env: Path, out: Path) -> None:
+    app = make_app(out, "http://127.0.0.1:9")  # nothing listens on the discard port
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "local", "switch to Local")
+        await wait_until(pilot, lambda: "unreachable" in text_of(app, "#local-note"), "note")
+        assert any("unreachable" in n.message for n in app._notifications)
+
+
+async def test_gated_repo_shows_the_access_message_and_download_fails_readably(
+    fake_hub: FakeHub, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_llama_repo(fake_hub, "meta-llama/Gated", gated="manual")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press(*"Gated", "enter")
+        await wait_until(pilot, lambda: "request access" in text_of(app, "#detail-head"), "gated details")
+        assert TOKEN not in text_of(app, "#detail-head")
+        await pilot.press("ctrl+d")
+        jobs = app.query_one(DownloadsPane).jobs
+        await wait_until(pilot, lambda: jobs["meta-llama/Gated"].item.state == "failed", "failed download")
+        error = jobs["meta-llama/Gated"].item.error
+        assert error.startswith("meta-llama/Gated is gated") and f"{fake_hub.url}/meta-llama/Gated" in error
+        assert any(n.severity == "error" and "request access" in n.message for n in app._notifications)
+        assert app.is_running  # a library error never ends the app
+
+
+async def test_download_resumes_after_restarting_the_app(fake_hub: FakeHub, out: Path) -> None:
+    size = len(fake_hub.repos["test/big"].files[BIG].data)
+    fake_hub.knobs.chunk_delay = 0.2  # a slow link: the first run is still going when we quit
+    first = make_app(out, fake_hub.url)
+    async with first.run_test(size=(80, 24)) as pilot:
+        first.enqueue_download("test/big")
+        jobs = first.query_one(DownloadsPane).jobs
+        await wait_until(pilot, lambda: jobs["test/big"].done >= 2 * 65536, "some bytes")
+        await pilot.press("ctrl+q")
+    import time
+
+    partials = list(Path(fake_hub_cache(out)).rglob("*.incomplete"))
+    t0 = time.monotonic()
+    while not partials and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+        partials = list(Path(fake_hub_cache(out)).rglob("*.incomplete"))
+    assert partials, "the first run left no partial file"
+    served_first = fake_hub.served("test/big", BIG)
+    assert served_first < size
+    fake_hub.knobs.chunk_delay = 0.0
+    second = make_app(out, fake_hub.url)
+    async with second.run_test(size=(80, 24)) as pilot:
+        jobs = second.query_one(DownloadsPane).jobs
+        assert "test/big" in jobs  # the queue came back from disk and restarted by itself
+        await wait_until(pilot, lambda: jobs["test/big"].item.state == "done", "resumed download")
+        assert "resumed" in jobs["test/big"].current
+    assert fake_hub.served("test/big", BIG) < 2 * size - 65536  # not fetched again from byte 0
+
+
+def fake_hub_cache(out: Path) -> Path:
+    import os
+
+    return Path(os.environ["HF_HUB_CACHE"])
+
+
+async def test_cancelled_conversion_leaves_nothing_behind(
+    out: Path, llama3_tiny_dir: Path, hub_env: Path
+) -> None:
+    app = make_app(out, "http://127.0.0.1:9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_convert(str(llama3_tiny_dir))
+        pane = app.query_one(ConvertPane)
+        pane.query_one("#cv-type", Select).value = "Q8_0"
+        await pilot.press("ctrl+r")
+        assert pane.cancel_event is not None
+        await pilot.press("ctrl+x")
+        await wait_until(pilot, lambda: pane.cancel_event is None, "cancel")
+        assert "nothing" in text_of(app, "#cv-status") or "no output" in text_of(app, "#cv-status")
+        assert list(out.iterdir()) == []
+        assert app.is_running
+
+
+async def test_delete_asks_first_and_reports_the_space_freed(out: Path, hub_env: Path) -> None:
+    gguf = out / "Tiny-Q8_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(5000))
+    app = make_app(out, "http://127.0.0.1:9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        table = app.query_one("#local-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, "local listing")
+        table.focus()
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # no: nothing happens
+        assert not isinstance(app.screen, ConfirmScreen) and gguf.exists()
+        await pilot.press("d", "y")
+        await wait_until(pilot, lambda: not gguf.exists(), "deletion")
+        await wait_until(pilot, lambda: any("freed" in n.message for n in app._notifications), "notice")
+        assert any(f"freed {format_bytes(5004)}" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: table.row_count == 0, "refresh")
+        assert isinstance(app.query_one(LocalPane), LocalPane)
+
+
+async def test_command_palette_offers_every_screen_action(out: Path, hub_env: Path) -> None:
+    app: HubtuiApp = make_app(out, "http://127.0.0.1:9")
+    async with app.run_test(size=(80, 24)):
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for needed in (
+            "Go to Browse",
+            "Downloads: Pause",
+            "Local: Delete",
+            "Convert: Cancel",
+            "Chat: Stop reply",
+        ):
+            assert needed in titles
