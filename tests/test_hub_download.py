@@ -218,23 +218,38 @@ def test_cancel_after_the_last_byte_is_not_an_error(fake_hub: FakeHub) -> None:
     assert cancel.is_set() and {f.status for f in result.files} == {"downloaded"}
 
 
-def test_cancel_keeps_the_partial_for_later(fake_hub: FakeHub, hub_env: Path) -> None:
+def test_cancel_on_a_stalled_link_returns_at_once_and_keeps_the_partial(
+    fake_hub: FakeHub, hub_env: Path
+) -> None:
     big = fake_hub.repos["test/big"].files[BIG]
-    fake_hub.knobs.chunk_delay = 0.05  # about 0.3 s for the file, so the 10 Hz progress events see it move
+    fake_hub.knobs.stall_after[BIG] = 200_000  # the server sends 200000 bytes, then nothing
+    partial = blob(hub_env, "test/big", big.sha256).with_suffix(".incomplete")
     cancel = threading.Event()
 
-    def progress(p: DownloadProgress) -> None:
-        if p.file.name == BIG and p.file.done > 0:
-            cancel.set()
+    def cancel_when_stalled() -> None:
+        deadline = time.monotonic() + 60
+        while not (partial.exists() and partial.stat().st_size == 200_000) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cancel.set()
 
+    watcher = threading.Thread(target=cancel_when_stalled)
+    watcher.start()
+    # With an hour's read timeout, only the cancel waking the blocked read lets this return (the test's
+    # own timeout would fail it otherwise).
     with pytest.raises(DownloadCancelledError, match="resume"):
-        download("test/big", endpoint=fake_hub.url, progress=progress, cancel=cancel, max_workers=1)
-    partial = blob(hub_env, "test/big", big.sha256).with_suffix(".incomplete")
-    kept = partial.stat().st_size
-    assert 0 < kept < big.size
-    fake_hub.knobs.chunk_delay = 0
+        download(
+            "test/big",
+            endpoint=fake_hub.url,
+            cancel=cancel,
+            max_workers=1,
+            retry=RetryPolicy(read_timeout=3600),
+        )
+    watcher.join()
+    assert partial.stat().st_size == 200_000
+    fake_hub.knobs.stall_after.clear()
+    fake_hub.knobs.stall_release.set()
     result = download("test/big", endpoint=fake_hub.url)
-    assert [f.resumed_from for f in result.files if f.name == BIG] == [kept]
+    assert [f.resumed_from for f in result.files if f.name == BIG] == [200_000]
     assert (result.root / BIG).read_bytes() == big.data
 
 

@@ -27,6 +27,7 @@ class RetryPolicy:
     base_wait: float = 1.0
     max_wait: float = 30.0
     max_retry_after: float = 300.0
+    read_timeout: float = 30.0  # seconds without a byte before a transfer counts as a dropped connection
     sleep: Callable[[float], None] | None = None
 
     def backoff(self, attempt: int) -> float:

@@ -149,7 +149,18 @@ def fetch(
             raise DownloadCancelledError("download cancelled; the partial file is kept and resumes next time")
         try:
             have, h = _stream(
-                session, url, headers, partial, have, expected, h, on_bytes, cancel, on_restart, interrupter
+                session,
+                url,
+                headers,
+                partial,
+                have,
+                expected,
+                h,
+                on_bytes,
+                cancel,
+                on_restart,
+                interrupter,
+                retry.read_timeout,
             )
             attempt = 0
         except DownloadCancelledError:
@@ -195,13 +206,14 @@ def _stream(
     cancel: threading.Event | None,
     on_restart: Callable[[int], None] | None,
     interrupter: Interrupter | None,
+    read_timeout: float,
 ) -> tuple[int, hashlib._Hash]:
     """One GET from `have` to the end; returns the new size and hash state (also after a partial read)."""
     req = dict(headers)
     if have:
         req["Range"] = f"bytes={have}-"
     with session.stream(
-        "GET", url, headers=req, follow_redirects=True, timeout=httpx.Timeout(30.0)
+        "GET", url, headers=req, follow_redirects=True, timeout=httpx.Timeout(read_timeout)
     ) as response:
         if response.status_code >= 400:
             response.read()
