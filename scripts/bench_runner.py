@@ -70,6 +70,43 @@ def run_engine(llm: Any, n: int) -> tuple[float, int]:
     return reply.stats.tokens_per_s or 0.0, reply.stats.tokens
 
 
+class _Replay:
+    """The real model for everything but `generate`, which replays recorded tokens without decoding:
+    timing `ChatEngine.send` on it measures the engine's own per-token Python work alone."""
+
+    def __init__(self, llm: Any, tokens: list[int]) -> None:
+        self._llm = llm
+        self._tokens = tokens
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def generate(self, *_a: Any, **_k: Any) -> Any:
+        yield from self._tokens
+
+
+def engine_us_per_token(llm: Any, n: int, rounds: int = 20) -> float:
+    """Microseconds of engine work per streamed token (load-independent, unlike tokens/s on a busy box)."""
+    import llama_cpp
+
+    from hubtui.runner.chat import ChatEngine
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    recorded = [t for t in range(1000, 1000 + 4 * n) if not llama_cpp.llama_vocab_is_eog(vocab, t)][:n]
+    best = {}
+    for count in (1, n):
+        replay = _Replay(llm, recorded[:count])
+        times = []
+        for _ in range(rounds):
+            engine = ChatEngine(replay, temperature=0.0, max_tokens=count)
+            sink: list[str] = []
+            t0 = time.perf_counter()
+            engine.send(PROMPT, on_token=sink.append)
+            times.append(time.perf_counter() - t0)
+        best[count] = min(times)
+    return (best[n] - best[1]) / (n - 1) * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
@@ -101,6 +138,7 @@ def main() -> int:
             runs[name].append(r)
             counts[name].append(c)
     med = {k: statistics.median(v) for k, v in runs.items()}
+    us_tok = engine_us_per_token(llm, args.tokens)
     result = {
         "model": str(model),
         "prompt_tokens": len(tokens),
@@ -111,6 +149,8 @@ def main() -> int:
         "runs_tokens_per_s": runs,
         "engine_overhead_vs_generate": 1 - med["engine"] / med["generate"],
         "engine_overhead_vs_create_completion": 1 - med["engine"] / med["create_completion"],
+        "engine_python_us_per_token": us_tok,
+        "engine_overhead_estimate": us_tok * 1e-6 * med["generate"],
     }
     llm.close()
     if args.json:
@@ -125,6 +165,10 @@ def main() -> int:
         print(f"  engine overhead vs generate:          {result['engine_overhead_vs_generate'] * 100:+.1f} %")
         print(
             f"  engine overhead vs create_completion: {result['engine_overhead_vs_create_completion'] * 100:+.1f} %"
+        )
+        print(
+            f"  engine's own work: {us_tok:.1f} us/token = {result['engine_overhead_estimate'] * 100:.3f} % "
+            "of a token at the direct speed"
         )
     return 0
 
