@@ -20,6 +20,7 @@ from hubtui.hub.errors import (
     GatedRepoError,
     HubConnectionError,
     HubOfflineError,
+    HubServerError,
     NotConvertibleError,
     RateLimitedError,
     RemoteFileNotFoundError,
@@ -349,6 +350,13 @@ def test_rate_limit_and_server_errors_that_persist(fake_hub: FakeHub) -> None:
     retry, waits = fast()
     download("test/big", endpoint=fake_hub.url, retry=retry)  # one 500, then fine
     assert waits.seconds == [1.0]
+    fake_hub.knobs.server_error = 100
+    retry, waits = fast(max_retries=3)
+    with pytest.raises(
+        HubServerError, match=r"HTTP 500 from http://127\.0\.0\.1:\d+ for meta-llama/Tiny-Llama/"
+    ):
+        download(LLAMA, endpoint=fake_hub.url, retry=retry, max_workers=1)
+    assert waits.seconds == [1.0, 2.0, 4.0]  # exponential backoff
 
 
 def test_not_enough_disk_space_is_refused_up_front(fake_hub: FakeHub, hub_env: Path) -> None:
