@@ -89,7 +89,9 @@ def main() -> None:
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            print(f"file: {args.size_mb} MB random bytes from the fake hub on 127.0.0.1, {args.runs} runs each")
+            print(
+                f"file: {args.size_mb} MB random bytes from the fake hub on 127.0.0.1, {args.runs} runs each"
+            )
             for k in times:
                 runs = ", ".join(f"{t:.2f}" for t in times[k])
                 print(f"{k:>16}: median {mbps[k]:7.1f} MB/s  (runs: {runs} s)")
