@@ -6,6 +6,7 @@ The parameter count and dtypes come from the safetensors headers, read with HTTP
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -123,15 +124,24 @@ def details(
 
     dtypes: dict[str, int] = {}
     if access and read_headers:
-        for name in (n for n in layout.weights if n.endswith(".safetensors")):
+        shards = [n for n in layout.weights if n.endswith(".safetensors")]
+
+        def header(name: str) -> dict[str, int]:
             meta = ctx.call(
-                lambda name=name: ctx.api.parse_safetensors_file_metadata(repo_id, name, revision=commit),
+                lambda: ctx.api.parse_safetensors_file_metadata(repo_id, name, revision=commit),
                 repo_id=repo_id,
                 revision=commit,
                 filename=name,
             )
-            for dtype, n in meta.parameter_count.items():
-                dtypes[dtype] = dtypes.get(dtype, 0) + n
+            return meta.parameter_count
+
+        # One or two small Range reads per shard; in parallel, since big repos have dozens of shards.
+        with ThreadPoolExecutor(
+            max_workers=min(8, max(1, len(shards))), thread_name_prefix="hubtui-hdr"
+        ) as pool:
+            for counts in pool.map(header, shards):
+                for dtype, n in counts.items():
+                    dtypes[dtype] = dtypes.get(dtype, 0) + n
     parameters = sum(dtypes.values()) if dtypes else None
     if parameters is None and info.safetensors is not None:
         parameters = info.safetensors.total
