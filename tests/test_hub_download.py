@@ -471,3 +471,13 @@ def test_a_rejected_token_says_so_without_showing_it(
     with pytest.raises(InvalidTokenError, match="rejected your token") as err:
         download(LLAMA, endpoint=fake_hub.url)
     assert bad not in str(err.value)
+
+
+def test_a_compressed_response_is_decoded_before_hashing(fake_hub: FakeHub) -> None:
+    fake_hub.knobs.force_gzip = True
+    result = download(LLAMA, include=["*.json"], endpoint=fake_hub.url)
+    repo = fake_hub.repos[LLAMA]
+    assert len(result.files) == 6
+    for f in result.files:
+        assert f.path.read_bytes() == repo.files[f.name].data
+    assert fake_hub.served(LLAMA, "tokenizer.json") < repo.files["tokenizer.json"].size  # it was gzipped

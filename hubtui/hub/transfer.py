@@ -230,7 +230,10 @@ def _stream(
         hasher = _BackgroundHasher(h)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC), 0o644)
         try:
-            for chunk in response.iter_raw():
+            # Raw bytes as they arrive; decoded only if a server compressed despite `Accept-Encoding: identity`
+            # (then a Range resume is impossible anyway, and the hash is over the decoded content).
+            encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
+            for chunk in response.iter_bytes() if encoded else response.iter_raw():
                 if not chunk:
                     continue
                 if have + len(chunk) > expected.size:

@@ -11,6 +11,7 @@ the bytes it serves per file so tests can prove that a resumed download did not 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import re
@@ -139,7 +140,8 @@ class Knobs:
     )  # file path -> byte range [a, b) to flip
     redirect_lfs: bool = True  # LFS downloads redirect to a "CDN" on another origin (localhost vs 127.0.0.1)
     chunk_delay: float = 0.0  # seconds to sleep between 64 KiB body chunks (a slow link)
-    ignore_range: bool = False  # answer 200 with the whole body even when a Range was asked for
+    ignore_range: bool = False
+    force_gzip: bool = False  # gzip whole-file responses whatever Accept-Encoding says  # answer 200 with the whole body even when a Range was asked for
     no_blobs: bool = False  # model info ignores blobs=true (an old mirror): sizes only from the tree listing
     evil_names: list[str] = field(default_factory=list)  # extra sibling names to advertise (e.g. "../x")
 
@@ -585,6 +587,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status = 206
             headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{f.size}"}
+        if knobs.force_gzip and status == 200 and f.data is not None:
+            # Like the Hub's text files: gzip even though the client asked for identity.
+            body = gzip.compress(f.data)
+            self._send(200, body, {**headers, "Content-Type": "text/plain", "Content-Encoding": "gzip"}, head)
+            if not head:
+                self._count(key, len(body))
+            return
         self.send_response(status)
         for k, v in {
             **headers,
