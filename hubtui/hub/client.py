@@ -166,10 +166,14 @@ def translate(
         msg = f"HTTP {status} from {ctx.endpoint} for {what} after {ctx.retry.max_retries} retries; try again later"
     elif isinstance(exc, httpx.TransportError):
         kind = HubConnectionError
-        msg = (
-            f"cannot reach {ctx.endpoint} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "check the network, HF_ENDPOINT and proxy settings"
-        )
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        if filename:
+            msg = (
+                f"download of {repo_id}/{filename} from {ctx.endpoint} kept failing ({detail}) after "
+                f"{ctx.retry.max_retries} retries; the bytes received are kept: run the same command again to resume"
+            )
+        else:
+            msg = f"cannot reach {ctx.endpoint} ({detail}); check the network, HF_ENDPOINT and proxy settings"
     elif isinstance(exc, HubError):
         return exc
     else:
