@@ -481,3 +481,16 @@ def test_a_compressed_response_is_decoded_before_hashing(fake_hub: FakeHub) -> N
     for f in result.files:
         assert f.path.read_bytes() == repo.files[f.name].data
     assert fake_hub.served(LLAMA, "tokenizer.json") < repo.files["tokenizer.json"].size  # it was gzipped
+
+
+def test_a_complete_partial_left_by_a_kill_before_the_rename_is_verified_not_refetched(
+    fake_hub: FakeHub, hub_env: Path
+) -> None:
+    big = fake_hub.repos["test/big"].files[BIG]
+    partial = blob(hub_env, "test/big", big.sha256).with_suffix(".incomplete")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(big.data)
+    result = download("test/big", endpoint=fake_hub.url)
+    (f,) = [f for f in result.files if f.name == BIG]
+    assert (f.status, f.resumed_from) == ("resumed", big.size) and f.path.read_bytes() == big.data
+    assert fake_hub.served("test/big", BIG) == 0

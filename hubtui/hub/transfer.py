@@ -144,11 +144,12 @@ def fetch(
     if have:
         hash_prefix(partial, h, have)
     attempt = 0
-    while have < expected.size:
+    digest = h.hexdigest() if have == expected.size else ""
+    while not digest:
         if cancel is not None and cancel.is_set():
             raise DownloadCancelledError("download cancelled; the partial file is kept and resumes next time")
         try:
-            have, h = _stream(
+            digest = _stream(
                 session,
                 url,
                 headers,
@@ -162,7 +163,6 @@ def fetch(
                 interrupter,
                 retry.read_timeout,
             )
-            attempt = 0
         except DownloadCancelledError:
             _drop_if_empty(partial)
             raise
@@ -178,11 +178,13 @@ def fetch(
             if attempt > retry.max_retries:
                 raise
             have = partial.stat().st_size if partial.exists() else 0
+            if have > expected.size:
+                partial.unlink()
+                have = 0
             h = expected.hasher()
             if have:
                 hash_prefix(partial, h, have)
             retry.wait(wait_for(exc, attempt, retry), cancel)
-    digest = h.hexdigest()
     size = partial.stat().st_size
     if size != expected.size or digest != expected.digest:
         partial.unlink(missing_ok=True)
@@ -207,8 +209,12 @@ def _stream(
     on_restart: Callable[[int], None] | None,
     interrupter: Interrupter | None,
     read_timeout: float,
-) -> tuple[int, hashlib._Hash]:
-    """One GET from `have` to the end; returns the new size and hash state (also after a partial read)."""
+) -> str:
+    """One GET from `have` to the end of the file; returns the hex digest of the whole file.
+
+    `h` holds the hash of the first `have` bytes. A connection that ends early raises (after the bytes
+    received are on disk), and the caller resumes from the file's size.
+    """
     req = dict(headers)
     if have:
         req["Range"] = f"bytes={have}-"
@@ -261,18 +267,7 @@ def _stream(
     if have < expected.size:
         hasher.abandon()
         raise httpx.RemoteProtocolError(f"connection closed after {have} of {expected.size} bytes")
-    digest_h = _Finished(hasher.hexdigest())
-    return have, digest_h  # type: ignore[return-value]
-
-
-class _Finished:
-    """A completed hash posing as a hashlib object for the caller's final comparison."""
-
-    def __init__(self, digest: str) -> None:
-        self._digest = digest
-
-    def hexdigest(self) -> str:
-        return self._digest
+    return hasher.hexdigest()
 
 
 def _drop_if_empty(partial: Path) -> None:
