@@ -178,7 +178,7 @@ class HubtuiApp(App[None]):
         for pane in PANES.values():
             bindings += pane.BINDINGS  # every screen's keys, not only the focused one's
         for binding in bindings:
-            if binding.id in seen:
+            if not binding.id or binding.id in seen:
                 continue
             seen.add(binding.id)
             keymap = getattr(self, "_keymap", {}) or {}

@@ -73,7 +73,8 @@ class DownloadsPane(Vertical):
         table.add_columns("Repo", "State", "Progress", "Rate", "ETA", "Files", "Now")
         yield table
         yield Static("Total", id="dl-total-label")
-        yield ProgressBar(total=None, show_eta=False, id="dl-total")
+        yield ProgressBar(total=100, show_eta=False, id="dl-total")
+        yield Static("", id="dl-detail")
         yield Static("p pause · r resume/retry · x cancel · Del forget", id="dl-help")
 
     def on_mount(self) -> None:
@@ -173,6 +174,9 @@ class DownloadsPane(Vertical):
                 message.error, title=f"Download of {message.key} failed", severity="error", timeout=10
             )
 
+    def on_data_table_row_highlighted(self) -> None:
+        self._show_detail()
+
     # -- actions ----------------------------------------------------------------------------------
     def _selected(self) -> Job | None:
         table = self.query_one("#dl-table", DataTable)
@@ -221,7 +225,7 @@ class DownloadsPane(Vertical):
             state = job.item.state + (f": {job.item.error}" if job.item.error else "")
             table.add_row(
                 key,
-                state[:60],
+                state[:20],
                 pct,
                 f"{human_bytes(job.rate)}/s" if job.rate and job.item.state == "running" else "-",
                 _eta(job.eta) if job.item.state == "running" else "-",
@@ -236,7 +240,20 @@ class DownloadsPane(Vertical):
         bar = self.query_one("#dl-total", ProgressBar)
         if total:
             bar.update(total=total, progress=done)
+        self._show_detail()
         running = sum(j.item.state == "running" for j in self.jobs.values())
         self.query_one("#dl-total-label", Static).update(
             f"Total: {human_bytes(done)} of {human_bytes(total)}, {running} running, {len(self.jobs)} in the list"
         )
+
+    def _show_detail(self) -> None:
+        """The highlighted download in full: its whole error message (the table cuts it) or its folder."""
+        job = self._selected()
+        detail = ""
+        if job is not None:
+            detail = f"[b]{job.item.key}[/b]: {job.item.state}"
+            if job.item.error:
+                detail += f"\n[red]{job.item.error}[/]"
+            if job.result_path:
+                detail += f"\nin {job.result_path}"
+        self.query_one("#dl-detail", Static).update(detail)
