@@ -22,11 +22,11 @@ def _work_dir() -> Path:
 
 
 @functools.cache
-def smollm2_gguf(checkpoint: Path, qtype: str) -> Path:
-    """`checkpoint` (the smollm2_dir fixture) converted by quant.convert to `qtype`."""
+def converted_gguf(checkpoint: Path, qtype: str) -> Path:
+    """A fixture checkpoint directory converted by quant.convert to `qtype` (once per process)."""
     from quant.convert import convert
 
-    return convert(checkpoint, _work_dir() / f"SmolLM2-135M-Instruct-{qtype}.gguf", qtype).path
+    return convert(checkpoint, _work_dir() / f"{checkpoint.name}-{qtype}.gguf", qtype).path
 
 
 def write_tiny_gguf(path: Path, *, n_tokens: int, embed_rows: int, arch: str = "llama") -> Path:

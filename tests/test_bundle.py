@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.runner_models import smollm2_gguf
+from tests.runner_models import converted_gguf
 
 EXPECTED = {"Modelfile", "README.txt", "SHA256SUMS", "SMOKE.md", "hubtui-chat.pyz", "smoke-report.json"}
 
@@ -26,7 +26,7 @@ def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def bundle_gguf(smollm2_dir: Path) -> Path:
-    return smollm2_gguf(smollm2_dir, "Q8_0")
+    return converted_gguf(smollm2_dir, "Q8_0")
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,14 @@ from hubtui.runner.chat import ChatEngine, load_model
 from hubtui.runner.errors import RunnerError
 from hubtui.runner.formats import FALLBACK_TEMPLATES, ChatFormat, guess_fallback
 from hubtui.runner.repl import run_repl
-from tests.runner_models import smollm2_gguf
+from tests.runner_models import converted_gguf
 
 QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="session")
 def chat_gguf(smollm2_dir: Path) -> Path:
-    return smollm2_gguf(smollm2_dir, "Q8_0")
+    return converted_gguf(smollm2_dir, "Q8_0")
 
 
 @pytest.fixture(scope="session")

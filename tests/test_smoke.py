@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hubtui.runner.smoke import SmokeReport, run_child, run_smoke
-from tests.runner_models import smollm2_gguf, write_tiny_gguf
+from tests.runner_models import converted_gguf, write_tiny_gguf
 
 
 def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,17 +23,17 @@ def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def f16_gguf(smollm2_dir: Path) -> Path:
-    return smollm2_gguf(smollm2_dir, "F16")
+    return converted_gguf(smollm2_dir, "F16")
 
 
 @pytest.fixture(scope="session")
 def q8_gguf(smollm2_dir: Path) -> Path:
-    return smollm2_gguf(smollm2_dir, "Q8_0")
+    return converted_gguf(smollm2_dir, "Q8_0")
 
 
 @pytest.fixture(scope="session")
 def q4km_gguf(smollm2_dir: Path) -> Path:
-    return smollm2_gguf(smollm2_dir, "Q4_K_M")
+    return converted_gguf(smollm2_dir, "Q4_K_M")
 
 
 @pytest.fixture(scope="session")
@@ -198,3 +198,30 @@ def test_no_leftover_temp_dirs_from_smoke(tmp_path: Path, monkeypatch: pytest.Mo
     run_child("tests.runner_fake_worker", {"mode": "exit"}, timeout=60)
     assert list(tmp_path.iterdir()) == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_model_larger_than_available_memory_fails_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    model = write_tiny_gguf(tmp_path / "big.gguf", n_tokens=100, embed_rows=100)
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=64 << 10))
+    report = run_smoke(model, gpu_layers=0)
+    assert report.verdict == "fail"
+    (reason,) = report.reasons
+    assert reason.startswith("big.gguf needs about ") and reason.endswith(
+        "but only 0.1 MiB of RAM is available"
+    )
+    assert report.measurements == {}  # never handed to llama.cpp
+
+
+def test_random_weights_warn_but_exit_zero(mixtral_tiny_dir: Path) -> None:
+    """Random weights load and run (a warn, not a fail): SentencePiece round trip, MoE, no end of turn."""
+    report = run_smoke(converted_gguf(mixtral_tiny_dir, "Q8_0"))
+    assert report.verdict == "warn" and report.exit_code == 0
+    levels = {c.check: c.level for c in report.checks}
+    assert levels["perplexity"] == "warn" and levels["generation"] == "warn"
+    assert levels["tokenizer"] == "ok" and levels["vocabulary"] == "ok"
+    assert report.measurements["perplexity"]["perplexity"] > 1000  # near-uniform over a 32k vocabulary

@@ -171,6 +171,10 @@ def run_child(
             return json.load(fh), None, stage
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def _memory_check(report: SmokeReport, facts: GGUFFacts, n_ctx: int, gpu_layers: int | str) -> None:
     """Refuse files that cannot fit before llama.cpp tries (mmap would otherwise thrash or OOM)."""
     import psutil
@@ -181,8 +185,8 @@ def _memory_check(report: SmokeReport, facts: GGUFFacts, n_ctx: int, gpu_layers:
         report.add(
             "memory",
             "fail",
-            f"{Path(facts.path).name} needs about {need / 2**30:.1f} GiB (weights + KV at ctx {n_ctx}) "
-            f"but only {avail / 2**30:.1f} GiB of RAM is available",
+            f"{Path(facts.path).name} needs about {_size(need)} (weights + KV at ctx {n_ctx}) "
+            f"but only {_size(avail)} of RAM is available",
         )
     else:
         report.add(
