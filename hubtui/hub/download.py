@@ -28,6 +28,7 @@ from hubtui.hub.errors import (
 from hubtui.hub.files import check_name, filter_names, safe_join, select_for_conversion, select_gguf
 from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
+from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges
 from hubtui.hub.transfer import Expected, Interrupter, fetch
 
 DiskFree = Callable[[Path], int]
@@ -106,8 +107,13 @@ def download(
     max_workers: int = 4,
     disk_free: DiskFree | None = None,
     retry: RetryPolicy | None = None,
+    connections: int = 4,
+    split_above: int = 256 << 20,
 ) -> DownloadResult:
-    """Download a checkpoint; see the module docstring. Raises HubError subclasses on failure."""
+    """Download a checkpoint; see the module docstring. Raises HubError subclasses on failure.
+
+    Files larger than `split_above` bytes are fetched over `connections` parallel range requests.
+    """
     ctx = connect(endpoint, token, retry, cancel, need_network="download")
     info = ctx.call(
         lambda: ctx.api.model_info(repo_id, revision=revision, files_metadata=True),
@@ -156,7 +162,9 @@ def download(
             tracker.state(it.name, "cached", it.expected.size)
         elif it.have:
             tracker.state(it.name, "queued", it.have)
-    fetched = _run(ctx, items, repo_id, commit, local_dir, tracker, cancel, max_workers)
+    fetched = _run(
+        ctx, items, repo_id, commit, local_dir, tracker, cancel, max_workers, connections, split_above
+    )
     files = [
         DownloadedFile(
             it.name,
@@ -219,7 +227,8 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
         lock = cache / ".locks" / storage.name / f"{expected.digest}.hubtui.lock"
         item = _Item(name, expected, blob, partial, pointer, lock, cached=cached)
     if not item.cached and item.partial.is_file():
-        item.have = min(item.partial.stat().st_size, size)
+        split = bytes_done(item.partial, size)
+        item.have = split if split is not None else min(item.partial.stat().st_size, size)
     return item
 
 
@@ -268,6 +277,8 @@ def _run(
     tracker: ProgressTracker,
     cancel: threading.Event | None,
     max_workers: int,
+    connections: int,
+    split_above: int,
 ) -> int:
     """Fetch the missing files on a thread pool; the first failure stops the others (their partials stay)."""
     from filelock import FileLock, Timeout
@@ -303,19 +314,41 @@ def _run(
                 tracker.advance(it.name, n)
 
             url = hf_hub_url(repo_id, it.name, revision=commit, endpoint=ctx.endpoint)
+            sidecar = it.partial.with_name(it.partial.name + ".ranges")
+            split = connections > 1 and (it.expected.size > split_above or sidecar.exists())
             try:
-                fetch(
-                    ctx.session,
-                    url,
-                    headers,
-                    it.partial,
-                    it.expected,
-                    on_bytes=on_bytes,
-                    cancel=stop,
-                    retry=ctx.retry,
-                    on_restart=lambda n: tracker.rewind(it.name, n),
-                    interrupter=interrupter,
-                )
+                if split:
+                    try:
+                        fetch_ranges(
+                            ctx.session,
+                            url,
+                            headers,
+                            it.partial,
+                            it.expected,
+                            connections,
+                            on_bytes=on_bytes,
+                            cancel=stop,
+                            retry=ctx.retry,
+                            interrupter=interrupter,
+                        )
+                    except RangeNotHonoured:  # one stream from byte 0 then
+                        tracker.rewind(it.name, it.expected.size)
+                        it.partial.unlink(missing_ok=True)
+                        sidecar.unlink(missing_ok=True)
+                        split = False
+                if not split:
+                    fetch(
+                        ctx.session,
+                        url,
+                        headers,
+                        it.partial,
+                        it.expected,
+                        on_bytes=on_bytes,
+                        cancel=stop,
+                        retry=ctx.retry,
+                        on_restart=lambda n: tracker.rewind(it.name, n),
+                        interrupter=interrupter,
+                    )
             except HubError:
                 raise
             except Exception as exc:

@@ -127,21 +127,18 @@ class Knobs:
     retry_after: str = "1"
     rate_limit_match: str = ""  # only requests whose path contains this (e.g. "/resolve/") are rate limited
     server_error: int = 0  # answer the next N resolve requests with 500
-    drop_after: dict[str, int] = field(
-        default_factory=dict
-    )  # file path -> close the socket after N body bytes
+    # file path -> close the socket at this file offset
+    drop_after: dict[str, int] = field(default_factory=dict)
     drop_times: dict[str, int] = field(default_factory=dict)  # how many times to drop (default once)
-    stall_after: dict[str, int] = field(
-        default_factory=dict
-    )  # file path -> stop sending after N bytes until released
+    # file path -> stop sending at this file offset until stall_release is set
+    stall_after: dict[str, int] = field(default_factory=dict)
     stall_release: threading.Event = field(default_factory=threading.Event)
-    corrupt: dict[str, tuple[int, int]] = field(
-        default_factory=dict
-    )  # file path -> byte range [a, b) to flip
+    # file path -> byte range [a, b) whose bits are flipped on the way out
+    corrupt: dict[str, tuple[int, int]] = field(default_factory=dict)
     redirect_lfs: bool = True  # LFS downloads redirect to a "CDN" on another origin (localhost vs 127.0.0.1)
     chunk_delay: float = 0.0  # seconds to sleep between 64 KiB body chunks (a slow link)
-    ignore_range: bool = False
-    force_gzip: bool = False  # gzip whole-file responses whatever Accept-Encoding says  # answer 200 with the whole body even when a Range was asked for
+    ignore_range: bool = False  # answer 200 with the whole body even when a Range was asked for
+    force_gzip: bool = False  # gzip whole-file responses whatever Accept-Encoding says
     no_blobs: bool = False  # model info ignores blobs=true (an old mirror): sizes only from the tree listing
     evil_names: list[str] = field(default_factory=list)  # extra sibling names to advertise (e.g. "../x")
 
@@ -606,7 +603,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         with self.fake._lock:
+            # Drops and stalls are at absolute file offsets and only hit the response whose range holds them.
             drop = knobs.drop_after.get(f.path)
+            if drop is not None and not start <= drop < end:
+                drop = None
             if drop is not None:
                 left = knobs.drop_times.get(f.path, 1) - 1
                 if left <= 0:
@@ -615,6 +615,8 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     knobs.drop_times[f.path] = left
             stall = knobs.stall_after.get(f.path)
+            if stall is not None and not start <= stall < end:
+                stall = None
             corrupt = knobs.corrupt.get(f.path)
         # The body: the fast path hands the file to the kernel; the knobs need a Python loop.
         if (
