@@ -179,6 +179,21 @@ _NUMPY_TYPES = {
 }
 
 
+def _pack_strings(items: list[bytes]) -> bytes:
+    """u64 length + bytes for each item, concatenated; vectorised (tokenizers hold ~400k strings)."""
+    n = len(items)
+    lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
+    blob = np.frombuffer(b"".join(items), dtype=np.uint8)
+    starts = np.zeros(n, dtype=np.int64)  # where each item's length field begins
+    np.cumsum(lengths[:-1] + 8, out=starts[1:])
+    out = np.empty(int(lengths.sum()) + 8 * n, dtype=np.uint8)
+    out[(starts[:, None] + np.arange(8)).ravel()] = lengths.astype("<u8").view(np.uint8)
+    out[
+        np.arange(blob.size) + np.repeat(starts + 8 - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    ] = blob
+    return out.tobytes()
+
+
 def _pack_value(w: gguf.GGUFWriter, val: Any) -> bytes:
     """One KV value as GGUFWriter would pack it; large arrays (tokens, merges, scores) in bulk."""
     vt = gguf.GGUFValueType
@@ -188,12 +203,11 @@ def _pack_value(w: gguf.GGUFWriter, val: Any) -> bytes:
     sub = val.sub_type if val.sub_type is not None else vt.get_type(value[0])
     head = struct.pack("<IIQ", vt.ARRAY, sub, len(value))
     if sub == vt.STRING:
-        parts = []
-        for item in value:
-            b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-            parts.append(struct.pack("<Q", len(b)))
-            parts.append(b)
-        return head + b"".join(parts)
+        try:
+            items = list(map(str.encode, value))
+        except TypeError:  # some items are bytes already
+            items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value]
+        return head + _pack_strings(items)
     if sub in _NUMPY_TYPES:
         return head + np.asarray(value, dtype=_NUMPY_TYPES[sub]).tobytes()
     return w._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type)
