@@ -2,7 +2,8 @@
 
 Serves one file of random bytes (500 MB by default) from tests/fakehub on 127.0.0.1 (LFS-style: the
 resolve URL redirects to a "CDN" origin, as on huggingface.co), then alternates
-`hubtui.hub.download` and `huggingface_hub.hf_hub_download` of that file into fresh caches, in one run.
+`hubtui.hub.download` (default: 4 parallel range requests for files above 256 MiB; and with
+`connections=1`, one stream) and `huggingface_hub.hf_hub_download` of that file into fresh caches.
 Reports the median MB/s of each and the ratio (hubtui / huggingface_hub; the target is >= 1.0).
 hubtui also hashes every byte (sha256) and writes it to disk as it arrives so a restart can resume;
 huggingface_hub checks only the size.
@@ -46,7 +47,13 @@ def make_file(path: Path, size: int) -> None:
 
 
 def run_hubtui(url: str, cache: Path) -> Path:
+    """The default: a file this big goes over 4 parallel range requests."""
     result = download(REPO, include=[NAME], endpoint=url, cache_dir=cache)
+    return result.files[0].path
+
+
+def run_hubtui_one_stream(url: str, cache: Path) -> Path:
+    result = download(REPO, include=[NAME], endpoint=url, cache_dir=cache, connections=1)
     return result.files[0].path
 
 
@@ -68,10 +75,11 @@ def main() -> None:
         hub = FakeHub()
         repo = hub.add_repo(FakeRepo(REPO))
         repo.add(NAME, source=source)
-        times: dict[str, list[float]] = {"hubtui": [], "huggingface_hub": []}
+        runners = {"hubtui": run_hubtui, "hubtui-1-stream": run_hubtui_one_stream, "huggingface_hub": run_hf}
+        times: dict[str, list[float]] = {k: [] for k in runners}
         with hub:
             for i in range(args.runs):
-                for label, fn in (("hubtui", run_hubtui), ("huggingface_hub", run_hf)):
+                for label, fn in runners.items():
                     cache = work / f"cache-{label}-{i}"
                     t0 = time.perf_counter()
                     path = fn(hub.url, cache)
@@ -85,6 +93,7 @@ def main() -> None:
             "seconds": times,
             "median_mb_per_s": mbps,
             "ratio_hubtui_over_hf": mbps["hubtui"] / mbps["huggingface_hub"],
+            "ratio_hubtui_1_stream_over_hf": mbps["hubtui-1-stream"] / mbps["huggingface_hub"],
         }
         if args.json:
             print(json.dumps(report, indent=2))
@@ -96,6 +105,7 @@ def main() -> None:
                 runs = ", ".join(f"{t:.2f}" for t in times[k])
                 print(f"{k:>16}: median {mbps[k]:7.1f} MB/s  (runs: {runs} s)")
             print(f"ratio hubtui / huggingface_hub: {report['ratio_hubtui_over_hf']:.2f}x")
+            print(f"ratio hubtui-1-stream / huggingface_hub: {report['ratio_hubtui_1_stream_over_hf']:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -75,6 +75,13 @@ class ProgressBar:
 @click.option(
     "--workers", type=click.IntRange(1, 32), default=4, show_default=True, help="Files fetched at once."
 )
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Parallel range requests per file above 256 MiB (1: one stream).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
 def command(
@@ -87,6 +94,7 @@ def command(
     cache_dir: str | None,
     endpoint: str | None,
     workers: int,
+    connections: int,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -111,6 +119,7 @@ def command(
             endpoint=endpoint,
             progress=bar,
             max_workers=workers,
+            connections=connections,
         )
     except KeyboardInterrupt:
         if bar is not None:
