@@ -154,6 +154,14 @@ def test_dequantize_checks_the_byte_count() -> None:
         dequantize(np.zeros(67, np.uint8), "Q8_0", (2, 32))
 
 
+def test_dequantize_accepts_raw_bytes_and_empty_tensors() -> None:
+    x = make_input("normal", (3, 64))
+    q = quantize(x, "Q5_1")
+    assert same_floats(dequantize(q.tobytes(), "Q5_1", x.shape), dequantize(q, "Q5_1", x.shape))
+    assert quantize(np.zeros((0, 64), np.float32), "Q8_0").shape == (0, 68)
+    assert dequantize(b"", "Q8_0", (0, 64)).shape == (0, 64)
+
+
 def test_out_must_fit() -> None:
     with pytest.raises(ValueError, match="out must be"):
         quantize(np.ones((2, 32), np.float32), "Q8_0", out=np.zeros((2, 33), np.uint8))
