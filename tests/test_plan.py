@@ -424,6 +424,22 @@ def test_cli_plan_usage_errors_exit_2(args: list[str], expect: str) -> None:
     assert expect in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_plan_this_machine_with_flash_attention() -> None:
+    import psutil
+
+    out = run_cli("plan", str(SMOLLM2_GGUF), "--ctx", "8192", "--flash-attn", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert (
+        data["target"]["name"] == "this machine"
+        and 0 < data["target"]["ram"] <= psutil.virtual_memory().total
+    )
+    assert data["settings"]["flash_attn"] is True
+    (row,) = data["types"]
+    assert row["cpu_work_buffer"] == 0  # no f16 KQ work buffer with flash attention
+    assert row["compute_buffer"] == 4 * 512 * (576 + 49152) + 4 * MIB  # only the logits path remains
+
+
 def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path) -> None:
     junk = tmp_path / "notes.txt"
     junk.write_text("hello")

@@ -80,7 +80,14 @@ def resolve_target(target_name: str | None, ram: str | None, vram: str | None, g
     return machine_target(detect_hardware(Probes(gpu_offload=_llama_offload_probe())))
 
 
-def build_plan(src: str, target: Target, ctx: int | None, types: tuple[str, ...] | None = None) -> Plan:
+def build_plan(
+    src: str,
+    target: Target,
+    ctx: int | None,
+    types: tuple[str, ...] | None = None,
+    *,
+    flash_attn: bool = False,
+) -> Plan:
     from quant.convert.mixture import ALIASES, FILE_TYPES
     from quant.plan import DEFAULT_CTX, DEFAULT_TYPES, PlanError, plan
 
@@ -92,8 +99,11 @@ def build_plan(src: str, target: Target, ctx: int | None, types: tuple[str, ...]
                 f"unknown type {bad[0]!r}; choose from {', '.join(FILE_TYPES)}", param_hint="--type"
             )
         types = tuple(dict.fromkeys(names))
+    from quant.memory import RunSettings
+
+    settings = RunSettings(flash_attn=flash_attn, repack_types=target.repack_types)
     try:
-        return plan(src, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES)
+        return plan(src, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
     except PlanError as exc:
         raise click.BadParameter(str(exc), param_hint="SRC") from None
 
@@ -186,6 +196,11 @@ def render(p: Plan) -> str:
 @click.argument("src")
 @target_options
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Size only these types (repeatable).")
+@click.option(
+    "--flash-attn",
+    is_flag=True,
+    help="Size for flash attention (llama-cpp-python's default is off): less compute.",
+)
 @json_option
 def command(
     src: str,
@@ -195,6 +210,7 @@ def command(
     gpus: int | None,
     ctx: int | None,
     types: tuple[str, ...],
+    flash_attn: bool,
     as_json: bool,
 ) -> None:
     """Size a model for this machine or a target profile: file size, memory, GPU offload, context.
@@ -205,7 +221,7 @@ def command(
     from hubtui.commands._common import echo_json
 
     target = resolve_target(target_name, ram, vram, gpus)
-    p = build_plan(src, target, ctx, types or None)
+    p = build_plan(src, target, ctx, types or None, flash_attn=flash_attn)
     for warning in p.warnings:
         click.echo(f"hubtui: warning: {warning}", err=True)
     if as_json:
