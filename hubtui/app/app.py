@@ -45,6 +45,23 @@ PANES = {
 }
 
 
+def _hub_settings():  # noqa: ANN202
+    """hubtui.hub.settings without the hub package's __init__ (huggingface_hub: ~0.3 s of start-up)."""
+    import sys
+
+    loaded = sys.modules.get("hubtui.hub.settings")
+    if loaded is not None:
+        return loaded
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "hubtui_app_hub_settings", Path(__file__).parents[1] / "hub" / "settings.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class HubtuiApp(App[None]):
     """Keyboard-driven front end over the same library code the CLI uses."""
 
@@ -71,9 +88,7 @@ class HubtuiApp(App[None]):
         self.endpoint = endpoint
         self.target_name = self.settings.target or MACHINE
         self.output_dir = str(Path(self.settings.output_dir or os.getcwd()).expanduser())
-        from hubtui.hub.settings import is_offline
-
-        self.offline = is_offline()
+        self.offline = _hub_settings().is_offline()
         self.offline_note = (
             "[b yellow]Offline[/] (HF_HUB_OFFLINE=1): browsing and downloads are off; local models work."
             if self.offline
@@ -104,9 +119,7 @@ class HubtuiApp(App[None]):
     def _probe_hub(self) -> None:
         import urllib.request
 
-        from hubtui.hub.settings import endpoint
-
-        url = endpoint(self.endpoint)
+        url = _hub_settings().endpoint(self.endpoint)
         try:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5).close()
         except urllib.error.HTTPError:

@@ -21,11 +21,15 @@ class HardwarePane(VerticalScroll):
             super().__init__()
             self.text = text
 
+    detected = False
+
     def compose(self) -> ComposeResult:
         yield Static("Detecting hardware…", id="hw-text")
 
-    def on_mount(self) -> None:
-        self.detect()
+    def on_show(self) -> None:
+        if not self.detected:  # first shown: probing (llama.cpp's library, NVML) would slow start-up
+            self.detected = True
+            self.detect()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:

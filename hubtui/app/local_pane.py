@@ -58,14 +58,18 @@ class LocalPane(Vertical):
             "i inspect · c convert · s smoke · t chat · b bundle · d delete · g refresh", id="local-help"
         )
 
-    def on_mount(self) -> None:
-        self.reload()
+    listed = False
+
+    def on_show(self) -> None:
+        if not self.listed:  # first shown; later, downloads and conversions call reload()
+            self.reload()
+
+    def reload(self) -> None:
+        self.listed = True
+        self._list(Path(self.app.output_dir))
 
     def action_reload(self) -> None:
         self.reload()
-
-    def reload(self) -> None:
-        self._list(Path(self.app.output_dir))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="local")
     def _list(self, output_dir: Path) -> None:
