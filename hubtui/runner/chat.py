@@ -254,6 +254,8 @@ class ChatEngine:
                 if self._cancel.is_set():
                     stop = "cancelled"
                     break
+        except RuntimeError as exc:  # llama_decode failures surface as RuntimeError in llama-cpp-python
+            raise RunnerError(f"llama.cpp failed while generating: {exc}") from None
         finally:
             gen.close()
         tail = decoder.decode(b"", final=True)

@@ -146,9 +146,14 @@ def run_child(
                     stage = ev["stage"]
                     if on_progress:
                         on_progress(ev["stage"], ev.get("message", ""))
+                if not timed_out:
+                    try:  # stdout closed; a child that then hangs on exit still meets the deadline
+                        proc.wait(timeout=max(5.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        timed_out = True
                 if timed_out:
                     proc.kill()
-                rc = proc.wait(timeout=max(5.0, deadline - time.monotonic()) if not timed_out else 30)
+                rc = proc.wait(timeout=30)
             except BaseException:
                 proc.kill()
                 proc.wait()
