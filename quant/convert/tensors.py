@@ -8,7 +8,7 @@ row blocks on demand so the writer can stream any tensor in bounded memory.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gguf
 import numpy as np
@@ -32,7 +32,6 @@ class OutTensor:
     data: np.ndarray | None = None  # generated tensors (rope_freqs)
     keep_f32: bool = False  # the converter always writes it as F32 (1-D, norms, router, biases)
     type: str = "F32"  # ggml type name, set by the mixture
-    source_label: str = field(default="", repr=False)
 
     @property
     def n_rows(self) -> int:
@@ -207,7 +206,7 @@ def plan_tensors(hp: HParams, sources: list[SourceTensor]) -> list[OutTensor]:
             or not gguf_name.endswith(".weight")
             or "ffn_gate_inp" in gguf_name
         )
-        out.append(OutTensor(gguf_name, shape, parts, permute, keep_f32=keep_f32, source_label=parts[0].name))
+        out.append(OutTensor(gguf_name, shape, parts, permute, keep_f32=keep_f32))
 
     for t in sources:
         name = t.name.replace("text_model.", "")
