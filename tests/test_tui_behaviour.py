@@ -16,7 +16,7 @@ from hubtui.app.modals import ConfirmScreen
 from hubtui.hub.download import format_bytes
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import BIG, TOKEN, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import isolate, make_app, text_of, wait_until
+from tests.tui_helpers import isolate, make_app, ready, text_of, wait_until
 
 
 @pytest.fixture
@@ -30,6 +30,7 @@ async def test_offline_opens_on_local_with_a_note(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     app = make_app(out, None)
     async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         assert app.query_one("#tabs").active == "local"
         await wait_until(pilot, lambda: "Offline" in text_of(app, "#local-note"), "offline note")
         assert "HF_HUB_OFFLINE=1" in text_of(app, "#local-note")
@@ -38,6 +39,7 @@ async def test_offline_opens_on_local_with_a_note(
 async def test_unreachable_hub_switches_to_local_and_says_why(hub_env: Path, out: Path) -> None:
     app = make_app(out, "http://127.0.0.1:9")  # nothing listens on the discard port
     async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         await wait_until(pilot, lambda: app.query_one("#tabs").active == "local", "switch to Local")
         await wait_until(pilot, lambda: "unreachable" in text_of(app, "#local-note"), "note")
         assert any("unreachable" in n.message for n in app._notifications)
@@ -50,6 +52,7 @@ async def test_gated_repo_shows_the_access_message_and_download_fails_readably(
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     app = make_app(out, fake_hub.url)
     async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
         await pilot.press(*"Gated", "enter")
         await wait_until(pilot, lambda: "request access" in text_of(app, "#detail-head"), "gated details")
         assert TOKEN not in text_of(app, "#detail-head")
@@ -67,6 +70,7 @@ async def test_download_resumes_after_restarting_the_app(fake_hub: FakeHub, out:
     fake_hub.knobs.chunk_delay = 0.2  # a slow link: the first run is still going when we quit
     first = make_app(out, fake_hub.url)
     async with first.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         first.enqueue_download("test/big")
         jobs = first.query_one(DownloadsPane).jobs
         await wait_until(pilot, lambda: jobs["test/big"].done >= 2 * 65536, "some bytes")
@@ -84,6 +88,7 @@ async def test_download_resumes_after_restarting_the_app(fake_hub: FakeHub, out:
     fake_hub.knobs.chunk_delay = 0.0
     second = make_app(out, fake_hub.url)
     async with second.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         jobs = second.query_one(DownloadsPane).jobs
         assert "test/big" in jobs  # the queue came back from disk and restarted by itself
         await wait_until(pilot, lambda: jobs["test/big"].item.state == "done", "resumed download")
@@ -102,6 +107,7 @@ async def test_cancelled_conversion_leaves_nothing_behind(
 ) -> None:
     app = make_app(out, "http://127.0.0.1:9")
     async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         app.open_convert(str(llama3_tiny_dir))
         pane = app.query_one(ConvertPane)
         pane.query_one("#cv-type", Select).value = "Q8_0"
@@ -119,6 +125,7 @@ async def test_delete_asks_first_and_reports_the_space_freed(out: Path, hub_env:
     gguf.write_bytes(b"GGUF" + bytes(5000))
     app = make_app(out, "http://127.0.0.1:9")
     async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
         await pilot.press("f4")
         table = app.query_one("#local-table", DataTable)
         await wait_until(pilot, lambda: table.row_count == 1, "local listing")

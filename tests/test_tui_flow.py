@@ -13,7 +13,7 @@ from hubtui.app.downloads_pane import DownloadsPane
 from hubtui.app.smoke_pane import SmokePane
 from tests.fakehub import FakeHub, FakeRepo
 from tests.fakehub.fixtures import add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import isolate, make_app, text_of, wait_until
+from tests.tui_helpers import isolate, make_app, ready, text_of, wait_until
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -35,6 +35,7 @@ async def test_search_details_download_convert_smoke_chat(
     out = isolate(tmp_path, monkeypatch)
     app = make_app(out, smol_hub.url, target="laptop-8g")
     async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
         # online: Browse with the search box focused, so typing + Enter searches
         assert app.query_one("#tabs").active == "browse" and app.focused.id == "search"
         await pilot.press(*"smollm2", "enter")

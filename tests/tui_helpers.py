@@ -43,3 +43,8 @@ def text_of(app: App, selector: str) -> str:
     """What a Static shows, as plain text."""
     widget = app.query_one(selector)
     return str(widget.render())
+
+
+async def ready(pilot: Pilot) -> None:
+    """Every screen exists (they are built just after the first frame)."""
+    await wait_until(pilot, lambda: pilot.app.screens_built, "the screens to be built", 30)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from textual import work
@@ -84,6 +85,7 @@ class HubtuiApp(App[None]):
 
     def __init__(self, settings: Settings | None = None, *, endpoint: str | None = None) -> None:
         super().__init__()
+        self._built = asyncio.Event()
         self.settings = settings if settings is not None else load_settings()
         self.endpoint = endpoint
         self.target_name = self.settings.target or MACHINE
@@ -96,23 +98,47 @@ class HubtuiApp(App[None]):
         )
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self._build_other_screens)
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
-        if self.offline:
-            self.action_show_tab("local")
-        else:
+        if not self.offline:
             self.query_one("#search", Input).focus()
             self._probe_hub()
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(id="tabs", initial="local" if self.offline else "browse"):
+        first = "local" if self.offline else "browse"
+        with TabbedContent(id="tabs", initial=first):
             for tab, title, _key, _bid in SCREENS:
                 with TabPane(title, id=tab):
-                    yield PANES[tab]()
+                    if tab == first:  # the others are built once the first frame is on the terminal
+                        yield PANES[tab]()
         yield Footer()
+
+    async def _build_other_screens(self) -> None:
+        for tab, *_ in SCREENS:
+            pane = self.query_one(f"TabPane#{tab}", TabPane)
+            if not pane.children and self.is_running:
+                await pane.mount(PANES[tab]())
+        self._built.set()
+
+    @property
+    def screens_built(self) -> bool:
+        return self._built.is_set()
+
+    def _when_built(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn` now, or as soon as every screen exists (a key pressed during the first frame)."""
+        if self._built.is_set():
+            fn(*args)
+            return
+
+        async def later() -> None:
+            await self._built.wait()
+            fn(*args)
+
+        self.run_worker(later(), group="when-built")
 
     # -- reachability -----------------------------------------------------------------------------
     @work(thread=True, exit_on_error=False, group="probe")
@@ -133,10 +159,14 @@ class HubtuiApp(App[None]):
         tabs = self.query_one(TabbedContent)
         if tabs.active == "browse" and not self.query_one("#search", Input).value:
             self.action_show_tab("local")
-        self.query_one(LocalPane).reload()
+        for pane in self.query(LocalPane):  # not there yet if still waiting to be built: it lists when shown
+            pane.reload()
 
     # -- navigation and cross-screen actions ------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:
+        self._when_built(self._show_tab, tab)
+
+    def _show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         pane = self.query_one(PANES[tab])
         if tab == "browse":
@@ -149,10 +179,13 @@ class HubtuiApp(App[None]):
                 pane.focus()
 
     def enqueue_download(self, repo_id: str, gguf: str | None = None) -> None:
-        self.query_one(DownloadsPane).enqueue(repo_id, gguf)
+        self._when_built(lambda: self.query_one(DownloadsPane).enqueue(repo_id, gguf))
 
     def open_convert(self, src: str) -> None:
-        self.action_show_tab("convert")
+        self._when_built(self._open_convert, src)
+
+    def _open_convert(self, src: str) -> None:
+        self._show_tab("convert")
         self.query_one(ConvertPane).set_source(src)
 
     def open_convert_for_repo(self, repo_id: str) -> None:
@@ -171,15 +204,22 @@ class HubtuiApp(App[None]):
             self.call_from_thread(self.open_convert, str(snap))
 
     def start_smoke(self, path: str) -> None:
-        self.action_show_tab("smoke")
+        self._when_built(self._start_smoke, path)
+
+    def _start_smoke(self, path: str) -> None:
+        self._show_tab("smoke")
         self.query_one(SmokePane).start(path)
 
     def start_chat(self, path: str) -> None:
-        self.action_show_tab("chat")
+        self._when_built(self._start_chat, path)
+
+    def _start_chat(self, path: str) -> None:
+        self._show_tab("chat")
         self.query_one(ChatPane).load(path)
 
     def local_changed(self) -> None:
-        self.query_one(LocalPane).reload()
+        for pane in self.query(LocalPane):
+            pane.reload()
         browse = self.query_one(BrowsePane)
         if browse.current:
             browse._load_details(browse.current)
@@ -222,5 +262,5 @@ class HubtuiApp(App[None]):
                 )
 
     def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
-        self.action_show_tab(tab)
+        self._show_tab(tab)
         self.run_action(action, self.query_one(pane_cls))
