@@ -154,3 +154,92 @@ async def test_command_palette_offers_every_screen_action(out: Path, hub_env: Pa
             "Chat: Stop reply",
         ):
             assert needed in titles
+
+
+class EndlessEngine:
+    """A ChatEngine stand-in that streams until cancelled (what Esc must do), at most 30 s."""
+
+    format = type("F", (), {"source": "test"})()
+    n_ctx = 2048
+
+    def __init__(self) -> None:
+        import threading
+
+        self.cancelled = threading.Event()
+        self.history: list[dict[str, str]] = []
+
+    def send(self, text: str, on_token=None, on_notice=None):  # noqa: ANN001, ANN201
+        import time
+        from types import SimpleNamespace
+
+        n = 0
+        t0 = time.monotonic()
+        while not self.cancelled.is_set() and time.monotonic() - t0 < 30:
+            on_token("word ")
+            n += 1
+            time.sleep(0.01)
+        stop = "cancelled" if self.cancelled.is_set() else "max_tokens"
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "word " * n}]
+        stats = SimpleNamespace(tokens=n, tokens_per_s=None, prompt_tokens=5, new_prompt_tokens=5, stop=stop)
+        return SimpleNamespace(text="word " * n, stats=stats)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    def close(self) -> None: ...
+
+
+async def test_chat_escape_stops_a_reply_and_up_recalls_history(out: Path, hub_env: Path) -> None:
+    from hubtui.app.chat_pane import ChatPane
+
+    app = make_app(out, "http://127.0.0.1:9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("f7")
+        chat = app.query_one(ChatPane)
+        engine = EndlessEngine()
+        chat.busy = True
+        chat.post_message(ChatPane.Loaded("model.gguf", engine))
+        await wait_until(pilot, lambda: chat.engine is engine, "engine")
+        assert app.focused.id == "chat-input"
+        await pilot.press(*"tell me a story", "enter")
+        await wait_until(pilot, lambda: chat.busy and chat.stream is not None, "streaming")
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not chat.busy, "stopped reply")
+        assert engine.cancelled.is_set() and "(stopped)" in text_of(app, "#chat-stats")
+        await pilot.press("up")
+        assert app.query_one("#chat-input").value == "tell me a story"
+        await pilot.press("down")
+        assert app.query_one("#chat-input").value == ""
+
+
+async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out: Path) -> None:
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("enter")  # empty query: everything, by downloads
+        table = app.query_one("#results", DataTable)
+        await wait_until(pilot, lambda: table.row_count >= 4, "all results")
+        await pilot.press("ctrl+l")  # family: Llama (official org first, then community)
+        await wait_until(pilot, lambda: "mistralai/Tiny-Mistral" not in _ids(table), "llama only")
+        assert _ids(table)[0] == "meta-llama/Tiny-Llama"
+        fake_hub.knobs.chunk_delay = 0.1
+        app.enqueue_download("test/big")
+        await pilot.press("f3")
+        pane = app.query_one(DownloadsPane)
+        job = pane.jobs["test/big"]
+        await wait_until(pilot, lambda: job.done > 0, "progress")
+        await pilot.press("p")
+        await wait_until(pilot, lambda: job.item.state == "paused", "paused")
+        fake_hub.knobs.chunk_delay = 0.0
+        await pilot.press("r")
+        await wait_until(pilot, lambda: job.item.state == "done", "resumed and done")
+        assert "resumed" in job.current
+
+
+def _ids(table: DataTable) -> list[str]:
+    return [str(k.value) for k in table.rows]
