@@ -203,6 +203,7 @@ def test_no_leftover_temp_dirs_from_smoke(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_model_larger_than_available_memory_fails_before_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import llama_cpp
     import psutil
 
     model = write_tiny_gguf(tmp_path / "big.gguf", n_tokens=100, embed_rows=100)
@@ -211,6 +212,8 @@ def test_a_model_larger_than_available_memory_fails_before_loading(
     report = run_smoke(model, gpu_layers=0)
     assert report.verdict == "fail"
     (reason,) = report.reasons
+    if not llama_cpp.llama_supports_gpu_offload():  # CPU build: "auto" means the CPU too
+        assert run_smoke(model).reasons == [reason]
     assert reason.startswith("big.gguf needs about ") and reason.endswith(
         "but only 0.1 MiB of RAM is available"
     )

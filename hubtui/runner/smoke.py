@@ -186,7 +186,12 @@ def _memory_check(report: SmokeReport, facts: GGUFFacts, n_ctx: int, gpu_layers:
 
     need = facts.tensor_bytes + kv_cache_bytes(facts, n_ctx)
     avail = psutil.virtual_memory().available
-    if gpu_layers in (0, "0") and need > avail:
+    on_cpu = gpu_layers in (0, "0")
+    if gpu_layers == "auto":
+        import llama_cpp
+
+        on_cpu = not llama_cpp.llama_supports_gpu_offload()
+    if on_cpu and need > avail:
         report.add(
             "memory",
             "fail",
