@@ -228,3 +228,19 @@ def test_random_weights_warn_but_exit_zero(mixtral_tiny_dir: Path) -> None:
     assert levels["perplexity"] == "warn" and levels["generation"] == "warn"
     assert levels["tokenizer"] == "ok" and levels["vocabulary"] == "ok"
     assert report.measurements["perplexity"]["perplexity"] > 1000  # near-uniform over a 32k vocabulary
+
+
+def test_nan_weights_fail_with_a_clear_reason(q8_gguf: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from gguf import GGUFReader
+
+    broken = tmp_path / "nan.gguf"
+    shutil.copyfile(q8_gguf, broken)
+    norm = next(t for t in GGUFReader(broken).tensors if t.name == "output_norm.weight")
+    with open(broken, "r+b") as fh:
+        fh.seek(int(norm.data_offset))
+        fh.write(np.full(int(norm.n_elements), np.nan, dtype=np.float32).tobytes())
+    report = run_smoke(broken)
+    assert report.verdict == "fail"
+    assert "NaN/inf logits at generation step 0" in report.reasons
+    assert "non-finite logits on the perplexity passage" in report.reasons
