@@ -11,11 +11,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, Markdown, Select, Static
 
+from hubtui.app.imports import load
+
 FAMILIES = [("All families", "all"), ("Llama", "llama"), ("Mistral", "mistral")]
 SORTS = [("Downloads", "downloads"), ("Likes", "likes"), ("Trending", "trending"), ("Updated", "updated")]
 
 
 def _human(n: int | None) -> str:
+    load("hubtui.commands.search")
     from hubtui.commands.search import _human
 
     return _human(n)
@@ -80,6 +83,7 @@ class BrowsePane(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="search")
     def _search(self, query: str | None, family: str | None, sort: str) -> None:
+        load("hubtui.hub")
         from hubtui.hub import search
 
         try:
@@ -129,6 +133,8 @@ class BrowsePane(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
     def _details(self, repo_id: str, target_name: str) -> None:
         from hubtui.app.services import fit_table_text, snapshot_dir
+
+        load("hubtui.hub")
         from hubtui.hub import details
 
         try:
@@ -160,6 +166,7 @@ class BrowsePane(Vertical):
             return
         d = message.details
         self.details_by_id[d.repo_id] = d
+        load("hubtui.hub.download")
         from hubtui.hub.download import format_bytes
 
         access = ("[green]" if d.access else "[red]") + d.access_note + "[/]"

@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Markdown, Static
 
+from hubtui.app.imports import load
+
 
 class PromptInput(Input):
     """The message box: ↑/↓ walk through what was sent before."""
@@ -90,6 +92,7 @@ class ChatPane(Vertical):
 
     @work(thread=True, exit_on_error=False, group="chat-load")
     def _load(self, path: str, system: str) -> None:
+        load("hubtui.runner.chat")
         from hubtui.runner.chat import ChatEngine, load_model
 
         try:

@@ -15,6 +15,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
+from hubtui.app.imports import load
+
 # the converter's file types (quant.convert.mixture.FILE_TYPES; not imported here to keep start-up fast)
 TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "BF16", "F32")
 
@@ -151,6 +153,7 @@ class ConvertPane(VerticalScroll):
 
     @work(thread=True, exit_on_error=False, group="convert")
     def _convert(self, src: str, out: str, qtype: str, cancel: threading.Event) -> None:
+        load("quant.convert")
         from quant.convert import ConversionCancelled, convert
 
         last = [0.0]

@@ -14,6 +14,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
+from hubtui.app.imports import load
 from hubtui.app.services import QueuedDownload, human_bytes, load_queue, save_queue, state_dir
 
 ACTIVE = ("queued", "running")
@@ -121,7 +122,10 @@ class DownloadsPane(Vertical):
 
     @work(thread=True, exit_on_error=False, group="downloads")
     def _run(self, key: str, repo_id: str, gguf: str | None, cancel: threading.Event) -> None:
+        load("hubtui.hub")
         from hubtui.hub import download
+
+        load("hubtui.hub.errors")
         from hubtui.hub.errors import DownloadCancelledError
 
         settings = self.app.settings

@@ -8,6 +8,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from hubtui.app.imports import load
+
 
 def _gib(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB"
@@ -33,9 +35,11 @@ class HardwarePane(VerticalScroll):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
+        load("quant.hardware")
         from quant.hardware import Probes, detect_hardware
 
         try:
+            load("llama_cpp")
             import llama_cpp
 
             offload = llama_cpp.llama_supports_gpu_offload

@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from hubtui.app.imports import load
 from hubtui.app.modals import ConfirmScreen, TextScreen
 from hubtui.app.services import LocalModel, human_bytes
 
@@ -183,6 +184,8 @@ class LocalPane(Vertical):
     @work(thread=True, exit_on_error=False, group="bundle")
     def _bundle(self, path: str, out: Path, target: str) -> None:
         from hubtui.app.services import MACHINE
+
+        load("hubtui.runner.bundle")
         from hubtui.runner.bundle import build_bundle
 
         try:

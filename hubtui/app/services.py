@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hubtui.app.imports import load
+
 if TYPE_CHECKING:
     from quant.plan import Plan
     from quant.profiles import Target
@@ -19,6 +21,7 @@ MACHINE = "this machine"
 
 
 def target_names() -> list[str]:
+    load("quant.profiles")
     from quant.profiles import PROFILES
 
     return [MACHINE, *PROFILES]
@@ -26,17 +29,22 @@ def target_names() -> list[str]:
 
 def resolve_target(name: str) -> Target:
     """A named profile, or this machine as `hubtui plan` sees it (same probes)."""
+    load("quant.profiles")
     from quant.profiles import get_profile, machine_target
 
     if name and name != MACHINE:
         return get_profile(name)
+    load("hubtui.commands.hw")
     from hubtui.commands.hw import _llama_offload_probe
+
+    load("quant.hardware")
     from quant.hardware import Probes, detect_hardware
 
     return machine_target(detect_hardware(Probes(gpu_offload=_llama_offload_probe())))
 
 
 def plan_for(src: str | Path, target_name: str) -> Plan:
+    load("quant.plan")
     from quant.plan import plan
 
     return plan(src, resolve_target(target_name))
@@ -44,6 +52,7 @@ def plan_for(src: str | Path, target_name: str) -> Plan:
 
 def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str]]:
     """(type, file size, memory, fit, max ctx) per type; the recommended one is marked with ★."""
+    load("hubtui.commands.plan")
     from hubtui.commands.plan import FIT_LABELS
 
     rec = p.recommendation.qtype if p.recommendation else None
@@ -64,6 +73,7 @@ def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str]]:
 
 
 def human_bytes(n: float) -> str:
+    load("hubtui.hub.download")
     from hubtui.hub.download import format_bytes
 
     return format_bytes(n)
@@ -71,7 +81,10 @@ def human_bytes(n: float) -> str:
 
 def snapshot_dir(repo_id: str, cache_dir: str | None = None) -> Path | None:
     """The newest cached snapshot of `repo_id` that holds a config.json (what convert and plan read)."""
+    load("hubtui.hub.download")
     from hubtui.hub.download import storage_folder
+
+    load("hubtui.hub.settings")
     from hubtui.hub.settings import cache_dir as hf_cache
 
     snaps = storage_folder(hf_cache(cache_dir), repo_id) / "snapshots"
@@ -96,7 +109,10 @@ class LocalModel:
 
 def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[LocalModel], list[str]]:
     """Cached repos, their GGUFs, and GGUFs in the output folder; plus the cache's warnings."""
+    load("hubtui.hub")
     from hubtui.hub import list_cache
+
+    load("hubtui.hub.files")
     from hubtui.hub.files import gguf_quant
 
     report = list_cache(cache_dir)
@@ -138,6 +154,7 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
 
 def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
     """Delete a cached repo (as `hubtui cache rm`) or a GGUF file; returns the bytes freed."""
+    load("hubtui.hub")
     from hubtui.hub import remove
 
     if model.kind == "gguf" and not model.path.startswith(str(_cache_root(cache_dir))):
@@ -149,6 +166,7 @@ def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
 
 
 def _cache_root(cache_dir: str | None) -> Path:
+    load("hubtui.hub.settings")
     from hubtui.hub.settings import cache_dir as hf_cache
 
     return hf_cache(cache_dir)
@@ -158,6 +176,7 @@ def inspect_text(path: str) -> str:
     """Exactly what `hubtui inspect FILE` prints."""
     from click.testing import CliRunner
 
+    load("hubtui.commands.inspect")
     from hubtui.commands.inspect import command
 
     result = CliRunner().invoke(command, [path])

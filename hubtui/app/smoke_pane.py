@@ -12,6 +12,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Markdown, Static
 
+from hubtui.app.imports import load
+
 
 class SmokePane(VerticalScroll):
     BINDINGS = [Binding("ctrl+y", "chat", "Chat with it", id="smoke.chat", priority=True)]
@@ -51,6 +53,7 @@ class SmokePane(VerticalScroll):
 
     @work(thread=True, exit_on_error=False, group="smoke")
     def _run(self, path: str) -> None:
+        load("hubtui.runner.smoke")
         from hubtui.runner.smoke import run_smoke
 
         try:
@@ -69,6 +72,7 @@ class SmokePane(VerticalScroll):
             )
 
     def on_smoke_pane_reported(self, message: Reported) -> None:
+        load("hubtui.runner.smoke_report")
         from hubtui.runner.smoke_report import render_markdown
 
         self.running = False
