@@ -7,7 +7,9 @@ Ctrl-C while a reply streams stops that reply; the session goes on.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import threading
 from typing import IO
 
@@ -27,14 +29,24 @@ def run_repl(
     engine: ChatEngine, inp: IO[str], out: IO[str], err: IO[str], *, interactive: bool, stats: bool = True
 ) -> int:
     """Read lines from `inp` until EOF or /quit; return an exit status."""
+    use_input = interactive and inp is sys.stdin
+    if use_input:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
     if interactive:
         err.write(f"chat format: {engine.format.source}; context {engine.n_ctx} tokens; /help for commands\n")
     while True:
-        if interactive:
-            err.write("you> ")
-            err.flush()
         try:
-            line = inp.readline()
+            if use_input:
+                err.flush()
+                line = input("you> ") + "\n"
+            else:
+                if interactive:
+                    err.write("you> ")
+                    err.flush()
+                line = inp.readline()
+        except EOFError:
+            line = ""
         except KeyboardInterrupt:
             err.write("\n")
             return 130
