@@ -83,6 +83,7 @@ class TypePlan:
             "metadata": est.component("metadata"),
             "overhead": est.component("overhead"),
             "total": est.total,
+            "expected_host_rss": est.host_rss,
             "devices": est.to_dict(),
             "max_ctx": self.max_ctx,
             "max_ctx_full_gpu": self.max_ctx_full_gpu,

@@ -209,7 +209,7 @@ def compare(model: Path, n_ctx: int, m: Measurement) -> dict[str, float | int | 
     est, _ = predict(model, n_ctx)
     host = est.host
     base = m.status["after_import"]["VmRSS"]
-    predicted_rss = base + host.total - HOST_RUNTIME
+    predicted_rss = base + host.resident - HOST_RUNTIME
     peak = m.status["after_fill"]["VmHWM"]
     row = {
         "model": model.name,

@@ -188,6 +188,18 @@ def test_compute_and_work_buffers() -> None:
     assert cpu_work_bytes(shape, replace(big, flash_attn=True)) == 0
 
 
+def test_untouched_logits_are_not_resident() -> None:
+    from quant.memory import LOGITS_TOUCHED_MAX, compute_untouched
+
+    shape = replace(toy_shape(), n_vocab=128256)
+    short, long = RunSettings(n_ctx=512), RunSettings(n_ctx=32768)
+    est = estimate(shape, short)
+    assert est.host.compute_untouched == compute_untouched(shape, short) > 0
+    kq = 4 * 512 * (1 + 4 * 1024 + 512 * 17)
+    assert est.host.resident == est.host.total - (4 * 512 * (1024 + 128256) - kq - LOGITS_TOUCHED_MAX)
+    assert compute_untouched(shape, long) == 0  # the KQ matrix dominates and is written in full
+
+
 def test_layer_split_semantics() -> None:
     shape = toy_shape(n_layer=8)
     # ngl = 1 offloads only the output layer (it counts inside ngl and goes first)
