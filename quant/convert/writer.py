@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -101,6 +103,37 @@ def _nonfinite(t: OutTensor, bad: int) -> ConversionError:
     return ConversionError(f"{what} contains NaN or infinite values (row {bad}); refusing to convert")
 
 
+class _BackgroundWriter:
+    """Writes queued buffers to `f` from a thread, so copying into the file overlaps encoding the next chunk."""
+
+    def __init__(self, f: BinaryIO, depth: int = 1) -> None:
+        self.f = f
+        self.queue: queue.Queue[memoryview | bytes | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gguf-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.f.write(item)
+                except BaseException as exc:  # re-raised in the converting thread
+                    self.error = exc
+
+    def write(self, buf: memoryview | bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(buf)
+
+    def close(self, *, check: bool = True) -> None:
+        """Wait for every queued buffer; with `check`, re-raise a write error."""
+        self.queue.put(None)
+        self.thread.join()
+        if check and self.error is not None:
+            raise self.error
+
+
 def write_data(
     f: BinaryIO,
     prep: Prepared,
@@ -113,6 +146,8 @@ def write_data(
     total = prep.layout.tensor_bytes
     done = 0
     shards = MappedShards()
+    out = _BackgroundWriter(f)
+    ok = False
     try:
         for t, lay in zip(prep.tensors, prep.layout.tensors, strict=True):
             if progress is not None:
@@ -128,7 +163,7 @@ def write_data(
                 if bad >= 0:
                     raise _nonfinite(t, r0 + bad)
                 data = encode(x, t.type, threads, t.name)
-                f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes
                 if not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
                     per_part = t.n_rows // len(t.parts)
@@ -147,9 +182,13 @@ def write_data(
             for part in t.parts:
                 shards.release(part.shard, part.start, part.nbytes)
             del arrays
-            f.write(b"\0" * (_pad(written, ALIGNMENT) - written))
+            out.write(b"\0" * (_pad(written, ALIGNMENT) - written))
             done += written
+        out.close()
+        ok = True
         if progress is not None:
             progress("", done, total)
     finally:
+        if not ok:
+            out.close(check=False)
         shards.close()
