@@ -27,9 +27,9 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-@pytest.fixture
-def session(fake_hub: FakeHub, tmp_path: Path) -> Iterator[str]:
-    name = f"hubtui-test-{uuid.uuid4().hex[:8]}"
+@pytest.fixture(params=["online", "offline"])
+def session(request: pytest.FixtureRequest, fake_hub: FakeHub, tmp_path: Path) -> Iterator[str]:
+    name = f"hubtui-test-{uuid.uuid4().hex[:8]}-{request.param}"
     env = {
         "PYTHONPATH": str(REPO_ROOT),
         "HF_ENDPOINT": fake_hub.url,
@@ -41,6 +41,8 @@ def session(fake_hub: FakeHub, tmp_path: Path) -> Iterator[str]:
         "TERM": "xterm-256color",
         "LANG": "C.UTF-8",
     }
+    if request.param == "offline":
+        env["HF_HUB_OFFLINE"] = "1"
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command = f"cd {shlex.quote(str(tmp_path))} && env {exports} {shlex.quote(sys.executable)} -m hubtui"
     _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", command)
@@ -66,8 +68,18 @@ def _wait_for(name: str, text: str, limit: float = 60.0) -> str:
 
 
 def test_search_and_switch_screens_in_tmux(session: str) -> None:
+    if session.endswith("offline"):  # a fresh process: the hub client is imported by workers only
+        screen = _wait_for(session, "local models")
+        assert "Offline" in screen and "HF_HUB_OFFLINE=1" in screen and "Traceback" not in screen
+        _tmux("send-keys", "-t", session, "F2")
     _wait_for(session, "Search Llama & Mistral models")
     _tmux("send-keys", "-t", session, "tiny", "Enter")  # the search box has focus on start
+    if session.endswith("offline"):
+        screen = _wait_for(session, "Search failed: offline mode")
+        assert "Traceback" not in screen
+        _tmux("send-keys", "-t", session, "C-q")
+        _wait_gone(session)
+        return
     screen = _wait_for(session, "licence:")
     assert "meta-llama/Tiny-Llama" in screen and "bartowski/Tiny-Llama-GGUF" in screen
     assert "Traceback" not in screen
@@ -75,6 +87,10 @@ def test_search_and_switch_screens_in_tmux(session: str) -> None:
     screen = _wait_for(session, "local models")
     assert "GGUFs are written to" in screen
     _tmux("send-keys", "-t", session, "C-q")
+    _wait_gone(session)
+
+
+def _wait_gone(session: str) -> None:
     t0 = time.monotonic()
     while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
         assert time.monotonic() - t0 < 20, "ctrl+q did not quit"
