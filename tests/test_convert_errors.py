@@ -232,3 +232,20 @@ def test_cancel_and_interrupt_remove_the_part_file(tiny_dir: Path, tmp_path: Pat
         convert(tiny_dir, out, "F16", progress=interrupt)
     assert list(tmp_path.iterdir()) == []
     assert issubclass(ConversionCancelled, ConversionError)
+
+
+def test_repo_id_resolves_to_the_hub_cache_snapshot(
+    tiny_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    out = tmp_path / "r.gguf"
+    code, _, err = run_cli(["convert", "someone/tiny-mistral", "-o", str(out), "--type", "F16"], capsys)
+    assert code == 1 and "someone/tiny-mistral" in err and "hubtui download" in err and not out.exists()
+    storage = cache / "models--someone--tiny-mistral"
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text("0123abcd")
+    clone_checkpoint(tiny_dir, storage / "snapshots" / "0123abcd")
+    code, _, err = run_cli(["convert", "someone/tiny-mistral", "-o", str(out), "--type", "F16"], capsys)
+    assert code == 0, err
+    assert out.read_bytes()[:4] == b"GGUF"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,26 @@ class StderrProgress:
         self.stream.flush()
 
 
+def resolve_source(src: Path) -> Path:
+    """A local checkpoint directory as given, or a hub repo id ("owner/name") already in the hub cache."""
+    text = str(src)
+    if src.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+        return src
+    from hubtui.errors import HubtuiError
+    from hubtui.hub.download import storage_folder
+    from hubtui.hub.settings import cache_dir
+
+    storage = storage_folder(cache_dir(), text)
+    ref = storage / "refs" / "main"
+    snapshot = storage / "snapshots" / ref.read_text().strip() if ref.is_file() else None
+    if snapshot is None or not (snapshot / "config.json").is_file():
+        raise HubtuiError(
+            f"{text}: not a local directory, and not in the hub cache ({cache_dir()}); "
+            f"download it first with `hubtui download {text}`"
+        )
+    return snapshot
+
+
 @click.command("convert")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option(
@@ -106,6 +127,7 @@ def command(
     """Convert a Hugging Face safetensors checkpoint into a GGUF file (Q4_K_M, Q8_0, ...)."""
     from quant.convert import convert
 
+    src = resolve_source(src)
     auto = None
     if qtype == "auto":
         auto = _auto_type(src, target_name, ram, vram, gpus, ctx)
