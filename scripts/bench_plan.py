@@ -403,8 +403,9 @@ def markdown(rows: list[dict], caps: list[dict], summary: dict) -> str:
         )
     lines += [
         "",
-        "| budget | ctx | recommended | predicted MiB | cap | survived | peak RSS MiB | major faults |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | budget MiB | ctx | recommended | predicted MiB | cap | survived | peak RSS MiB "
+        "| major faults in fill |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in caps:
         if not c.get("recommended"):
