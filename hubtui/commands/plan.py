@@ -222,6 +222,8 @@ def command(
 
     target = resolve_target(target_name, ram, vram, gpus)
     p = build_plan(src, target, ctx, types or None, flash_attn=flash_attn)
+    if types and p.source.kind == "gguf":
+        click.echo(f"hubtui: warning: --type is ignored for a GGUF file: {src} is sized as it is", err=True)
     for warning in p.warnings:
         click.echo(f"hubtui: warning: {warning}", err=True)
     if as_json:
