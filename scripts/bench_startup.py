@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ONLINE_MARK = b"Search Llama"
+ONLINE_MARK = b"Search models"
 OFFLINE_MARK = b"local models"
 _CSI = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Select
+from textual.widgets import DataTable, OptionList, Select
 
 from hubtui.app.app import HubtuiApp
 from hubtui.app.convert_pane import ConvertPane
@@ -243,3 +243,30 @@ async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out:
 
 def _ids(table: DataTable) -> list[str]:
     return [str(k.value) for k in table.rows]
+
+
+async def test_gguf_filter_and_downloading_a_chosen_published_gguf(fake_hub: FakeHub, out: Path) -> None:
+    from hubtui.app.modals import ChoiceScreen
+
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.query_one("#filter", Select).value = "gguf"
+        await pilot.press(*"tiny", "enter")
+        table = app.query_one("#results", DataTable)
+        await wait_until(pilot, lambda: _ids(table) == ["bartowski/Tiny-Llama-GGUF"], "GGUF repos only")
+        await wait_until(pilot, lambda: "published GGUF" in text_of(app, "#detail-head"), "details")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChoiceScreen), "GGUF chooser")
+        labels = [value for _, value in app.screen.choices]
+        assert "Q4_K_M" in labels and "Q8_0" in labels
+        options = app.screen.query_one("#choices", OptionList)
+        await wait_until(pilot, lambda: options.highlighted is not None, "a highlighted option")
+        while options.highlighted != labels.index("Q8_0"):
+            await pilot.press("down")
+        await pilot.press("enter")
+        jobs = app.query_one(DownloadsPane).jobs
+        key = "bartowski/Tiny-Llama-GGUF [Q8_0]"
+        await wait_until(pilot, lambda: key in jobs and jobs[key].item.state == "done", "GGUF download")
+        (path,) = [f for f in jobs[key].per_file if f.endswith(".gguf")]
+        assert path == "Tiny-Llama-Q8_0.gguf"

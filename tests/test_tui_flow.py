@@ -10,6 +10,8 @@ from textual.widgets import DataTable, Select
 from hubtui.app.chat_pane import ChatPane
 from hubtui.app.convert_pane import ConvertPane
 from hubtui.app.downloads_pane import DownloadsPane
+from hubtui.app.local_pane import LocalPane
+from hubtui.app.modals import TextScreen
 from hubtui.app.smoke_pane import SmokePane
 from tests.fakehub import FakeHub, FakeRepo
 from tests.fakehub.fixtures import add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
@@ -49,6 +51,7 @@ async def test_search_details_download_convert_smoke_chat(
         await pilot.press("ctrl+d")
         downloads = app.query_one(DownloadsPane)
         await wait_until(pilot, lambda: downloads.jobs[SMOL].item.state == "done", "download")
+        assert "model.safetensors" in downloads.jobs[SMOL].per_file  # per-file progress was tracked
         # the details pane now has the fit table from quant.plan for the configured target
         await wait_until(pilot, lambda: "★" in text_of(app, "#fit"), "fit table")
         fit = text_of(app, "#fit")
@@ -64,6 +67,23 @@ async def test_search_details_download_convert_smoke_chat(
         gguf = Path(convert.last_output)
         assert gguf.parent == out and gguf.name.endswith("Q4_K_M.gguf") and gguf.stat().st_size > 50e6
         assert not list(out.glob("*.part"))
+        # the new GGUF is on Local; inspect shows `hubtui inspect`'s view
+        await pilot.press("f4")
+        local = app.query_one("#local-table", DataTable)
+        await wait_until(pilot, lambda: local.row_count >= 2, "local listing")
+        rows = app.query_one(LocalPane).rows
+        local.move_cursor(row=next(i for i, m in enumerate(rows) if m.path == str(gguf)))
+        local.focus()
+        await pilot.press("i")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, TextScreen) and app.screen.query("#text-body"),
+            "inspect panel",
+        )
+        body = text_of(app, "#text-body")
+        assert "architecture" in body and "llama" in body and "Q4_K_M" in body
+        await pilot.press("escape")
+        await pilot.press("f5")
         # smoke test from the convert screen
         await pilot.press("ctrl+t")
         smoke = app.query_one(SmokePane)

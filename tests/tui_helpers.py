@@ -41,7 +41,12 @@ async def wait_until(pilot: Pilot, cond: Callable[[], bool], what: str, limit: f
 
 def text_of(app: App, selector: str) -> str:
     """What a Static shows, as plain text."""
-    widget = app.query_one(selector)
+    from textual.css.query import NoMatches
+
+    try:
+        widget = app.screen.query_one(selector)  # a modal's own widgets first
+    except NoMatches:
+        widget = app.query_one(selector)
     return str(widget.render())
 
 

@@ -13,7 +13,14 @@ from textual.widgets import DataTable, Input, Markdown, Select, Static
 
 from hubtui.app.imports import load
 
-FAMILIES = [("All families", "all"), ("Llama", "llama"), ("Mistral", "mistral")]
+FAMILIES = [("All", "all"), ("Llama", "llama"), ("Mistral", "mistral")]
+FILTERS = [
+    ("Any", "any"),
+    ("Open", "open"),
+    ("Gated", "gated"),
+    ("Safetensors", "safetensors"),
+    ("GGUF", "gguf"),
+]
 SORTS = [("Downloads", "downloads"), ("Likes", "likes"), ("Trending", "trending"), ("Updated", "updated")]
 
 
@@ -27,6 +34,7 @@ def _human(n: int | None) -> str:
 class BrowsePane(Vertical):
     BINDINGS = [
         Binding("ctrl+d", "download", "Download", id="browse.download", priority=True),
+        Binding("ctrl+g", "download_gguf", "Download GGUF", id="browse.download_gguf", priority=True),
         Binding("ctrl+o", "open_convert", "Convert", id="browse.convert", priority=True),
         Binding("ctrl+l", "cycle_family", "Family", id="browse.family", priority=True),
         Binding("ctrl+s", "cycle_sort", "Sort", id="browse.sort", priority=True),
@@ -53,9 +61,10 @@ class BrowsePane(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="search-bar"):
-            yield Input(placeholder="Search Llama & Mistral models, Enter searches", id="search")
+            yield Input(placeholder="Search models, Enter searches", id="search")
             yield Select(FAMILIES, value="all", allow_blank=False, id="family")
             yield Select(SORTS, value="downloads", allow_blank=False, id="sort")
+            yield Select(FILTERS, value="any", allow_blank=False, id="filter")
         table: DataTable[str] = DataTable(cursor_type="row", id="results")
         table.add_columns("Repo", "Params", "Downloads", "Likes", "Updated", "Access")
         yield table
@@ -78,16 +87,24 @@ class BrowsePane(Vertical):
         query = self.query_one("#search", Input).value.strip() or None
         family = self.query_one("#family", Select).value
         sort = str(self.query_one("#sort", Select).value)
+        kind = str(self.query_one("#filter", Select).value)
         self.query_one("#detail-head", Static).update("Searching…")
-        self._search(query, None if family == "all" else str(family), sort)
+        self._search(query, None if family == "all" else str(family), sort, kind)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="search")
-    def _search(self, query: str | None, family: str | None, sort: str) -> None:
+    def _search(self, query: str | None, family: str | None, sort: str, kind: str) -> None:
         load("hubtui.hub")
-        from hubtui.hub import search
+        from hubtui.hub import SearchFilters, search
 
+        filters = SearchFilters(
+            gated={"open": False, "gated": True}.get(kind),
+            has_safetensors=kind == "safetensors",
+            has_gguf=kind == "gguf",
+        )
         try:
-            results = search(query, family=family, sort=sort, limit=50, endpoint=self.app.endpoint)
+            results = search(
+                query, family=family, sort=sort, limit=50, filters=filters, endpoint=self.app.endpoint
+            )
         except Exception as exc:  # shown as a note, never raised into the UI
             self.post_message(self.Results(None, str(exc)))
             return
@@ -196,6 +213,34 @@ class BrowsePane(Vertical):
             quants = [g.quant for g in d.gguf_files if g.quant]
             gguf = "Q4_K_M" if "Q4_K_M" in quants else (quants[0] if quants else None)
         self.app.enqueue_download(self.current, gguf)
+
+    def action_download_gguf(self) -> None:
+        """Choose one of the repo's published GGUFs instead of the safetensors checkpoint."""
+        from hubtui.app.modals import ChoiceScreen
+        from hubtui.app.services import human_bytes
+
+        d = self.details_by_id.get(self.current or "")
+        ggufs = [g for g in d.gguf_files if g.quant] if d is not None else []
+        if d is None or not ggufs:
+            self.app.notify("This repo publishes no GGUF files.", severity="warning")
+            return
+        by_quant: dict[str, list[Any]] = {}
+        for g in ggufs:  # a split GGUF is several files of one type
+            by_quant.setdefault(g.quant, []).append(g)
+        choices = [
+            (
+                f"{q}  {human_bytes(sum(g.size or 0 for g in files))}  {files[0].name}"
+                + (f" (+{len(files) - 1} parts)" if len(files) > 1 else ""),
+                q,
+            )
+            for q, files in by_quant.items()
+        ]
+
+        def chosen(quant: str | None) -> None:
+            if quant:
+                self.app.enqueue_download(d.repo_id, quant)
+
+        self.app.push_screen(ChoiceScreen(f"Download a GGUF of {d.repo_id}", choices), chosen)
 
     def action_open_convert(self) -> None:
         if self.current:

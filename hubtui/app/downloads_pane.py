@@ -32,6 +32,7 @@ class Job:
     files: str = "-"
     current: str = ""
     result_path: str = ""
+    per_file: dict[str, Any] = field(default_factory=dict)  # name -> the latest FileStatus
 
 
 def _eta(seconds: float | None) -> str:
@@ -39,6 +40,11 @@ def _eta(seconds: float | None) -> str:
         return "--:--"
     s = int(seconds)
     return f"{s // 60}:{s % 60:02d}"
+
+
+def _bar(done: int, total: int, width: int = 12) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled) + f" {100 * done / total if total else 100:3.0f}%"
 
 
 class DownloadsPane(Vertical):
@@ -156,6 +162,7 @@ class DownloadsPane(Vertical):
         job.done, job.total, job.rate, job.eta = p.done, p.total, p.rate, p.eta
         job.files = f"{p.files_done}/{p.files_total}"
         job.current = f"{p.file.name} {p.file.state}"
+        job.per_file[p.file.name] = p.file
         self.refresh_table()
 
     def on_downloads_pane_finished(self, message: Finished) -> None:
@@ -260,4 +267,6 @@ class DownloadsPane(Vertical):
                 detail += f"\n[red]{job.item.error}[/]"
             if job.result_path:
                 detail += f"\nin {job.result_path}"
+            for f in job.per_file.values():
+                detail += f"\n  {_bar(f.done, f.size)} {f.name} {human_bytes(f.size)} {f.state}"
         self.query_one("#dl-detail", Static).update(detail)

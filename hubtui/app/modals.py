@@ -53,3 +53,28 @@ class TextScreen(ModalScreen[None]):
             yield Static(f"[b]{self.title_text}[/b]  (Esc closes)")
             with VerticalScroll():
                 yield Static(self.body, markup=False, id="text-body")
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Pick one of a few labelled values (a published GGUF to download, say); Esc picks nothing."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel", id="choice.cancel")]
+
+    def __init__(self, title: str, choices: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+
+        with Vertical(classes="modal-box"):
+            yield Static(f"[b]{self.title_text}[/b]  (Enter picks, Esc cancels)")
+            yield OptionList(*(Option(label, id=value) for label, value in self.choices), id="choices")
+
+    def on_option_list_option_selected(self, event: object) -> None:
+        self.dismiss(event.option.id)  # type: ignore[attr-defined]
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
