@@ -182,6 +182,32 @@ def test_non_finite_weights_name_the_tensor_and_remove_the_part_file(
         )
 
 
+def test_weights_that_overflow_f16_are_refused_with_tensor_and_row(
+    mistral_tiny_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """A float32 weight beyond 65504 would become inf in an F16 GGUF; llama.cpp's row check rejects that."""
+    from hubtui.demo.checkpoint_writer import write_weights
+    from tests.convert_support import tiny_config
+    from tests.fixtures.checkpoints import random_weights
+
+    ckpt = write_tiny_checkpoint(tmp_path / "big", mistral_tiny_dir)
+    weights = random_weights(tiny_config(), 7)
+    big = "model.layers.1.mlp.down_proj.weight"
+    weights[big] = weights[big].astype(np.float32)
+    weights[big][40, 5] = 1.0e6
+    (ckpt / "model.safetensors").unlink()
+    write_weights(ckpt, weights, "F32")
+    line = assert_fails(
+        ckpt, tmp_path / "out", capsys, "blk.1.ffn_down.weight", "row 40", "F16", extra=("--type", "F16")
+    )
+    assert "too large" in line
+    out = tmp_path / "q8" / "out.gguf"
+    out.parent.mkdir()
+    code, _, err = run_cli(["convert", str(ckpt), "-o", str(out), "--type", "Q8_0"], capsys)
+    assert code == 0, err  # a Q8_0 block scale of 1e6/127 still fits fp16
+    assert out.exists()
+
+
 def test_existing_output_needs_force(tiny_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.gguf"
     out.write_bytes(b"keep me")

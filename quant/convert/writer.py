@@ -63,19 +63,17 @@ class MappedShards:
         self._maps.clear()
 
 
-def encode(x: np.ndarray, type_name: str, threads: int | None = None, name: str = "") -> np.ndarray:
+def encode(
+    x: np.ndarray, type_name: str, threads: int | None = None, name: str = "", row0: int = 0
+) -> np.ndarray:
     """Encode finite float32 rows as ggml type `type_name` (bit-exact with ggml).
 
-    The rows were already checked for NaN/inf, so quantised types call the kernels' QuantType directly
-    (skipping the front end's second scan) and only run llama.cpp's row validation on the result.
+    The rows were already checked for NaN/inf, so the kernels' QuantType is called directly (skipping the
+    front end's second scan); llama.cpp's row validation still runs on the result, which also catches F16
+    and BF16 values that overflow to inf. `row0` is the tensor row of x[0], for the error message.
     """
     if type_name == "F32":
         return x
-    if type_name == "F16":
-        return x.astype(np.float16)  # RNE, identical to ggml for every finite input
-    if type_name == "BF16":
-        u = x.view(np.uint32).astype(np.uint64)
-        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
     import numba
 
     from quant.kernels.api import default_threads, quant_type
@@ -86,9 +84,9 @@ def encode(x: np.ndarray, type_name: str, threads: int | None = None, name: str 
     cls.quantize_rows(x, out)
     bad = cls.invalid_row(out)
     if bad >= 0:
+        what = "values overflow" if cls.block_size == 1 else "a block scale overflows fp16"
         raise ConversionError(
-            f"tensor {name}: row {bad} is too large for {type_name} (a block scale overflows fp16; "
-            "llama.cpp rejects such rows)"
+            f"tensor {name}: row {row0 + bad} is too large for {type_name} ({what}; llama.cpp rejects such rows)"
         )
     return out
 
@@ -162,7 +160,7 @@ def write_data(
                 x, bad = t.rows(r0, r1, arrays)
                 if bad >= 0:
                     raise _nonfinite(t, r0 + bad)
-                data = encode(x, t.type, threads, t.name)
+                data = encode(x, t.type, threads, t.name, r0)
                 out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes
                 if not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
