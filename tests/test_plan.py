@@ -534,3 +534,42 @@ def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path:
     )
     assert res.returncode == 2 and "valid profiles: laptop-8g" in res.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+    env_cache = tmp_path / "hub"
+    storage = env_cache / "models--someone--tiny-mistral"
+    snapshot = storage / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text("0123abcd")
+    for f in mistral_tiny_dir.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    env = {k: v for k, v in os.environ.items() if k != "HUBTUI_DEBUG"} | {"HF_HUB_CACHE": str(env_cache)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "hubtui",
+        "plan",
+        "someone/tiny-mistral",
+        "--target",
+        "laptop-8g",
+        "--type",
+        "Q8_0",
+    ]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["source"]["kind"] == "checkpoint" and data["types"][0]["type"] == "Q8_0"
+    from quant.convert import plan_layout
+
+    # general.name comes from the directory, so the exact size is the snapshot's own layout
+    assert data["types"][0]["file_size"] == plan_layout(snapshot, "Q8_0").file_size
+    missing = subprocess.run(
+        [*cmd[:4], "someone/other", "--target", "laptop-8g"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert missing.returncode == 1 and "hubtui download someone/other" in missing.stderr

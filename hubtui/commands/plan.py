@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -99,11 +100,13 @@ def build_plan(
                 f"unknown type {bad[0]!r}; choose from {', '.join(FILE_TYPES)}", param_hint="--type"
             )
         types = tuple(dict.fromkeys(names))
+    from hubtui.commands.convert import resolve_source
     from quant.memory import RunSettings
 
     settings = RunSettings(flash_attn=flash_attn, repack_types=target.repack_types)
+    path = resolve_source(Path(src))  # a hub repo id already downloaded sizes its cached snapshot
     try:
-        return plan(src, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
+        return plan(path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
     except PlanError as exc:
         raise click.BadParameter(str(exc), param_hint="SRC") from None
 
@@ -215,8 +218,8 @@ def command(
 ) -> None:
     """Size a model for this machine or a target profile: file size, memory, GPU offload, context.
 
-    SRC is a local checkpoint directory or a GGUF file. Without --target or --ram the budget is what
-    this machine has free now (see `hubtui hw`).
+    SRC is a local checkpoint directory, a GGUF file, or a hub repo id already downloaded (its cached
+    snapshot). Without --target or --ram the budget is what this machine has free now (see `hubtui hw`).
     """
     from hubtui.commands._common import echo_json
 
