@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, OptionList, Select
+from textual.widgets import DataTable, Input, OptionList, Select
 
 from hubtui.app.app import HubtuiApp
 from hubtui.app.convert_pane import ConvertPane
@@ -270,3 +270,37 @@ async def test_gguf_filter_and_downloading_a_chosen_published_gguf(fake_hub: Fak
         await wait_until(pilot, lambda: key in jobs and jobs[key].item.state == "done", "GGUF download")
         (path,) = [f for f in jobs[key].per_file if f.endswith(".gguf")]
         assert path == "Tiny-Llama-Q8_0.gguf"
+
+
+async def test_convert_asks_before_overwriting_and_shows_library_errors(
+    out: Path, llama3_tiny_dir: Path, hub_env: Path, tmp_path: Path
+) -> None:
+    import json
+
+    existing = out / "mine.gguf"
+    existing.write_bytes(b"keep me")
+    bad = tmp_path / "gpt2-ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    app = make_app(out, "http://127.0.0.1:9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.open_convert(str(llama3_tiny_dir))
+        pane = app.query_one(ConvertPane)
+        await wait_until(
+            pilot, lambda: app.focused is not None and app.focused.id == "cv-src", "convert screen"
+        )
+        pane.query_one("#cv-out", Input).value = str(existing)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "overwrite question")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: "already exists" in text_of(app, "#cv-status"), "status")
+        assert existing.read_bytes() == b"keep me"
+        # a checkpoint the converter does not support: a readable failure, the app keeps running
+        pane.query_one("#cv-out", Input).value = ""
+        pane.set_source(str(bad))
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "Failed" in text_of(app, "#cv-status"), "failure")
+        assert "gpt2" in text_of(app, "#cv-status").lower() or "GPT2" in text_of(app, "#cv-status")
+        assert any(n.severity == "error" for n in app._notifications)
+        assert app.is_running and list(out.iterdir()) == [existing]

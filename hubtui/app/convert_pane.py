@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from hubtui.app.imports import load
+from hubtui.app.modals import ConfirmScreen
 
 # the converter's file types (quant.convert.mixture.FILE_TYPES; not imported here to keep start-up fast)
 TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "BF16", "F32")
@@ -47,8 +48,9 @@ class ConvertPane(VerticalScroll):
             self.total = total
 
     class Finished(Message):
-        def __init__(self, result: Any, error: str = "", cancelled: bool = False) -> None:
+        def __init__(self, result: Any, error: str = "", cancelled: bool = False, exists: str = "") -> None:
             super().__init__()
+            self.exists = exists
             self.result = result
             self.error = error
             self.cancelled = cancelled
@@ -132,7 +134,7 @@ class ConvertPane(VerticalScroll):
 
     # -- conversion -------------------------------------------------------------------------------
     @on(Button.Pressed, "#cv-start")
-    def action_start(self) -> None:
+    def action_start(self, force: bool = False) -> None:
         if self.cancel_event is not None:
             self.app.notify("A conversion is already running.", severity="warning")
             return
@@ -149,12 +151,13 @@ class ConvertPane(VerticalScroll):
         self.query_one("#cv-after").display = False
         self.query_one("#cv-bar", ProgressBar).update(total=100, progress=0)
         self.query_one("#cv-status", Static).update(f"Converting {src} to {qtype}…")
-        self._convert(src, out, qtype, self.cancel_event)
+        self._convert(src, out, qtype, self.cancel_event, force)
 
     @work(thread=True, exit_on_error=False, group="convert")
-    def _convert(self, src: str, out: str, qtype: str, cancel: threading.Event) -> None:
+    def _convert(self, src: str, out: str, qtype: str, cancel: threading.Event, force: bool) -> None:
         load("quant.convert")
-        from quant.convert import ConversionCancelled, convert
+        from quant.convert import ConversionCancelled, convert, default_output_path
+        from quant.convert.layout import prepare
 
         last = [0.0]
 
@@ -167,7 +170,12 @@ class ConvertPane(VerticalScroll):
         try:
             if not out.endswith(".gguf"):
                 Path(out).mkdir(parents=True, exist_ok=True)
-            result = convert(src, out, qtype, progress=progress, cancel=cancel)
+            prep = prepare(src, qtype)
+            target = Path(out) if out.endswith(".gguf") else default_output_path(prep, Path(out))
+            if target.exists() and not force:  # ask before overwriting anything
+                self.post_message(self.Finished(None, exists=str(target)))
+                return
+            result = convert(src, target, qtype, progress=progress, cancel=cancel, prepared=prep, force=force)
         except ConversionCancelled:
             self.post_message(self.Finished(None, cancelled=True))
             return
@@ -193,6 +201,15 @@ class ConvertPane(VerticalScroll):
         self.query_one("#cv-start", Button).disabled = False
         self.query_one("#cv-cancel", Button).disabled = True
         status = self.query_one("#cv-status", Static)
+        if message.exists:
+            status.update(f"{message.exists} already exists.")
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.action_start(force=True)
+
+            self.app.push_screen(ConfirmScreen(f"{message.exists} already exists.\nOverwrite it?"), answered)
+            return
         if message.cancelled:
             self.query_one("#cv-bar", ProgressBar).update(progress=0)
             status.update("Cancelled; no output file was left behind.")
