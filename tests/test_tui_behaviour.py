@@ -304,3 +304,19 @@ async def test_convert_asks_before_overwriting_and_shows_library_errors(
         assert "gpt2" in text_of(app, "#cv-status").lower() or "GPT2" in text_of(app, "#cv-status")
         assert any(n.severity == "error" for n in app._notifications)
         assert app.is_running and list(out.iterdir()) == [existing]
+
+
+async def test_parameter_range_filter(fake_hub: FakeHub, out: Path) -> None:
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.query_one("#params", Input).value = "20K-"
+        await pilot.press("enter")
+        table = app.query_one("#results", DataTable)
+        await wait_until(pilot, lambda: table.row_count > 0, "results")
+        assert "meta-llama/Tiny-Llama" in _ids(table) and "mistralai/Tiny-Mistral" not in _ids(table)
+        app.query_one("#params", Input).value = "lots"
+        app.query_one("#search", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "Search failed" in text_of(app, "#detail-head"), "a readable refusal")
+        assert "MIN-MAX" in text_of(app, "#detail-head") and app.is_running

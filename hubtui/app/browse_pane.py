@@ -31,6 +31,24 @@ def _human(n: int | None) -> str:
     return _human(n)
 
 
+def _param_span(text: str) -> tuple[float | None, float | None]:
+    """'1B-8B', '500M-', '-3B' or '' -> (min, max) parameter counts, parsed as `hubtui search --min-params`."""
+    import click
+
+    load("hubtui.commands.search")
+    from hubtui.commands.search import _count
+
+    if not text:
+        return None, None
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise ValueError(f"parameter range {text!r}: write MIN-MAX, e.g. 1B-8B, 500M- or -3B")
+    try:
+        return _count(low or None), _count(high or None)
+    except click.BadParameter as exc:
+        raise ValueError(f"parameter range: {exc.message}") from None
+
+
 class BrowsePane(Vertical):
     BINDINGS = [
         Binding("ctrl+d", "download", "Download", id="browse.download", priority=True),
@@ -65,6 +83,7 @@ class BrowsePane(Vertical):
             yield Select(FAMILIES, value="all", allow_blank=False, id="family")
             yield Select(SORTS, value="downloads", allow_blank=False, id="sort")
             yield Select(FILTERS, value="any", allow_blank=False, id="filter")
+            yield Input(placeholder="1B-8B", id="params", tooltip="parameter range, e.g. 1B-8B, 500M-, -3B")
         table: DataTable[str] = DataTable(cursor_type="row", id="results")
         table.add_columns("Repo", "Params", "Downloads", "Likes", "Updated", "Access")
         yield table
@@ -75,6 +94,7 @@ class BrowsePane(Vertical):
 
     # -- search -----------------------------------------------------------------------------------
     @on(Input.Submitted, "#search")
+    @on(Input.Submitted, "#params")
     def _submitted(self) -> None:
         self.run_search()
 
@@ -88,15 +108,23 @@ class BrowsePane(Vertical):
         family = self.query_one("#family", Select).value
         sort = str(self.query_one("#sort", Select).value)
         kind = str(self.query_one("#filter", Select).value)
+        span = self.query_one("#params", Input).value.strip()
         self.query_one("#detail-head", Static).update("Searching…")
-        self._search(query, None if family == "all" else str(family), sort, kind)
+        self._search(query, None if family == "all" else str(family), sort, kind, span)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="search")
-    def _search(self, query: str | None, family: str | None, sort: str, kind: str) -> None:
+    def _search(self, query: str | None, family: str | None, sort: str, kind: str, span: str) -> None:
         load("hubtui.hub")
         from hubtui.hub import SearchFilters, search
 
+        try:
+            low, high = _param_span(span)
+        except ValueError as exc:
+            self.post_message(self.Results(None, str(exc)))
+            return
         filters = SearchFilters(
+            min_params=low,
+            max_params=high,
             gated={"open": False, "gated": True}.get(kind),
             has_safetensors=kind == "safetensors",
             has_gguf=kind == "gguf",
