@@ -570,6 +570,7 @@ def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: P
         capture_output=True,
         text=True,
         timeout=300,
-        env=env,
+        env=env | {"HF_HUB_OFFLINE": "1"},  # not cached and offline: the headers cannot be read either
     )
-    assert missing.returncode == 1 and "hubtui download someone/other" in missing.stderr
+    assert missing.returncode == 1 and "someone/other" not in missing.stdout
+    assert "offline mode" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,11 +105,72 @@ def build_plan(
     from quant.memory import RunSettings
 
     settings = RunSettings(flash_attn=flash_attn, repack_types=target.repack_types)
-    path = resolve_source(Path(src))  # a hub repo id already downloaded sizes its cached snapshot
-    try:
-        return plan(path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc), param_hint="SRC") from None
+    from hubtui.errors import HubtuiError
+
+    with tempfile.TemporaryDirectory(prefix="hubtui-plan-") as tmp:
+        try:
+            path = resolve_source(Path(src))  # a hub repo id already downloaded sizes its cached snapshot
+        except HubtuiError:
+            path = headers_only_checkpoint(src, Path(tmp))  # else read only headers and small files
+        try:
+            return plan(path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
+        except PlanError as exc:
+            raise click.BadParameter(str(exc), param_hint="SRC") from None
+
+
+def headers_only_checkpoint(repo_id: str, dest: Path) -> Path:
+    """A stand-in checkpoint of a hub repo: its config, tokenizer and card, and each safetensors shard as a
+    sparse file holding only the real header (read with HTTP Range requests), so no weight is downloaded."""
+    import json
+    import struct
+
+    from hubtui.hub.client import connect
+    from hubtui.hub.files import select_for_conversion
+
+    ctx = connect(need_network="sizing a hub repo")
+    info = ctx.call(lambda: ctx.api.model_info(repo_id, files_metadata=True), repo_id=repo_id)
+    commit = info.sha or "main"
+    names = select_for_conversion([s.rfilename for s in info.siblings or []], repo_id)
+    out = dest / repo_id.split("/")[-1]  # the converter names the model after its directory
+    out.mkdir(parents=True)
+    for name in names:
+        if name.endswith(".safetensors"):
+            meta = ctx.call(
+                lambda n=name: ctx.api.parse_safetensors_file_metadata(repo_id, n, revision=commit),
+                repo_id=repo_id,
+                filename=name,
+            )
+            header: dict = {"__metadata__": meta.metadata} if meta.metadata else {}
+            end = 0
+            for tname, t in meta.tensors.items():
+                header[tname] = {
+                    "dtype": t.dtype,
+                    "shape": list(t.shape),
+                    "data_offsets": list(t.data_offsets),
+                }
+                end = max(end, t.data_offsets[1])
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            with (out / name).open("wb") as fh:
+                fh.write(struct.pack("<Q", len(raw)) + raw)
+                fh.truncate(8 + len(raw) + end)  # sparse: the weights' bytes are never fetched
+        else:
+            (out / name).write_bytes(_fetch_small(ctx, repo_id, commit, name))
+    return out
+
+
+def _fetch_small(ctx, repo_id: str, commit: str, name: str) -> bytes:
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import hf_raise_for_status
+
+    url = hf_hub_url(repo_id, name, revision=commit, endpoint=ctx.endpoint)
+
+    def get() -> bytes:
+        r = ctx.session.get(url, headers=ctx.headers(), follow_redirects=True)
+        hf_raise_for_status(r)
+        return r.content
+
+    return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
 
 
 def _mib(n: int) -> str:
@@ -218,8 +280,9 @@ def command(
 ) -> None:
     """Size a model for this machine or a target profile: file size, memory, GPU offload, context.
 
-    SRC is a local checkpoint directory, a GGUF file, or a hub repo id already downloaded (its cached
-    snapshot). Without --target or --ram the budget is what this machine has free now (see `hubtui hw`).
+    SRC is a local checkpoint directory, a GGUF file, or a hub repo id: its cached snapshot when downloaded,
+    else only its config, tokenizer and safetensors headers are read (HTTP Range requests, no weights).
+    Without --target or --ram the budget is what this machine has free now (see `hubtui hw`).
     """
     from hubtui.commands._common import echo_json
 
