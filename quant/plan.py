@@ -299,9 +299,10 @@ def max_context(
     target: Target,
     *,
     kinds: tuple[str, ...] = ("gpu", "partial", "cpu"),
+    ceiling: int | None = None,
 ) -> int | None:
-    """Largest context (a multiple of 256, at most the trained context) whose fit is one of `kinds`."""
-    ceiling = max(shape.n_ctx_train, MIN_CTX) // CTX_STEP
+    """Largest context (a multiple of 256, at most `ceiling`, default the trained one) whose fit is in `kinds`."""
+    ceiling = max(ceiling or shape.n_ctx_train, MIN_CTX) // CTX_STEP
     lo, hi, best = 1, ceiling, None
     while lo <= hi:
         mid = (lo + hi) // 2
@@ -335,12 +336,12 @@ def plan(
     rows = []
     for qtype, shape in source.shapes.items():
         placement = fit(shape, settings, target)
-        full = (
-            max_context(shape, settings, target, kinds=("gpu",))
-            if target.gpus and placement.kind == "gpu"
-            else None
-        )
-        rows.append(TypePlan(qtype, shape.file_size, placement, max_context(shape, settings, target), full))
+        top = max(shape.n_ctx_train, ctx)  # up to the trained context, or the asked one when larger
+        full = None
+        if target.gpus and placement.kind == "gpu":
+            full = max_context(shape, settings, target, kinds=("gpu",), ceiling=top)
+        best = max_context(shape, settings, target, ceiling=top)
+        rows.append(TypePlan(qtype, shape.file_size, placement, best, full))
     fitting = [r for r in rows if r.fits]
     recommendation = min(fitting, key=_rank) if fitting else None
     shape = next(iter(source.shapes.values()))

@@ -167,7 +167,7 @@ def machine_target(hw: Hardware) -> Target:
         cards = tuple(usable_vram(g.free, display=False) for g in gpus)
         if cards:
             notes.append("usable VRAM = free − 0.5 GiB for the CUDA/ROCm context, per card")
-    desc = f"this machine: {_gib(hw.ram_available)} RAM available" + "".join(
+    desc = f"{_gib(hw.ram_available)} RAM available" + "".join(
         f", GPU {g.index} {g.name} {_gib(g.free)} free" for g in gpus
     )
     repack = repack_types_for(hw.machine, frozenset(hw.cpu_flags))
