@@ -1,6 +1,7 @@
 """Glue between the screens and the library: targets, plans, local models, the download queue file.
 
-Everything here may block (disk, hardware probes) and is called from thread workers only.
+Most of this blocks (disk, hardware probes, the hub cache) and is called from thread workers; only
+`human_bytes` and `target_names` run on the UI thread. Heavy modules come in through `imports.load`.
 """
 
 from __future__ import annotations
