@@ -118,7 +118,7 @@ def build_plan(
             raise click.BadParameter(str(exc), param_hint="SRC") from None
 
 
-def headers_only_checkpoint(repo_id: str, dest: Path) -> Path:
+def headers_only_checkpoint(repo_id: str, dest: Path, endpoint: str | None = None) -> Path:
     """A stand-in checkpoint of a hub repo: its config, tokenizer and card, and each safetensors shard as a
     sparse file holding only the real header (read with HTTP Range requests), so no weight is downloaded."""
     import json
@@ -127,7 +127,7 @@ def headers_only_checkpoint(repo_id: str, dest: Path) -> Path:
     from hubtui.hub.client import connect
     from hubtui.hub.files import select_for_conversion
 
-    ctx = connect(need_network="sizing a hub repo")
+    ctx = connect(endpoint, need_network="sizing a hub repo")
     info = ctx.call(lambda: ctx.api.model_info(repo_id, files_metadata=True), repo_id=repo_id)
     commit = info.sha or "main"
     names = select_for_conversion([s.rfilename for s in info.siblings or []], repo_id)
