@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from quant.kernels.bits import cvt_i32, f32_to_f16, roundf
+
 _EXP_MASK = np.uint32(0x7F800000)
 
 
@@ -42,6 +44,51 @@ def first_nonfinite_row(bits):  # pragma: no cover - compiled
             if (bits[i, j] & _EXP_MASK) == _EXP_MASK:
                 flags[i] = 1
                 break
+    for i in range(n):
+        if flags[i]:
+            return i
+    return -1
+
+
+@njit(cache=True, parallel=True)
+def bf16_rows_to_q8_0(src, rows, out, ntasks):  # pragma: no cover - compiled
+    """out[i] = Q8_0 of src[rows[i]] (bf16 bits): each row is widened into a small per-task float32 buffer
+    (cache-resident) instead of a float32 copy of the whole chunk.
+
+    The arithmetic is quant.kernels.simple's Q8_0 kernel (ggml's quantize_row_q8_0_ref), so the bytes are the
+    same. Returns the first output row holding NaN/inf, or -1 (that row's bytes are then meaningless).
+    """
+    n = rows.shape[0]
+    c = src.shape[1]
+    nb = c // 32
+    flags = np.zeros(n, dtype=np.uint8)
+    for t in prange(ntasks):  # contiguous row ranges, handed out one task at a time
+        bits = np.empty(c, dtype=np.uint32)
+        x = bits.view(np.float32)
+        for i in range(t * n // ntasks, (t + 1) * n // ntasks):
+            r = rows[i]
+            bad = False
+            for j in range(c):
+                u = np.uint32(src[r, j]) << np.uint32(16)
+                bits[j] = u
+                if (u & _EXP_MASK) == _EXP_MASK:
+                    bad = True
+            if bad:
+                flags[i] = 1
+            for b in range(nb):
+                xb = b * 32
+                o = b * 34
+                amax = np.float32(0.0)
+                for j in range(32):
+                    v = np.float32(abs(x[xb + j]))
+                    amax = amax if amax > v else v
+                d = amax / np.float32(127.0)
+                idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+                h = f32_to_f16(d)
+                out[i, o] = np.uint8(h & np.uint16(0xFF))
+                out[i, o + 1] = np.uint8(h >> np.uint16(8))
+                for j in range(32):
+                    out[i, o + 2 + j] = np.uint8(cvt_i32(roundf(x[xb + j] * idd)) & 0xFF)
     for i in range(n):
         if flags[i]:
             return i

@@ -82,13 +82,77 @@ def encode(
     out = np.empty((x.shape[0], row_nbytes(type_name, x.shape[1])), dtype=np.uint8)
     numba.set_num_threads(min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS))
     cls.quantize_rows(x, out)
+    _check_encoded(out, type_name, name, row0)
+    return out
+
+
+def _check_encoded(out: np.ndarray, type_name: str, name: str, row0: int) -> None:
+    """llama.cpp's row validation of encoded rows (an F16/BF16 value or a block scale overflowing to inf)."""
+    from quant.kernels.api import quant_type
+
+    cls = quant_type(type_name)
     bad = cls.invalid_row(out)
     if bad >= 0:
         what = "values overflow" if cls.block_size == 1 else "a block scale overflows fp16"
         raise ConversionError(
             f"tensor {name}: row {row0 + bad} is too large for {type_name} ({what}; llama.cpp rejects such rows)"
         )
-    return out
+
+
+def _fused_q8_0(t: OutTensor, arrays: list[np.ndarray]) -> bool:
+    """Whether `t` can go straight from BF16 source rows to Q8_0 (the common case: no float32 chunk needed)."""
+    return (
+        t.type == "Q8_0" and t.data is None and len(t.shape) > 1 and all(a.dtype == np.uint16 for a in arrays)
+    )
+
+
+class _BufferRing:
+    """Reused output chunks: fresh 16 MiB arrays would cost a page fault per 4 KiB on every chunk. Safe because
+    the writer holds at most `depth` queued buffers plus the one it is writing while the next is filled."""
+
+    def __init__(self, count: int) -> None:
+        self.bufs: list[np.ndarray] = []
+        self.count = count
+        self.next = 0
+
+    def get(self, nbytes: int) -> np.ndarray:
+        if len(self.bufs) < self.count:
+            self.bufs.append(np.empty(nbytes, dtype=np.uint8))
+        i, self.next = self.next % len(self.bufs), self.next + 1
+        if self.bufs[i].nbytes < nbytes:
+            self.bufs[i] = np.empty(nbytes, dtype=np.uint8)
+        return self.bufs[i][:nbytes]
+
+
+def _q8_0_rows(
+    t: OutTensor, start: int, stop: int, arrays: list[np.ndarray], buf: np.ndarray, threads: int | None
+) -> tuple[np.ndarray, int]:
+    """Q8_0 bytes of output rows [start, stop) of a BF16 tensor, and the first row (within them) with NaN/inf."""
+    import numba
+
+    from quant.convert.rowkernels import bf16_rows_to_q8_0
+    from quant.kernels.api import default_threads
+
+    nthreads = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(nthreads)
+    row_bytes = row_nbytes("Q8_0", t.n_cols)
+    out = buf.reshape(stop - start, row_bytes)
+    rmap = t.row_map()
+    per_part = t.n_rows // len(arrays)
+    first_bad = -1
+    pos = start
+    with numba.parallel_chunksize(1):
+        while pos < stop:
+            p, r0 = divmod(pos, per_part)
+            r1 = min(per_part, r0 + (stop - pos))
+            src = arrays[p].reshape(per_part, t.n_cols)
+            idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
+            o0 = pos - start
+            bad = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], 8 * nthreads)
+            if bad >= 0 and first_bad < 0:
+                first_bad = o0 + bad
+            pos += r1 - r0
+    return out, first_bad
 
 
 def _nonfinite(t: OutTensor, bad: int) -> ConversionError:
@@ -106,6 +170,7 @@ class _BackgroundWriter:
 
     def __init__(self, f: BinaryIO, depth: int = 1) -> None:
         self.f = f
+        self.depth = depth
         self.queue: queue.Queue[memoryview | bytes | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="gguf-writer", daemon=True)
@@ -145,22 +210,31 @@ def write_data(
     done = 0
     shards = MappedShards()
     out = _BackgroundWriter(f)
+    ring = _BufferRing(out.depth + 2)
     ok = False
     try:
         for t, lay in zip(prep.tensors, prep.layout.tensors, strict=True):
             if progress is not None:
                 progress(t.name, done, total)
             arrays = [p.array(shards.view(p.shard)) for p in t.parts]
+            fused = _fused_q8_0(t, arrays)
             per_chunk = max(1, CHUNK_ELEMENTS // t.n_cols)
             written = 0
             for r0 in range(0, t.n_rows, per_chunk):
                 if cancel is not None and cancel.is_set():
                     raise ConversionCancelled("conversion cancelled")
                 r1 = min(t.n_rows, r0 + per_chunk)
-                x, bad = t.rows(r0, r1, arrays)
-                if bad >= 0:
-                    raise _nonfinite(t, r0 + bad)
-                data = encode(x, t.type, threads, t.name, r0)
+                if fused:
+                    buf = ring.get((r1 - r0) * row_nbytes("Q8_0", t.n_cols))
+                    data, bad = _q8_0_rows(t, r0, r1, arrays, buf, threads)
+                    if bad >= 0:
+                        raise _nonfinite(t, r0 + bad)
+                    _check_encoded(data, t.type, t.name, r0)
+                else:
+                    x, bad = t.rows(r0, r1, arrays)
+                    if bad >= 0:
+                        raise _nonfinite(t, r0 + bad)
+                    data = encode(x, t.type, threads, t.name, r0)
                 out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes
                 if not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
