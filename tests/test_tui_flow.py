@@ -46,16 +46,20 @@ async def test_search_details_download_convert_smoke_chat(
         await wait_until(pilot, lambda: "access" in text_of(app, "#detail-head"), "details")
         head = text_of(app, "#detail-head")
         assert SMOL in head and "public" in head and "model.safetensors" in head
-        assert "download it" in text_of(app, "#fit")  # not downloaded yet: no sizes to show
+        # not downloaded yet: sized from the config, tokenizer and safetensors headers alone
+        await wait_until(pilot, lambda: "nothing downloaded" in text_of(app, "#fit"), "fit from headers")
+        assert "★" in text_of(app, "#fit") and "laptop-8g" in text_of(app, "#fit")
+        from_headers = text_of(app, "#fit").splitlines()[:8]
         # download
         await pilot.press("ctrl+d")
         downloads = app.query_one(DownloadsPane)
         await wait_until(pilot, lambda: downloads.jobs[SMOL].item.state == "done", "download")
         assert "model.safetensors" in downloads.jobs[SMOL].per_file  # per-file progress was tracked
         # the details pane now has the fit table from quant.plan for the configured target
-        await wait_until(pilot, lambda: "★" in text_of(app, "#fit"), "fit table")
+        await wait_until(pilot, lambda: "downloaded checkpoint" in text_of(app, "#fit"), "fit table")
         fit = text_of(app, "#fit")
         assert "laptop-8g" in fit and "Q4_K_M" in fit and "Q8_0" in fit
+        assert fit.splitlines()[:8] == from_headers  # headers alone gave the exact same sizes
         # open in convert: source filled, recommendation preselected; pick Q4_K_M and run
         await pilot.press("ctrl+o")
         convert = app.query_one(ConvertPane)

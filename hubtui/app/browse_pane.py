@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -71,6 +72,12 @@ class BrowsePane(Vertical):
             self.details = details
             self.fit = fit
             self.error = error
+
+    class Fit(Message):
+        def __init__(self, repo_id: str, text: str) -> None:
+            super().__init__()
+            self.repo_id = repo_id
+            self.text = text
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,8 +184,6 @@ class BrowsePane(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
     def _details(self, repo_id: str, target_name: str) -> None:
-        from hubtui.app.services import fit_table_text, snapshot_dir
-
         load("hubtui.hub")
         from hubtui.hub import details
 
@@ -187,18 +192,44 @@ class BrowsePane(Vertical):
         except Exception as exc:
             self.post_message(self.Details(repo_id, None, "", str(exc)))
             return
-        snap = snapshot_dir(repo_id)
-        if snap is None:
-            fit = (
-                "[b]Fit[/b]: sizing reads the checkpoint's config and tensor headers: "
-                "download it (ctrl+d) to see each type's exact size and fit."
-            )
+        self.post_message(self.Details(repo_id, d, f"[b]Fit[/b]: sizing {repo_id} for {target_name}…"))
+        if not d.access:
+            fit = "[b]Fit[/b]: no access to the files yet, so no sizes (see the access line above)."
         else:
             try:
-                fit = fit_table_text(snap, target_name)
+                fit = self._fit_text(repo_id, target_name)
             except Exception as exc:
                 fit = f"[b]Fit[/b]: cannot size {repo_id}: {exc}"
-        self.post_message(self.Details(repo_id, d, fit))
+        self.post_message(self.Fit(repo_id, fit))
+
+    def _fit_text(self, repo_id: str, target_name: str) -> str:
+        """The downloaded snapshot if there is one, else (as `hubtui plan OWNER/NAME`) a stand-in built
+        from the repo's config, tokenizer and safetensors headers, with no weights fetched."""
+        import tempfile
+
+        from hubtui.app.services import fit_table_text, snapshot_dir
+
+        snap = snapshot_dir(repo_id)
+        if snap is not None:
+            return fit_table_text(snap, target_name) + "\n[dim](sized from the downloaded checkpoint)[/]"
+        load("hubtui.commands.plan")
+        from hubtui.commands.plan import headers_only_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="hubtui-fit-") as tmp:
+            try:
+                stand_in = headers_only_checkpoint(repo_id, Path(tmp), endpoint=self.app.endpoint)
+                return (
+                    fit_table_text(stand_in, target_name)
+                    + "\n[dim](sized from headers; nothing downloaded)[/]"
+                )
+            except Exception as exc:  # name the repo, not the temporary stand-in folder
+                raise RuntimeError(
+                    str(exc).replace(str(Path(tmp) / repo_id.split("/")[-1]), repo_id)
+                ) from None
+
+    def on_browse_pane_fit(self, message: Fit) -> None:
+        if message.repo_id == self.current:
+            self.query_one("#fit", Static).update(message.text)
 
     def on_browse_pane_details(self, message: Details) -> None:
         if message.repo_id != self.current:
