@@ -82,6 +82,7 @@ class BrowsePane(Vertical):
     def __init__(self) -> None:
         super().__init__()
         self.details_by_id: dict[str, Any] = {}
+        self._pending: Any = None  # the timer of a debounced details request
         self.current: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -174,8 +175,14 @@ class BrowsePane(Vertical):
     # -- details ----------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#results")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value and event.row_key.value != self.current:
-            self._load_details(event.row_key.value)
+        repo_id = event.row_key.value
+        if repo_id and repo_id != self.current:
+            # wait until the cursor rests: each repo's details and sizing are a few hub requests
+            if self._pending is not None:
+                self._pending.stop()
+            self.current = repo_id
+            self.query_one("#detail-head", Static).update(f"[b]{repo_id}[/b]")
+            self._pending = self.set_timer(0.3, lambda: self._load_details(repo_id))
 
     def _load_details(self, repo_id: str) -> None:
         self.current = repo_id
