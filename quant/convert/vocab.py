@@ -572,6 +572,9 @@ def _merges(tj: dict[str, Any], path: Path) -> list[str]:
         return [str(m) for m in merges]
     if isinstance(first, list) and len(first) == 2 and isinstance(first[0], str):
         # The list-of-pairs format (transformers >= 4.45); spaces inside parts become U+0120 as in llama.cpp.
+        fast = _join_pairs(merges)
+        if fast is not None:
+            return fast
         try:
             return [f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}" for a, b in merges]
         except (TypeError, ValueError, AttributeError):
@@ -582,6 +585,20 @@ def _merges(tj: dict[str, Any], path: Path) -> list[str]:
             )
             raise ConversionError(f"{path}: malformed merge entry {bad!r}") from None
     raise ConversionError(f"{path}: unknown merges format (first entry {first!r})")
+
+
+def _join_pairs(merges: list[Any]) -> list[str] | None:
+    """The usual case of list-of-pairs merges without C-level per-item Python code (280k for Llama 3): every
+    entry two strings, none holding a space. None when that does not hold; the checked path handles it."""
+    try:
+        if set(map(len, merges)) != {2}:
+            return None
+        joined = list(map(" ".join, merges))
+    except TypeError:
+        return None
+    if " ".join(joined).count(" ") != 2 * len(joined) - 1:
+        return None  # a part holds a space
+    return joined
 
 
 def _parse_normalizer(vocab: Vocab, normalizer: dict[str, Any]) -> None:
