@@ -66,3 +66,6 @@ def test_config_file_is_read_and_bad_values_are_named(tmp_path: Path) -> None:
     bad.write_text("target = 8\n")
     with pytest.raises(ConfigError, match="'target' must be a string"):
         load_settings(bad)
+    bad.write_text('target = "laptop-9g"\n')
+    with pytest.raises(ConfigError, match="unknown target profile 'laptop-9g'; valid: laptop-8g"):
+        load_settings(bad)

@@ -58,9 +58,18 @@ def load_settings(path: Path | None = None) -> Settings:
     for key in ("theme", "target", "download_dir", "output_dir"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{path}: '{key}' must be a string")
+    target = data.get("target", "")
+    if target:
+        from quant.profiles import PROFILES
+
+        if target.lower() not in PROFILES:
+            raise ConfigError(
+                f'{path}: unknown target profile {target!r}; valid: {", ".join(PROFILES)} (or "" for this machine)'
+            )
+        target = target.lower()
     return Settings(
         theme=data.get("theme", Settings.theme),
-        target=data.get("target", ""),
+        target=target,
         download_dir=data.get("download_dir", ""),
         output_dir=data.get("output_dir", ""),
         keymap=dict(keymap),
