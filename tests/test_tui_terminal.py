@@ -27,7 +27,7 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-@pytest.fixture(params=["online", "offline"])
+@pytest.fixture(params=["online", "offline", "nocolor"])
 def session(request: pytest.FixtureRequest, fake_hub: FakeHub, tmp_path: Path) -> Iterator[str]:
     name = f"hubtui-test-{uuid.uuid4().hex[:8]}-{request.param}"
     env = {
@@ -43,6 +43,8 @@ def session(request: pytest.FixtureRequest, fake_hub: FakeHub, tmp_path: Path) -
     }
     if request.param == "offline":
         env["HF_HUB_OFFLINE"] = "1"
+    if request.param == "nocolor":  # a plain terminal with colour switched off
+        env.update(NO_COLOR="1", TERM="xterm")
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command = f"cd {shlex.quote(str(tmp_path))} && env {exports} {shlex.quote(sys.executable)} -m hubtui"
     _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", command)
@@ -81,6 +83,9 @@ def test_search_and_switch_screens_in_tmux(session: str) -> None:
         _wait_gone(session)
         return
     screen = _wait_for(session, "licence:")
+    styled = _tmux("capture-pane", "-p", "-e", "-t", session)
+    coloured = any(code in styled for code in ("\x1b[38;", "\x1b[48;", ";38;", ";48;"))
+    assert coloured == (not session.endswith("nocolor"))
     assert "meta-llama/Tiny-Llama" in screen and "bartowski/Tiny-Llama-GGUF" in screen
     assert "Traceback" not in screen
     _tmux("send-keys", "-t", session, "F4")
