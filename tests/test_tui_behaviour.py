@@ -186,6 +186,9 @@ class EndlessEngine:
     def cancel(self) -> None:
         self.cancelled.set()
 
+    def set_system(self, text: str | None) -> None:
+        self.system = text
+
     def reset(self) -> None:
         self.history.clear()
 
@@ -215,6 +218,9 @@ async def test_chat_escape_stops_a_reply_and_up_recalls_history(out: Path, hub_e
         assert app.query_one("#chat-input").value == "tell me a story"
         await pilot.press("down")
         assert app.query_one("#chat-input").value == ""
+        app.query_one("#chat-system").focus()
+        await pilot.press(*"Answer in French.", "enter")
+        assert engine.system == "Answer in French."
 
 
 async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out: Path) -> None:
