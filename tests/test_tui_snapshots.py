@@ -7,6 +7,7 @@ the fake hub's dates; the chat streams from a scripted engine through the real s
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,11 +29,26 @@ FIXED_TIME = 1_767_225_600  # 2026-01-01 00:00 UTC
 
 @pytest.fixture
 def pinned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub, llama3_tiny_dir: Path
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_hub: FakeHub,
+    llama3_tiny_dir: Path,
 ) -> FakeHub:
     out = isolate(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
+    old_tz = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"  # "last used" is shown in local time
+    time.tzset()
+
+    def restore_tz() -> None:
+        if old_tz is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old_tz
+        time.tzset()
+
+    request.addfinalizer(restore_tz)
     (tmp_path / "llama3-tiny").symlink_to(llama3_tiny_dir)
     gguf = out / "Llama3-Tiny-Q4_K_M.gguf"
     gguf.write_bytes(b"GGUF" + bytes(4096))
