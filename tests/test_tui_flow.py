@@ -87,6 +87,15 @@ async def test_search_details_download_convert_smoke_chat(
         body = text_of(app, "#text-body")
         assert "architecture" in body and "llama" in body and "Q4_K_M" in body
         await pilot.press("escape")
+        # a field bundle of it (b): built in a worker, announced by a notification
+        await pilot.press("b")
+        bundle = out / (gguf.stem + "-bundle")
+        await wait_until(
+            pilot,
+            lambda: any("Bundle" in (n.title or "") and "verdict" in n.message for n in app._notifications),
+            "bundle",
+        )
+        assert (bundle / gguf.name).is_file() and (bundle / "SHA256SUMS").is_file()
         await pilot.press("f5")
         # smoke test from the convert screen
         await pilot.press("ctrl+t")
