@@ -103,19 +103,45 @@ def fake_hub_cache(out: Path) -> Path:
 
 
 async def test_cancelled_conversion_leaves_nothing_behind(
-    out: Path, llama3_tiny_dir: Path, hub_env: Path
+    out: Path, llama3_tiny_dir: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
+    import quant.convert.api as convert_api
+
+    # hold the converter after its first written chunk until ctrl+x has been pressed, so the cancel
+    # lands mid-file whatever the machine's speed
+    real_write_data = convert_api.write_data
+    first_chunk, go_on = threading.Event(), threading.Event()
+
+    def gated_write_data(f, prep, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
+        def held(name: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress(name, done, total)
+            if done and not first_chunk.is_set():
+                first_chunk.set()
+                go_on.wait(60)
+
+        return real_write_data(f, prep, progress=held, **kwargs)
+
+    monkeypatch.setattr(convert_api, "write_data", gated_write_data)
     app = make_app(out, "http://127.0.0.1:9")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         app.open_convert(str(llama3_tiny_dir))
         pane = app.query_one(ConvertPane)
+        await wait_until(
+            pilot, lambda: app.focused is not None and app.focused.id == "cv-src", "convert screen"
+        )
         pane.query_one("#cv-type", Select).value = "Q8_0"
         await pilot.press("ctrl+r")
         assert pane.cancel_event is not None
+        await wait_until(pilot, first_chunk.is_set, "the first chunk")
+        assert [p.name for p in out.iterdir()][0].endswith(".gguf.part")  # a partial file exists now
         await pilot.press("ctrl+x")
+        go_on.set()
         await wait_until(pilot, lambda: pane.cancel_event is None, "cancel")
-        assert "nothing" in text_of(app, "#cv-status") or "no output" in text_of(app, "#cv-status")
+        assert "no output file was left behind" in text_of(app, "#cv-status")
         assert list(out.iterdir()) == []
         assert app.is_running
 
