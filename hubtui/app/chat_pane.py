@@ -81,6 +81,10 @@ class ChatPane(Vertical):
         yield PromptInput(placeholder="Message (Enter sends, Esc stops a reply, ↑ history)", id="chat-input")
         yield Static("", id="chat-stats")
 
+    def on_unmount(self) -> None:
+        if self.engine is not None:  # quitting stops a reply being generated
+            self.engine.cancel()
+
     # -- model ------------------------------------------------------------------------------------
     def load(self, path: str) -> None:
         if self.busy:

@@ -89,6 +89,11 @@ class ConvertPane(VerticalScroll):
         self.query_one("#cv-target", Select).value = self.app.target_name
         self.query_one("#cv-after").display = False
 
+    def on_unmount(self) -> None:
+        """Quitting mid-conversion cancels it: the converter removes its .part file, nothing is left."""
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+
     # -- source and fit ---------------------------------------------------------------------------
     def set_source(self, src: str) -> None:
         self.query_one("#cv-src", Input).value = src
