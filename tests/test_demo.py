@@ -45,7 +45,7 @@ def test_demo_reuses_its_cache_smoke_tests_and_chats(smollm2_dir: Path, tmp_path
     (root / "SmolLM2-135M-Instruct").symlink_to(smollm2_dir, target_is_directory=True)
     (root / "SmolLM2-135M-Instruct-Q4_K_M.gguf").symlink_to(converted_gguf(smollm2_dir, "Q4_K_M"))
     res = subprocess.run(
-        [sys.executable, "-m", "hubtui", "demo", "--cache-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "hubtui", "demo", "--cache-dir", str(tmp_path / "demo"), "--temp", "0"],
         input="/system Answer in one short sentence.\nWhat is the capital of France?\n",
         capture_output=True,
         text=True,

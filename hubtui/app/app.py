@@ -83,8 +83,11 @@ class HubtuiApp(App[None]):
             super().__init__()
             self.error = error
 
-    def __init__(self, settings: Settings | None = None, *, endpoint: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, endpoint: str | None = None, chat_model: str | None = None
+    ) -> None:
         super().__init__()
+        self.chat_model = chat_model  # open the Chat screen on this GGUF at start (`hubtui demo`)
         self._built = asyncio.Event()
         self.settings = settings if settings is not None else load_settings()
         self.endpoint = endpoint
@@ -103,7 +106,9 @@ class HubtuiApp(App[None]):
             self.set_keymap(self.settings.keymap)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
-        if not self.offline:
+        if self.chat_model:
+            self.start_chat(self.chat_model)
+        elif not self.offline:
             self.query_one("#search", Input).focus()
             self._probe_hub()
 

