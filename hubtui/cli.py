@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            click.echo(f"hubtui: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+            click.echo(
+                f"hubtui: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                err=True,
+            )
         sys.exit(1)
 
 

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-GGML_TYPES = {"F32": 0, "F16": 1, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
+GGML_TYPES = {
+    "F32": 0,
+    "F16": 1,
+    "Q5_0": 6,
+    "Q5_1": 7,
+    "Q8_0": 8,
+    "Q4_K": 12,
+    "Q5_K": 13,
+    "Q6_K": 14,
+    "BF16": 30,
+}
 
 
 def lib_dir() -> Path:

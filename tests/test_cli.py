@@ -12,7 +12,9 @@ from hubtui.cli import SUBCOMMANDS, cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_lists_every_subcommand() -> None:

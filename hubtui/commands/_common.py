@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout."
+)
 
 
 def not_implemented(name: str) -> None:
