@@ -11,6 +11,8 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
+from quant.kernels.bits import first_row_with_bad_f16
+
 
 class QuantType:
     """A ggml tensor type: fixed-size blocks of `block_size` elements stored in `type_size` bytes."""
@@ -41,10 +43,18 @@ class QuantType:
         """Fill float32 `out` [rows, cols] from uint8 `data` [rows, row_bytes]."""
         raise NotImplementedError
 
+    # Where each block keeps its fp16 scales (d, dmin), in uint16 units from the block start; blocks with
+    # such scales declare them and inherit the check below.
+    scale_offsets: ClassVar[tuple[int, ...]] = ()
+
     @classmethod
     def invalid_row(cls, data: np.ndarray) -> int:
-        """First row whose stored scales llama.cpp's ggml_validate_row_data would reject, or -1."""
-        return -1
+        """First row whose stored scales llama.cpp's ggml_validate_row_data would reject (inf/NaN), or -1."""
+        data = np.asarray(data)
+        if not cls.scale_offsets or data.size == 0:
+            return -1
+        halves = np.ascontiguousarray(data).reshape(data.shape[0], -1).view(np.uint16)
+        return int(first_row_with_bad_f16(halves, cls.type_size // 2, cls.scale_offsets))
 
 
 QUANT_TYPES: dict[str, type[QuantType]] = {}

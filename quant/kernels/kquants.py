@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from quant.kernels.base import QuantType, register
-from quant.kernels.bits import f16_to_f32, f32_bits, f32_to_f16, first_row_with_bad_f16
+from quant.kernels.bits import f16_to_f32, f32_bits, f32_to_f16
 
 QK_K = 256
 _JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
@@ -538,15 +538,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 class _KQuant(QuantType):
     block_size: ClassVar[int] = QK_K
-    _scale_offsets: ClassVar[tuple[int, ...]] = (0, 1)  # fp16 d and dmin, in uint16 units within a block
-
-    @classmethod
-    def invalid_row(cls, data: np.ndarray) -> int:
-        data = np.asarray(data)
-        if data.size == 0:
-            return -1
-        halves = np.ascontiguousarray(data).reshape(data.shape[0], -1).view(np.uint16)
-        return int(first_row_with_bad_f16(halves, cls.type_size // 2, cls._scale_offsets))
+    scale_offsets: ClassVar[tuple[int, ...]] = (0, 1)  # fp16 d and dmin
 
 
 class _Q45K(_KQuant):
@@ -606,7 +598,7 @@ class Q6_K(_KQuant):
     name = "Q6_K"
     ggml_type = 14
     type_size = 210
-    _scale_offsets = (104,)  # d is the last two bytes
+    scale_offsets = (104,)  # d is the last two bytes
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:

@@ -19,7 +19,6 @@ from quant.kernels.bits import (
     f32_to_bf16,
     f32_to_f16,
     first_row_with_all_ones,
-    first_row_with_bad_f16,
     roundf,
 )
 
@@ -320,6 +319,7 @@ class Q8_0(QuantType):
     ggml_type = int(GT.Q8_0)
     block_size = 32
     type_size = 34
+    scale_offsets = (0,)
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
@@ -330,10 +330,6 @@ class Q8_0(QuantType):
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         _q8_0_dequant(data, out)
 
-    @classmethod
-    def invalid_row(cls, data: np.ndarray) -> int:
-        return int(first_row_with_bad_f16(data.view(np.uint16), cls.type_size // 2, (0,)))
-
 
 @register
 class Q5_0(QuantType):
@@ -341,6 +337,7 @@ class Q5_0(QuantType):
     ggml_type = int(GT.Q5_0)
     block_size = 32
     type_size = 22
+    scale_offsets = (0,)
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
@@ -351,10 +348,6 @@ class Q5_0(QuantType):
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         _q5_dequant(data, out, cls.type_size, False)
 
-    @classmethod
-    def invalid_row(cls, data: np.ndarray) -> int:
-        return int(first_row_with_bad_f16(data.view(np.uint16), cls.type_size // 2, (0,)))
-
 
 @register
 class Q5_1(QuantType):
@@ -362,6 +355,7 @@ class Q5_1(QuantType):
     ggml_type = int(GT.Q5_1)
     block_size = 32
     type_size = 24
+    scale_offsets = (0, 1)
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
@@ -371,7 +365,3 @@ class Q5_1(QuantType):
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         _q5_dequant(data, out, cls.type_size, True)
-
-    @classmethod
-    def invalid_row(cls, data: np.ndarray) -> int:
-        return int(first_row_with_bad_f16(data.view(np.uint16), cls.type_size // 2, (0, 1)))
