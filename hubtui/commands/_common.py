@@ -21,3 +21,14 @@ def not_implemented(name: str) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+temperature_option = click.option(
+    "--temp",
+    "temperature",
+    type=click.FloatRange(min=0),
+    default=0.7,
+    show_default=True,
+    help="Sampling temperature (0 = greedy).",
+)
+seed_option = click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hubtui.commands._common import seed_option, temperature_option
 from hubtui.runner.formats import FALLBACK_TEMPLATES
 
 
@@ -13,18 +14,11 @@ from hubtui.runner.formats import FALLBACK_TEMPLATES
 @click.option(
     "--ctx", "n_ctx", type=click.IntRange(min=128), help="Context size (default: the model's, at most 4096)."
 )
-@click.option(
-    "--temp",
-    "temperature",
-    type=click.FloatRange(min=0),
-    default=0.7,
-    show_default=True,
-    help="Sampling temperature (0 = greedy).",
-)
+@temperature_option
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Longest reply."
 )
-@click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
+@seed_option
 @click.option(
     "--gpu-layers",
     default="auto",

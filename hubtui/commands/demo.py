@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import echo_json, json_option
+from hubtui.commands._common import echo_json, json_option, seed_option, temperature_option
 
 
 @click.command("demo")
@@ -14,15 +14,8 @@ from hubtui.commands._common import echo_json, json_option
     type=click.Path(file_okay=False),
     help="Where to keep the checkpoint and GGUF (default ~/.cache/hubtui/demo or $HUBTUI_DEMO_DIR).",
 )
-@click.option(
-    "--temp",
-    "temperature",
-    type=click.FloatRange(min=0.0),
-    default=0.7,
-    show_default=True,
-    help="Chat sampling temperature (0 = greedy, repeatable).",
-)
-@click.option("--seed", type=int, help="Chat sampling seed, for repeatable replies.")
+@temperature_option
+@seed_option
 @json_option
 def command(
     no_chat: bool, cache_dir: str | None, temperature: float, seed: int | None, as_json: bool
