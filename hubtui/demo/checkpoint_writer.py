@@ -100,3 +100,18 @@ def write_weights(
 
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def added_tokens_decoder(tok: Any) -> dict[str, dict[str, Any]]:
+    """tokenizer_config.json's `added_tokens_decoder` for a `tokenizers.Tokenizer` whose added tokens are special."""
+    return {
+        str(tok.token_to_id(t.content)): {
+            "content": t.content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for t in tok.get_added_tokens_decoder().values()
+    }

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hubtui.demo.checkpoint_writer import write_json, write_weights
+from hubtui.demo.checkpoint_writer import added_tokens_decoder, write_json, write_weights
 from hubtui.errors import HubtuiError
 
 Progress = Callable[[int, int, str], None]
@@ -193,17 +193,7 @@ def _tokenizer(reader: Any) -> Any:
 def _tokenizer_config(reader: Any, tok: Any, config: dict[str, Any]) -> dict[str, Any]:
     tokens: list[str] = _field(reader, "tokenizer.ggml.tokens")
     unk = int(_field(reader, "tokenizer.ggml.unknown_token_id"))
-    added = {
-        str(tok.token_to_id(t.content)): {
-            "content": t.content,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for t in tok.get_added_tokens_decoder().values()
-    }
+    added = added_tokens_decoder(tok)
     bos, eos = tokens[config["bos_token_id"]], tokens[config["eos_token_id"]]
     return {
         "add_prefix_space": bool(_field(reader, "tokenizer.ggml.add_space_prefix")),
