@@ -4,30 +4,35 @@ The model: random BF16 weights with Llama 3.2 1B layer shapes and 4 layers (hidd
 8 KV heads, vocab 128256, tied embeddings, llama3 RoPE scaling; about 0.5 B parameters, 1 GB) and the real
 Llama 3 tokenizer of the llama3-tiny test fixture. It is built once under ~/.cache/hubtui/bench.
 
-Each conversion runs in a fresh subprocess; wall time and that child's peak RSS are reported. The I/O floor is
+Each conversion runs in a fresh subprocess, `--repeat` rounds interleaving ours and llama.cpp's; the medians
+of wall time, CPU time (with any helper process) and peak RSS are reported. The I/O floor is
 the time to read the input once (warm page cache, the same state the conversions see). With
 `--anchor-python PY` (a Python with torch, transformers, sentencepiece and the sdist's gguf-py) the script
 also runs llama.cpp's convert_hf_to_gguf.py (bf16, then llama_model_quantize to Q4_K_M; and --outtype q8_0).
 
-    python scripts/bench_convert.py [--threads 2] [--anchor-python /work/anchor-venv/bin/python]
+    python scripts/bench_convert.py [--threads 2] [--repeat 3] [--anchor-python /work/anchor-venv/bin/python]
         [--llama-src /tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -125,8 +130,41 @@ def build_model(root: Path) -> Path:
     return out
 
 
+class _TreeRss:
+    """Samples the summed RSS of a process and its descendants (every 5 ms) from a thread: ru_maxrss only
+    gives the largest single process, and our converter runs a short-lived tokenizer helper beside itself."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _run(self, pid: int) -> None:
+        try:
+            root = psutil.Process(pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.005)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def run_child(cmd: list[str], env: dict | None = None) -> dict[str, float]:
-    """Run `cmd`; its wall seconds, CPU seconds (user + sys) and peak RSS in MB. Raises on failure.
+    """Run `cmd`; its wall seconds, CPU seconds (user + sys, waited-for helpers included), peak RSS of the
+    largest process and sampled peak of the whole process tree, in MB. Raises on failure.
 
     Linux carries the parent's RSS high-water mark into a forked child's ru_maxrss, so this process keeps
     its own footprint small (the model is built in a subprocess).
@@ -134,8 +172,10 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict[str, float]:
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        tree = _TreeRss(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        tree_peak = tree.stop()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             err.seek(0)
@@ -144,7 +184,12 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict[str, float]:
         "seconds": round(seconds, 2),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss * 1024 / 1e6),
+        "peak_tree_rss_mb": round(tree_peak / 1e6),
     }
+
+
+def _median(values: list[dict[str, float]], key: str) -> float:
+    return round(statistics.median(v[key] for v in values), 2)
 
 
 def io_floor(src: Path) -> float:
@@ -175,6 +220,7 @@ def llama_quantize(src: Path, out: Path, threads: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported (default 3)")
     ap.add_argument("--anchor-python", help="a Python with torch + transformers for convert_hf_to_gguf.py")
     ap.add_argument("--llama-src", default="/tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "hubtui" / "bench"))
@@ -199,35 +245,83 @@ def main() -> None:
         "model": src.name,
         "input_bytes": (src / "model.safetensors").stat().st_size,
         "threads": args.threads,
+        "repeat": args.repeat,
         "load_average": os.getloadavg()[0],
     }
     io_floor(src)  # warm the page cache once, like a second run
-    res["io_floor_s"] = round(io_floor(src), 2)
+    res["io_floor_s"] = round(statistics.median(io_floor(src) for _ in range(3)), 2)
+    runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         work = Path(tmp)
-        for qtype in ("Q4_K_M", "Q8_0"):
-            res[f"ours_{qtype}"] = ours(src, work / f"ours-{qtype}.gguf", qtype, args.threads)
-            (work / f"ours-{qtype}.gguf").unlink()
-        if args.anchor_python:
-            script = Path(args.llama_src) / "convert_hf_to_gguf.py"
-            env = dict(os.environ, PYTHONPATH=str(Path(args.llama_src) / "gguf-py"))
-            bf16 = work / "anchor-bf16.gguf"
-            conv = run_child(
-                [args.anchor_python, str(script), str(src), "--outtype", "bf16", "--outfile", str(bf16)], env
-            )
-            quant = llama_quantize(bf16, work / "anchor-q4km.gguf", args.threads)
-            res["anchor_convert_bf16"], res["anchor_quantize_Q4_K_M"] = conv, quant
-            bf16.unlink()
-            q8 = work / "anchor-q8.gguf"
-            res["anchor_convert_Q8_0"] = run_child(
-                [args.anchor_python, str(script), str(src), "--outtype", "q8_0", "--outfile", str(q8)], env
-            )
-            two_step = conv["seconds"] + quant["seconds"]
-            res["ratio_Q4_K_M_vs_two_step"] = round(res["ours_Q4_K_M"]["seconds"] / two_step, 3)  # type: ignore[index]
-            res["ratio_Q8_0_vs_convert"] = round(
-                res["ours_Q8_0"]["seconds"] / res["anchor_convert_Q8_0"]["seconds"],
-                3,  # type: ignore[index]
-            )
+        # Rounds interleave ours and llama.cpp's so both see the same machine state; medians are reported.
+        for _ in range(args.repeat):
+            for qtype in ("Q4_K_M", "Q8_0"):
+                runs.setdefault(f"ours_{qtype}", []).append(
+                    ours(src, work / f"ours-{qtype}.gguf", qtype, args.threads)
+                )
+                (work / f"ours-{qtype}.gguf").unlink()
+            if args.anchor_python:
+                script = Path(args.llama_src) / "convert_hf_to_gguf.py"
+                env = dict(os.environ, PYTHONPATH=str(Path(args.llama_src) / "gguf-py"))
+                bf16 = work / "anchor-bf16.gguf"
+                runs.setdefault("anchor_convert_bf16", []).append(
+                    run_child(
+                        [
+                            args.anchor_python,
+                            str(script),
+                            str(src),
+                            "--outtype",
+                            "bf16",
+                            "--outfile",
+                            str(bf16),
+                        ],
+                        env,
+                    )
+                )
+                runs.setdefault("anchor_quantize_Q4_K_M", []).append(
+                    llama_quantize(bf16, work / "anchor-q4km.gguf", args.threads)
+                )
+                bf16.unlink()
+                (work / "anchor-q4km.gguf").unlink()
+                q8 = work / "anchor-q8.gguf"
+                runs.setdefault("anchor_convert_Q8_0", []).append(
+                    run_child(
+                        [
+                            args.anchor_python,
+                            str(script),
+                            str(src),
+                            "--outtype",
+                            "q8_0",
+                            "--outfile",
+                            str(q8),
+                        ],
+                        env,
+                    )
+                )
+                q8.unlink()
+    for name, values in runs.items():
+        res[name] = {
+            key: _median(values, key) for key in ("seconds", "cpu_seconds", "peak_rss_mb", "peak_tree_rss_mb")
+        }
+    res["runs"] = {name: [v["seconds"] for v in values] for name, values in runs.items()}
+    if args.anchor_python:
+        two_step = [
+            a["seconds"] + b["seconds"]
+            for a, b in zip(runs["anchor_convert_bf16"], runs["anchor_quantize_Q4_K_M"], strict=True)
+        ]
+        res["anchor_two_step_Q4_K_M_s"] = round(statistics.median(two_step), 2)
+        res["ratio_Q4_K_M_vs_two_step"] = round(
+            res["ours_Q4_K_M"]["seconds"] / res["anchor_two_step_Q4_K_M_s"],  # type: ignore[index]
+            3,
+        )
+        res["ratio_Q8_0_vs_convert"] = round(
+            res["ours_Q8_0"]["seconds"] / res["anchor_convert_Q8_0"]["seconds"],  # type: ignore[index]
+            3,
+        )
+        res["ratio_Q8_0_cpu"] = round(
+            res["ours_Q8_0"]["cpu_seconds"] / res["anchor_convert_Q8_0"]["cpu_seconds"],  # type: ignore[index]
+            3,
+        )
     if args.json:
         print(json.dumps(res, indent=2))
     else:

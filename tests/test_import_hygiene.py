@@ -37,3 +37,18 @@ def test_hygiene_check_can_fail() -> None:
     code = "import sys, textual; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "True"
+
+
+def test_convert_entry_point_is_light() -> None:
+    """`from quant.convert import convert` must not load numba: `convert` starts its tokenizer helper process
+    first and the heavy imports overlap it. gguf comes in without its optional mistral_common import."""
+    code = (
+        "import json, sys\n"
+        "from quant.convert import convert\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'mistral_common', 'gguf'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["gguf"]
+    code = "import sys, quant.convert.layout; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "True"  # the check above can fail: the layout does load the kernels

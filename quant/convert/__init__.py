@@ -2,12 +2,62 @@
 
 `plan_layout` lays out the output exactly (tensors, types, offsets, file size) from headers alone;
 `convert` writes it. Tokenizer and general.* metadata come from `vocab` and `metadata`.
+
+Names are loaded on first use: `convert` starts its tokenizer helper process before the heavy imports
+(numba, the kernels), so the two overlap.
 """
 
-from quant.convert.api import ConvertResult, convert, default_output_path
-from quant.convert.layout import Layout, TensorLayout, plan_layout
-from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
-from quant.convert.writer import ConversionCancelled
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+
+def _import_gguf() -> None:
+    """Import gguf-py without mistral_common, if gguf is not loaded yet.
+
+    gguf's package import tries mistral_common for its MistralVocab (0.3 s, a third of our start-up), which
+    the converter never uses (quant.convert.vocab reads tokenizers itself); the block is lifted right after,
+    so mistral_common stays importable for everyone else. Done here so that every submodule gets it.
+    """
+    if "gguf" in sys.modules or "mistral_common" in sys.modules:
+        return
+    sys.modules["mistral_common"] = None  # type: ignore[assignment]  # makes its import raise ImportError
+    try:
+        import gguf  # noqa: F401
+    finally:
+        del sys.modules["mistral_common"]
+
+
+_import_gguf()
+
+_LAZY = {
+    "ConvertResult": "quant.convert.api",
+    "convert": "quant.convert.api",
+    "default_output_path": "quant.convert.api",
+    "Layout": "quant.convert.layout",
+    "TensorLayout": "quant.convert.layout",
+    "plan_layout": "quant.convert.layout",
+    "TYPE_CHOICES": "quant.convert.mixture",
+    "resolve_file_type": "quant.convert.mixture",
+    "ConversionCancelled": "quant.convert.writer",
+}
+
+if TYPE_CHECKING:
+    from quant.convert.api import ConvertResult, convert, default_output_path
+    from quant.convert.layout import Layout, TensorLayout, plan_layout
+    from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
+    from quant.convert.writer import ConversionCancelled
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quant.convert' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "TYPE_CHOICES",

@@ -14,11 +14,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from quant.convert.layout import Prepared, prepare
-from quant.convert.writer import CancelToken, Progress, write_data
+from quant.convert.tokenizer_probe import start_tokenizer_probe
 from quant.errors import ConversionError
+
+if TYPE_CHECKING:  # imported in `convert`, after the tokenizer probe has started
+    from quant.convert.layout import Prepared
+    from quant.convert.writer import CancelToken, Progress
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,15 @@ def convert(
     between chunks. Raises ConversionError (one line naming the file/tensor/key at fault).
     """
     t0 = time.perf_counter()
-    prep = prepared if prepared is not None else prepare(src, qtype)
+    if prepared is None:
+        # The tokenizer helper starts before the heavy imports (numba, kernels), which it then overlaps.
+        with start_tokenizer_probe(src) as probe:
+            from quant.convert.layout import prepare
+
+            prepared = prepare(src, qtype, probe=probe)
+    from quant.convert.writer import write_data
+
+    prep = prepared
     out_path = Path(out) if out is not None else default_output_path(prep)
     if out_path.is_dir():
         out_path = default_output_path(prep, out_path)

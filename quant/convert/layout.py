@@ -9,39 +9,19 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf  # quant/convert/__init__.py imported it already, without mistral_common
 import numpy as np
 
-
-def _import_gguf() -> None:
-    """Import gguf-py without mistral_common, if gguf is not loaded yet.
-
-    gguf's package import tries mistral_common for its MistralVocab (0.3 s, a third of our start-up), which
-    the converter never uses (quant.convert.vocab reads tokenizers itself); the block is lifted right after,
-    so mistral_common stays importable for everyone else.
-    """
-    if "gguf" in sys.modules or "mistral_common" in sys.modules:
-        return
-    sys.modules["mistral_common"] = None  # type: ignore[assignment]  # makes its import raise ImportError
-    try:
-        import gguf  # noqa: F401
-    finally:
-        del sys.modules["mistral_common"]
-
-
-_import_gguf()
-
-import gguf  # noqa: E402  (after _import_gguf, like the imports below, which import gguf too)
-
-from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config  # noqa: E402
-from quant.convert.mixture import FileType, TensorSpec, choose_types, resolve_file_type, row_nbytes  # noqa: E402
-from quant.convert.tensors import OutTensor, plan_tensors  # noqa: E402
-from quant.errors import ConversionError  # noqa: E402
+from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config
+from quant.convert.mixture import FileType, TensorSpec, choose_types, resolve_file_type, row_nbytes
+from quant.convert.tensors import OutTensor, plan_tensors
+from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
+from quant.errors import ConversionError
 
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # 32; the converter never sets general.alignment
 QUANTIZATION_VERSION = 2
@@ -250,15 +230,26 @@ def _header_bytes(w: gguf.GGUFWriter, tensors: list[TensorLayout]) -> bytes:
     return bytes(buf)
 
 
-def prepare(src: str | Path, qtype: str = "Q4_K_M") -> Prepared:
-    """Read headers, config and tokenizer (never weights) and lay out the whole output file."""
-    from quant.convert.metadata import load_general
-    from quant.convert.vocab import load_vocab
+def prepare(src: str | Path, qtype: str = "Q4_K_M", *, probe: TokenizerProbe | None = None) -> Prepared:
+    """Read headers, config and tokenizer (never weights) and lay out the whole output file.
 
+    `probe`: a `start_tokenizer_probe(src)` the caller started earlier (and closes); by default one is
+    started here, so the tokenizers half of reading tokenizer.json overlaps the rest of this function.
+    """
     src = Path(src)
     ft = resolve_file_type(qtype)
     if not src.is_dir():
         raise ConversionError(f"{src}: not a checkpoint directory")
+    if probe is not None:
+        return _prepare(src, ft, probe)
+    with start_tokenizer_probe(src) as own:
+        return _prepare(src, ft, own)
+
+
+def _prepare(src: Path, ft: FileType, probe: TokenizerProbe) -> Prepared:
+    from quant.convert.metadata import load_general
+    from quant.convert.vocab import load_vocab
+
     config = read_config(src)
     hp = parse_hparams(src, config)
     out_tensors = plan_tensors(hp, index_tensors(src))
@@ -278,7 +269,7 @@ def prepare(src: str | Path, qtype: str = "Q4_K_M") -> Prepared:
     general = load_general(
         src, config, n_params=total, n_experts=n_exp or None, expert_params=expert if n_exp else None
     )
-    vocab = load_vocab(src, config)
+    vocab = load_vocab(src, config, probe=probe)
     w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     w.add_type(gguf.GGUFType.MODEL)
     general.write_to(w)

@@ -9,7 +9,6 @@ Reading is done with the `sentencepiece` and `tokenizers` packages (never transf
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -19,21 +18,17 @@ from typing import Any
 
 import gguf
 
+from quant.convert.tokenizer_probe import (
+    CHKTXT,
+    ProbeError,
+    TokenizerFacts,
+    TokenizerProbe,
+    pre_tokenizer_hash,
+)
 from quant.errors import ConversionError
 
 # gguf.TokenType values, as ints so the arrays are written as INT32 exactly like gguf-py does.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-
-# The fixed text llama.cpp hashes the token ids of to recognise a BPE pre-tokenizer.
-CHKTXT = (
-    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636\u200d\U0001f32b\ufe0f "
-    "(multiple emojis concatenated) \u2705 \U0001f999\U0001f999 3 33 333 3333 33333 333333 3333333 33333333 "
-    "3.3 3..3 3...3 \u1780\u17b6\u1793\u17cb\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f\u17a2\u17b6\u1785"
-    "\U0001f601 ?\u6211\u60f3\u5728apple\u5de5\u4f5c1314151\u5929\uff5e ------======= "
-    "\u043d\u0435\u0449\u043e \u043d\u0430 \u0411\u044a\u043b\u0433\u0430\u0440\u0441\u043a\u0438 "
-    "''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll "
-    "make it, 'D you like some tea? We'Ve a'lL"
-)
 
 # chkhsh -> tokenizer.ggml.pre, for the BPE tokenizers of Llama/Mistral-family checkpoints
 # (hashes as published by llama.cpp's convert_hf_to_gguf_update.py).
@@ -200,8 +195,12 @@ def _chat_template_kvs(template: str | list[dict[str, str]] | None) -> list[tupl
 # Loading
 
 
-def load_vocab(src: Path, config: Mapping[str, Any]) -> Vocab:
-    """Read the tokenizer of checkpoint `src` as llama.cpp's LlamaModel.set_vocab would."""
+def load_vocab(src: Path, config: Mapping[str, Any], *, probe: TokenizerProbe | None = None) -> Vocab:
+    """Read the tokenizer of checkpoint `src` as llama.cpp's LlamaModel.set_vocab would.
+
+    `probe` is a TokenizerProbe of src/tokenizer.json started earlier by the caller (so the `tokenizers`
+    work overlaps whatever the caller did meanwhile); without one it is started here.
+    """
     src = Path(src)
     hparams = _merged_config(config)
     tokenizer_model = src / "tokenizer.model"
@@ -225,10 +224,15 @@ def load_vocab(src: Path, config: Mapping[str, Any]) -> Vocab:
         model = tj.get("model")
         if not isinstance(model, dict) or "type" not in model:
             raise ConversionError(f"{tokenizer_json}: no 'model' section with a 'type'")
+        if model.get("type") != "BPE":
+            raise ConversionError(
+                f"{tokenizer_json}: tokenizer model type {model.get('type')!r} is not supported (expected BPE)"
+            )
+        facts = _tokenizer_facts(tokenizer_json, probe)
         if _is_llama_hf(tj):
-            vocab = _llama_hf_vocab(src, tj, hparams, tokenizer_config)
+            vocab = _llama_hf_vocab(src, tj, facts, hparams, tokenizer_config)
         else:
-            vocab = _gpt2_vocab(src, tj, hparams, tokenizer_config)
+            vocab = _gpt2_vocab(src, tj, facts, hparams, tokenizer_config)
     if isinstance(add_space_prefix, bool):
         vocab.add_space_prefix = add_space_prefix
 
@@ -258,7 +262,7 @@ def _read_json_file(path: Path, *, required: bool = False) -> dict[str, Any]:
             raise ConversionError(f"{path}: file not found")
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes())  # bytes: json decodes UTF-8 itself, skipping newline translation
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConversionError(f"{path}: not valid JSON ({_one_line(e)})") from None
     if not isinstance(data, dict):
@@ -356,15 +360,25 @@ def _sentencepiece_vocab(
 # ---- tokenizer.json
 
 
-def _load_tokenizers(path: Path) -> Any:
-    from tokenizers import Tokenizer
-
+def _tokenizer_facts(path: Path, probe: TokenizerProbe | None) -> TokenizerFacts:
     try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust side raises plain Exception subclasses
-        raise ConversionError(
-            f"{path}: cannot be loaded by the tokenizers package ({_one_line(e)})"
-        ) from None
+        if probe is not None:
+            return probe.result()
+        with TokenizerProbe(path) as own:
+            return own.result()
+    except ProbeError as e:
+        raise ConversionError(f"{path}: cannot be loaded by the tokenizers package ({e})") from None
+
+
+def _full_vocab(path: Path, tj: dict[str, Any], facts: TokenizerFacts) -> dict[str, int]:
+    """tokenizers' get_vocab(with_added_tokens=True): the model's vocab with the added tokens laid over it."""
+    vocab = tj["model"].get("vocab")
+    if not isinstance(vocab, dict):
+        raise ConversionError(f"{path}: model.vocab is not an object")
+    full = dict(vocab)
+    for tid, info in facts.added.items():
+        full[info.content] = tid
+    return full
 
 
 def _is_llama_hf(tj: dict[str, Any]) -> bool:
@@ -378,22 +392,15 @@ def _is_llama_hf(tj: dict[str, Any]) -> bool:
     return bool(model.get("byte_fallback", False)) and decoder.get("type") == "Sequence"
 
 
-def pre_tokenizer_hash(tokenizer: Any) -> str:
-    """llama.cpp's chkhsh: sha256 of the repr of the ids of CHKTXT (special tokens added)."""
-    ids = tokenizer.encode(CHKTXT, add_special_tokens=True).ids
-    return hashlib.sha256(str(list(ids)).encode("utf-8")).hexdigest()
-
-
 def _gpt2_vocab(
-    src: Path, tj: dict[str, Any], hparams: dict[str, Any], tokenizer_config: dict[str, Any]
+    src: Path,
+    tj: dict[str, Any],
+    facts: TokenizerFacts,
+    hparams: dict[str, Any],
+    tokenizer_config: dict[str, Any],
 ) -> Vocab:
     path = src / "tokenizer.json"
-    if tj["model"].get("type") != "BPE":
-        raise ConversionError(
-            f"{path}: tokenizer model type {tj['model'].get('type')!r} is not supported (expected BPE)"
-        )
-    tok = _load_tokenizers(path)
-    full_vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
+    full_vocab = _full_vocab(path, tj, facts)
     vocab_size = hparams.get("vocab_size", len(full_vocab))
     if not isinstance(vocab_size, int) or vocab_size <= 0:
         raise ConversionError(f"config.json: vocab_size {vocab_size!r} is not a positive integer")
@@ -403,13 +410,13 @@ def _gpt2_vocab(
             f"{path}: token id {max_id} is out of range for config.json vocab_size {vocab_size}"
         )
 
-    chkhsh = pre_tokenizer_hash(tok)
+    chkhsh = facts.chkhsh
     pre = KNOWN_PRE_TOKENIZERS.get(chkhsh)
     if pre is None:
         raise ConversionError(f"{path}: unknown BPE pre-tokenizer (chkhsh {chkhsh})")
 
     reverse = {tid: text for text, tid in full_vocab.items()}
-    added = tok.get_added_tokens_decoder()  # id -> AddedToken
+    added = facts.added
     added_contents = {a.content for a in added.values()}
     tokens: list[str] = []
     types: list[int] = []
@@ -422,9 +429,8 @@ def _gpt2_vocab(
         if text in added_contents:
             info = added.get(i)
             if info is not None and not info.normalized:
-                # llama.cpp expects CONTROL/USER_DEFINED tokens pre-normalised: round-trip them.
-                ids = tok.encode(text, add_special_tokens=False).ids
-                text = tok.decode(ids, skip_special_tokens=False)
+                # llama.cpp expects CONTROL/USER_DEFINED tokens pre-normalised: round-tripped by the probe.
+                text = facts.roundtrip[i]
             if (info is not None and info.special) or does_token_look_special(text):
                 types.append(CONTROL)
             else:
@@ -440,12 +446,15 @@ def _gpt2_vocab(
 
 
 def _llama_hf_vocab(
-    src: Path, tj: dict[str, Any], hparams: dict[str, Any], tokenizer_config: dict[str, Any]
+    src: Path,
+    tj: dict[str, Any],
+    facts: TokenizerFacts,
+    hparams: dict[str, Any],
+    tokenizer_config: dict[str, Any],
 ) -> Vocab:
     path = src / "tokenizer.json"
-    tok = _load_tokenizers(path)
-    full_vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
-    base_size = tok.get_vocab_size(with_added_tokens=False)
+    full_vocab = _full_vocab(path, tj, facts)
+    base_size = facts.base_size
     reverse = {tid: text for text, tid in full_vocab.items()}
     # transformers' all_special_tokens: the named special tokens plus additional_special_tokens.
     special_texts: set[str] = set()
@@ -470,7 +479,7 @@ def _llama_hf_vocab(
             types.append(BYTE)
         else:
             types.append(CONTROL if i in special_ids else NORMAL)
-    for tid, info in sorted(tok.get_added_tokens_decoder().items()):
+    for tid, info in sorted(facts.added.items()):
         if tid < base_size:
             continue
         tokens.append(info.content)
