@@ -1,3 +1,3 @@
-from hubtui.cli import main
+from hubtui.cli import entry
 
-main()
+entry()

@@ -1,4 +1,4 @@
-"""Benchmark `quant.convert` against llama.cpp's two-step pipeline on a Llama 3.2 1B-shaped model (4 layers).
+"""Benchmark `hubtui convert` against llama.cpp's two-step pipeline on a Llama 3.2 1B-shaped model (4 layers).
 
 The model: random BF16 weights with Llama 3.2 1B layer shapes and 4 layers (hidden 2048, ffn 8192, 32 heads,
 8 KV heads, vocab 128256, tied embeddings, llama3 RoPE scaling; about 0.5 B parameters, 1 GB) and the real
@@ -201,11 +201,9 @@ def io_floor(src: Path) -> float:
 
 
 def ours(src: Path, out: Path, qtype: str, threads: int) -> dict[str, float]:
-    code = (
-        "import sys; from quant.convert import convert; "
-        f"convert(sys.argv[1], sys.argv[2], {qtype!r}, threads={threads}, force=True)"
-    )
-    return run_child([sys.executable, "-c", code, str(src), str(out)])
+    """`hubtui convert`, as users run it (python -m hubtui is the console script's entry point)."""
+    cmd = [sys.executable, "-m", "hubtui", "convert", str(src), "-o", str(out), "--type", qtype]
+    return run_child([*cmd, "--threads", str(threads), "--force"])
 
 
 def llama_quantize(src: Path, out: Path, threads: int) -> dict[str, float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,11 +228,13 @@ def load_vocab(src: Path, config: Mapping[str, Any], *, probe: TokenizerProbe | 
             raise ConversionError(
                 f"{tokenizer_json}: tokenizer model type {model.get('type')!r} is not supported (expected BPE)"
             )
-        facts = _tokenizer_facts(tokenizer_json, probe)
         if _is_llama_hf(tj):
+            facts = _tokenizer_facts(tokenizer_json, probe)
             vocab = _llama_hf_vocab(src, tj, facts, hparams, tokenizer_config)
         else:
-            vocab = _gpt2_vocab(src, tj, facts, hparams, tokenizer_config)
+            vocab = _gpt2_vocab(
+                src, tj, lambda: _tokenizer_facts(tokenizer_json, probe), hparams, tokenizer_config
+            )
     if isinstance(add_space_prefix, bool):
         vocab.add_space_prefix = add_space_prefix
 
@@ -395,11 +397,15 @@ def _is_llama_hf(tj: dict[str, Any]) -> bool:
 def _gpt2_vocab(
     src: Path,
     tj: dict[str, Any],
-    facts: TokenizerFacts,
+    get_facts: Callable[[], TokenizerFacts],
     hparams: dict[str, Any],
     tokenizer_config: dict[str, Any],
 ) -> Vocab:
     path = src / "tokenizer.json"
+    vocab = Vocab(model="gpt2", pre="", tokens=[], token_types=[], source=path)
+    # merges, special ids and flags first: they need only the JSON, so they overlap the probe's work
+    _apply_special_vocab(vocab, src, hparams, tokenizer_config, n_vocab=None, load_merges=True, tj=tj)
+    facts = get_facts()
     full_vocab = _full_vocab(path, tj, facts)
     vocab_size = hparams.get("vocab_size", len(full_vocab))
     if not isinstance(vocab_size, int) or vocab_size <= 0:
@@ -440,8 +446,7 @@ def _gpt2_vocab(
             types.append(NORMAL)
         tokens.append(text)
 
-    vocab = Vocab(model="gpt2", pre=pre, tokens=tokens, token_types=types, source=path)
-    _apply_special_vocab(vocab, src, hparams, tokenizer_config, n_vocab=None, load_merges=True, tj=tj)
+    vocab.pre, vocab.tokens, vocab.token_types = pre, tokens, types
     return vocab
 
 
