@@ -12,6 +12,7 @@ import psutil
 import pytest
 from tokenizers import Tokenizer
 
+from quant.convert import tokenizer_probe
 from quant.convert.layout import prepare
 from quant.convert.tokenizer_probe import (
     ProbeError,
@@ -44,7 +45,11 @@ def _with_added_tokens(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer_files(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     extra = _with_added_tokens(checkpoints["smollm2-135m"], tmp_path_factory.mktemp("probe") / "extra")
-    return [checkpoints["smollm2-135m"] / "tokenizer.json", checkpoints["llama3-tiny"] / "tokenizer.json", extra]
+    return [
+        checkpoints["smollm2-135m"] / "tokenizer.json",
+        checkpoints["llama3-tiny"] / "tokenizer.json",
+        extra,
+    ]
 
 
 def test_child_and_in_process_give_the_same_facts(tokenizer_files: list[Path]) -> None:
@@ -92,6 +97,22 @@ def test_falls_back_in_process_when_no_child_can_run(
     probe = TokenizerProbe(path)
     assert probe.proc is not None
     assert probe.result() == expected
+
+
+def test_a_child_that_hangs_is_killed_and_replaced(
+    tokenizer_files: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tokenizer_files[0]
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nsleep 60\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hang))
+    monkeypatch.setattr(tokenizer_probe, "CHILD_TIMEOUT_S", 0.5)
+    probe = TokenizerProbe(path)
+    child = probe.proc
+    assert child is not None
+    assert probe.result() == probe_in_process(path)
+    assert child.poll() is not None  # killed, not left running
 
 
 @pytest.mark.parametrize("use_process", [True, False])

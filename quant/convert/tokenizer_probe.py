@@ -33,6 +33,9 @@ CHKTXT = (
 )
 
 
+CHILD_TIMEOUT_S = 300.0  # a child that has not answered by then is killed and the work done in-process
+
+
 @dataclass(frozen=True)
 class AddedToken:
     content: str
@@ -108,7 +111,7 @@ class TokenizerProbe:
     def __init__(self, path: str | Path, *, use_process: bool = True) -> None:
         self.path = Path(path)
         self.proc: subprocess.Popen[bytes] | None = None
-        if use_process:
+        if use_process and not getattr(sys, "frozen", False):  # a frozen app's executable is not a Python
             try:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-P", __file__, str(self.path)],
@@ -121,7 +124,11 @@ class TokenizerProbe:
 
     def result(self) -> TokenizerFacts:
         if self.proc is not None:
-            out, _ = self.proc.communicate()
+            try:
+                out, _ = self.proc.communicate(timeout=CHILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.close()
+                return probe_in_process(self.path)
             code, self.proc = self.proc.returncode, None
             try:
                 data = json.loads(out)
