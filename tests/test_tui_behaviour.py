@@ -107,11 +107,11 @@ async def test_cancelled_conversion_leaves_nothing_behind(
 ) -> None:
     import threading
 
-    import quant.convert.api as convert_api
+    import quant.convert.writer as convert_writer
 
     # hold the converter after its first written chunk until ctrl+x has been pressed, so the cancel
     # lands mid-file whatever the machine's speed
-    real_write_data = convert_api.write_data
+    real_write_data = convert_writer.write_data
     first_chunk, go_on = threading.Event(), threading.Event()
 
     def gated_write_data(f, prep, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
@@ -124,7 +124,7 @@ async def test_cancelled_conversion_leaves_nothing_behind(
 
         return real_write_data(f, prep, progress=held, **kwargs)
 
-    monkeypatch.setattr(convert_api, "write_data", gated_write_data)
+    monkeypatch.setattr(convert_writer, "write_data", gated_write_data)
     app = make_app(out, "http://127.0.0.1:9")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
@@ -373,3 +373,60 @@ async def test_chat_model_opens_the_chat_screen_with_that_model_loaded(out: Path
         await wait_until(pilot, lambda: chat.engine is not None, "model loaded")
         assert chat.engine.model_path == str(gguf)
         chat.engine.close()
+
+
+async def test_cancel_key_stops_a_download_and_retry_resumes_it(fake_hub: FakeHub, out: Path) -> None:
+    size = len(fake_hub.repos["test/big"].files[BIG].data)
+    fake_hub.knobs.chunk_delay = 0.1
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.enqueue_download("test/big")
+        await pilot.press("f3")
+        pane = app.query_one(DownloadsPane)
+        job = pane.jobs["test/big"]
+        await wait_until(pilot, lambda: job.done > 0, "progress")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: job.item.state == "cancelled", "cancelled")
+        assert "cancelled" in pane.query_one("#dl-table", DataTable).get_row("test/big")[1]
+        assert list(fake_hub_cache(out).rglob("*.incomplete"))  # the partial file stays for a later resume
+        await pilot.pause(0.3)  # a chunk the server was already sending may still be counted
+        served = fake_hub.served("test/big", BIG)
+        assert 0 < served < size
+        await pilot.pause(0.6)
+        assert fake_hub.served("test/big", BIG) == served  # nothing more is fetched once cancelled
+        fake_hub.knobs.chunk_delay = 0.0
+        await pilot.press("r")  # retry
+        await wait_until(pilot, lambda: job.item.state == "done", "retried and done")
+        assert "resumed" in job.current
+        assert fake_hub.served("test/big", BIG) < served + size  # went on from the partial file
+        await pilot.press("delete")  # forget: off the list, the download stays in the cache
+        await wait_until(pilot, lambda: "test/big" not in pane.jobs, "forgotten")
+        assert list(fake_hub_cache(out).rglob(BIG))
+
+
+async def test_deleting_a_cached_repo_from_local(fake_hub: FakeHub, out: Path) -> None:
+    app = make_app(out, fake_hub.url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.enqueue_download("test/big")
+        jobs = app.query_one(DownloadsPane).jobs
+        await wait_until(pilot, lambda: jobs["test/big"].item.state == "done", "download")
+        repo_dir = fake_hub_cache(out) / "models--test--big"
+        assert repo_dir.is_dir()
+        await pilot.press("f4")
+        pane = app.query_one(LocalPane)
+        table = app.query_one("#local-table", DataTable)
+        await wait_until(pilot, lambda: any(m.name == "test/big" for m in pane.rows), "cached repo listed")
+        row = next(i for i, m in enumerate(pane.rows) if m.name == "test/big" and m.kind == "checkpoint")
+        size = pane.rows[row].size
+        table.focus()
+        table.move_cursor(row=row)
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "the cached repo test/big" in text_of(app, "#confirm-text")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not repo_dir.exists(), "repo removed from the cache")
+        await wait_until(pilot, lambda: any("freed" in n.message for n in app._notifications), "notice")
+        assert any(f"freed {format_bytes(size)}" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: all(m.name != "test/big" for m in pane.rows), "listing refreshed")
