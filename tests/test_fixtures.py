@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from quant.convert.tokenizer_probe import CHKTXT
 from tests.fixtures.checkpoints import build_mixtral_tiny
 
-# llama.cpp's pre-tokenizer probe text (convert_hf_to_gguf `get_vocab_base_pre`) and the hashes it knows
-CHKTXT = (
-    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636\u200d\U0001f32b\ufe0f "
-    "(multiple emojis concatenated) \u2705 \U0001f999\U0001f999 3 33 333 3333 33333 333333 3333333 33333333 "
-    "3.3 3..3 3...3 \u1780\u17b6\u1793\u17cb\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f\u17a2\u17b6\u1785"
-    "\U0001f601 ?\u6211\u60f3\u5728apple\u5de5\u4f5c1314151\u5929\uff5e ------======= "
-    "\u043d\u0435\u0449\u043e \u043d\u0430 \u0411\u044a\u043b\u0433\u0430\u0440\u0441\u043a\u0438 "
-    "''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, "
-    "'D you like some tea? We'Ve a'lL"
-)
+# llama.cpp's pre-tokenizer probe text (convert_hf_to_gguf `get_vocab_base_pre`): the converter's copy,
+# pinned by its sha256, and the hashes llama.cpp knows for the fixtures
 CHKTXT_SHA256 = "a36179c1e2b1cfcfbfad1dc779addad2ffc778201e4cf0d538bddeafa2c526da"
 PRE_HASHES = {
     "llama3-tiny": "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",  # llama-bpe

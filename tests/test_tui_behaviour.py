@@ -259,18 +259,24 @@ async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out:
         await pilot.press("ctrl+l")  # family: Llama (official org first, then community)
         await wait_until(pilot, lambda: "mistralai/Tiny-Mistral" not in _ids(table), "llama only")
         assert _ids(table)[0] == "meta-llama/Tiny-Llama"
-        fake_hub.knobs.chunk_delay = 0.1
-        app.enqueue_download("test/big")
-        await pilot.press("f3")
-        pane = app.query_one(DownloadsPane)
-        job = pane.jobs["test/big"]
-        await wait_until(pilot, lambda: job.done > 0, "progress")
+        job = (await _slow_download_on_screen(app, pilot, fake_hub)).jobs["test/big"]
         await pilot.press("p")
         await wait_until(pilot, lambda: job.item.state == "paused", "paused")
         fake_hub.knobs.chunk_delay = 0.0
         await pilot.press("r")
         await wait_until(pilot, lambda: job.item.state == "done", "resumed and done")
         assert "resumed" in job.current
+
+
+async def _slow_download_on_screen(app: HubtuiApp, pilot, fake_hub: FakeHub) -> DownloadsPane:  # noqa: ANN001
+    """Start test/big over a slow link and show the Downloads screen once bytes are arriving."""
+    fake_hub.knobs.chunk_delay = 0.1
+    app.enqueue_download("test/big")
+    await pilot.press("f3")
+    pane = app.query_one(DownloadsPane)
+    job = pane.jobs["test/big"]
+    await wait_until(pilot, lambda: job.done > 0, "progress")
+    return pane
 
 
 def _ids(table: DataTable) -> list[str]:
@@ -377,15 +383,11 @@ async def test_chat_model_opens_the_chat_screen_with_that_model_loaded(out: Path
 
 async def test_cancel_key_stops_a_download_and_retry_resumes_it(fake_hub: FakeHub, out: Path) -> None:
     size = len(fake_hub.repos["test/big"].files[BIG].data)
-    fake_hub.knobs.chunk_delay = 0.1
     app = make_app(out, fake_hub.url)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        app.enqueue_download("test/big")
-        await pilot.press("f3")
-        pane = app.query_one(DownloadsPane)
+        pane = await _slow_download_on_screen(app, pilot, fake_hub)
         job = pane.jobs["test/big"]
-        await wait_until(pilot, lambda: job.done > 0, "progress")
         await pilot.press("x")
         await wait_until(pilot, lambda: job.item.state == "cancelled", "cancelled")
         assert "cancelled" in pane.query_one("#dl-table", DataTable).get_row("test/big")[1]
