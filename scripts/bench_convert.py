@@ -206,6 +206,13 @@ def ours(src: Path, out: Path, qtype: str, threads: int) -> dict[str, float]:
     return run_child([*cmd, "--threads", str(threads), "--force"])
 
 
+def convert_hf_to_gguf(python: str, llama_src: str, src: Path, outtype: str, out: Path) -> dict[str, float]:
+    """llama.cpp's converter from the source tree, with that tree's gguf-py."""
+    env = dict(os.environ, PYTHONPATH=str(Path(llama_src) / "gguf-py"))
+    script = Path(llama_src) / "convert_hf_to_gguf.py"
+    return run_child([python, str(script), str(src), "--outtype", outtype, "--outfile", str(out)], env)
+
+
 def llama_quantize(src: Path, out: Path, threads: int) -> dict[str, float]:
     code = (
         "import ctypes, sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "
@@ -259,22 +266,9 @@ def main() -> None:
                 )
                 (work / f"ours-{qtype}.gguf").unlink()
             if args.anchor_python:
-                script = Path(args.llama_src) / "convert_hf_to_gguf.py"
-                env = dict(os.environ, PYTHONPATH=str(Path(args.llama_src) / "gguf-py"))
                 bf16 = work / "anchor-bf16.gguf"
                 runs.setdefault("anchor_convert_bf16", []).append(
-                    run_child(
-                        [
-                            args.anchor_python,
-                            str(script),
-                            str(src),
-                            "--outtype",
-                            "bf16",
-                            "--outfile",
-                            str(bf16),
-                        ],
-                        env,
-                    )
+                    convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "bf16", bf16)
                 )
                 runs.setdefault("anchor_quantize_Q4_K_M", []).append(
                     llama_quantize(bf16, work / "anchor-q4km.gguf", args.threads)
@@ -283,18 +277,7 @@ def main() -> None:
                 (work / "anchor-q4km.gguf").unlink()
                 q8 = work / "anchor-q8.gguf"
                 runs.setdefault("anchor_convert_Q8_0", []).append(
-                    run_child(
-                        [
-                            args.anchor_python,
-                            str(script),
-                            str(src),
-                            "--outtype",
-                            "q8_0",
-                            "--outfile",
-                            str(q8),
-                        ],
-                        env,
-                    )
+                    convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "q8_0", q8)
                 )
                 q8.unlink()
     for name, values in runs.items():

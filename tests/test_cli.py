@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -52,3 +53,21 @@ def test_data_commands_take_json() -> None:
                 continue
             opts = {o for p in target.params for o in getattr(p, "opts", [])}
             assert "--json" in opts, f"{name} {target.name} lacks --json"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_console_entry_makes_openmp_workers_sleep_unless_the_user_chose(
+    given: str | None, expected: str
+) -> None:
+    code = (
+        "import os, sys\n"
+        "from hubtui.cli import entry\n"
+        "sys.argv = ['hubtui', '--version']\n"
+        "entry()\n"
+        "print('policy', os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-2:] == ["policy", expected]
