@@ -208,6 +208,27 @@ def test_weights_that_overflow_f16_are_refused_with_tensor_and_row(
     assert out.exists()
 
 
+def test_bf16_weights_whose_q8_0_scale_overflows_are_refused(
+    mistral_tiny_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """BF16 → Q8_0 goes through the fused row kernel; a block whose scale (amax / 127) passes 65504 is an
+    fp16 inf that llama.cpp's row check rejects, so the fused path must refuse it, naming tensor and row."""
+    from hubtui.demo.checkpoint_writer import write_weights
+    from tests.convert_support import tiny_config
+    from tests.fixtures.checkpoints import random_weights
+
+    ckpt = write_tiny_checkpoint(tmp_path / "big", mistral_tiny_dir)
+    weights = random_weights(tiny_config(), 7)
+    big = "model.layers.1.mlp.up_proj.weight"
+    weights[big] = weights[big].astype(np.float32)
+    weights[big][23, 40] = 1.0e7  # 1e7 / 127 = 78740 > 65504
+    weights[big][30, 8] = -2.0e7
+    (ckpt / "model.safetensors").unlink()
+    write_weights(ckpt, weights, "BF16")
+    line = assert_fails(ckpt, tmp_path / "out", capsys, "blk.1.ffn_up.weight", "row 23", "Q8_0")
+    assert "block scale overflows fp16" in line
+
+
 def test_existing_output_needs_force(tiny_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.gguf"
     out.write_bytes(b"keep me")

@@ -90,13 +90,18 @@ def _check_encoded(out: np.ndarray, type_name: str, name: str, row0: int) -> Non
     """llama.cpp's row validation of encoded rows (an F16/BF16 value or a block scale overflowing to inf)."""
     from quant.kernels.api import quant_type
 
-    cls = quant_type(type_name)
-    bad = cls.invalid_row(out)
+    bad = quant_type(type_name).invalid_row(out)
     if bad >= 0:
-        what = "values overflow" if cls.block_size == 1 else "a block scale overflows fp16"
-        raise ConversionError(
-            f"tensor {name}: row {row0 + bad} is too large for {type_name} ({what}; llama.cpp rejects such rows)"
-        )
+        raise _too_large(name, type_name, row0 + bad)
+
+
+def _too_large(name: str, type_name: str, row: int) -> ConversionError:
+    from quant.kernels.api import quant_type
+
+    what = "values overflow" if quant_type(type_name).block_size == 1 else "a block scale overflows fp16"
+    return ConversionError(
+        f"tensor {name}: row {row} is too large for {type_name} ({what}; llama.cpp rejects such rows)"
+    )
 
 
 def _fused_q8_0(t: OutTensor, arrays: list[np.ndarray]) -> bool:
@@ -126,8 +131,9 @@ class _BufferRing:
 
 def _q8_0_rows(
     t: OutTensor, start: int, stop: int, arrays: list[np.ndarray], buf: np.ndarray, threads: int | None
-) -> tuple[np.ndarray, int]:
-    """Q8_0 bytes of output rows [start, stop) of a BF16 tensor, and the first row (within them) with NaN/inf."""
+) -> tuple[np.ndarray, int, int]:
+    """Q8_0 bytes of output rows [start, stop) of a BF16 tensor, the first row (within them) with NaN/inf and
+    the first whose block scale overflows fp16 (-1 for none)."""
     import numba
 
     from quant.convert.rowkernels import bf16_rows_to_q8_0
@@ -139,7 +145,7 @@ def _q8_0_rows(
     out = buf.reshape(stop - start, row_bytes)
     rmap = t.row_map()
     per_part = t.n_rows // len(arrays)
-    first_bad = -1
+    first_bad = first_over = -1
     pos = start
     with numba.parallel_chunksize(1):
         while pos < stop:
@@ -148,11 +154,13 @@ def _q8_0_rows(
             src = arrays[p].reshape(per_part, t.n_cols)
             idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
             o0 = pos - start
-            bad = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], 8 * nthreads)
+            bad, over = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], 8 * nthreads)
             if bad >= 0 and first_bad < 0:
                 first_bad = o0 + bad
+            if over >= 0 and first_over < 0:
+                first_over = o0 + over
             pos += r1 - r0
-    return out, first_bad
+    return out, first_bad, first_over
 
 
 def _nonfinite(t: OutTensor, bad: int) -> ConversionError:
@@ -226,10 +234,11 @@ def write_data(
                 r1 = min(t.n_rows, r0 + per_chunk)
                 if fused:
                     buf = ring.get((r1 - r0) * row_nbytes("Q8_0", t.n_cols))
-                    data, bad = _q8_0_rows(t, r0, r1, arrays, buf, threads)
+                    data, bad, over = _q8_0_rows(t, r0, r1, arrays, buf, threads)
                     if bad >= 0:
                         raise _nonfinite(t, r0 + bad)
-                    _check_encoded(data, t.type, t.name, r0)
+                    if over >= 0:
+                        raise _too_large(t.name, t.type, r0 + over)
                 else:
                     x, bad = t.rows(r0, r1, arrays)
                     if bad >= 0:
