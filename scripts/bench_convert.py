@@ -8,7 +8,8 @@ Each conversion runs in a fresh subprocess, `--repeat` rounds interleaving ours 
 of wall time, CPU time (with any helper process) and peak RSS are reported. The I/O floor is
 the time to read the input once (warm page cache, the same state the conversions see). With
 `--anchor-python PY` (a Python with torch, transformers, sentencepiece and the sdist's gguf-py) the script
-also runs llama.cpp's convert_hf_to_gguf.py (bf16, then llama_model_quantize to Q4_K_M; and --outtype q8_0).
+also runs llama.cpp's convert_hf_to_gguf.py (bf16, then llama_model_quantize to Q4_K_M; and --outtype q8_0)
+and reports whether our files are byte-identical to llama.cpp's (sha256 of the first round's outputs).
 
     python scripts/bench_convert.py [--threads 2] [--repeat 3] [--anchor-python /work/anchor-venv/bin/python]
         [--llama-src /tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp] [--json]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -188,6 +190,14 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict[str, float]:
     }
 
 
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _median(values: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(v[key] for v in values), 2)
 
@@ -256,30 +266,38 @@ def main() -> None:
     io_floor(src)  # warm the page cache once, like a second run
     res["io_floor_s"] = round(statistics.median(io_floor(src) for _ in range(3)), 2)
     runs: dict[str, list[dict[str, float]]] = {}
+    digests: dict[str, str] = {}  # first round: sha256 of every output, to check they are the same files
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         work = Path(tmp)
+
+        def done(path: Path, key: str) -> None:
+            digests.setdefault(key, sha256(path))
+            path.unlink()
+
         # Rounds interleave ours and llama.cpp's so both see the same machine state; medians are reported.
         for _ in range(args.repeat):
             for qtype in ("Q4_K_M", "Q8_0"):
-                runs.setdefault(f"ours_{qtype}", []).append(
-                    ours(src, work / f"ours-{qtype}.gguf", qtype, args.threads)
-                )
-                (work / f"ours-{qtype}.gguf").unlink()
+                out = work / f"ours-{qtype}.gguf"
+                runs.setdefault(f"ours_{qtype}", []).append(ours(src, out, qtype, args.threads))
+                done(out, f"ours_{qtype}")
             if args.anchor_python:
                 bf16 = work / "anchor-bf16.gguf"
                 runs.setdefault("anchor_convert_bf16", []).append(
                     convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "bf16", bf16)
                 )
-                runs.setdefault("anchor_quantize_Q4_K_M", []).append(
-                    llama_quantize(bf16, work / "anchor-q4km.gguf", args.threads)
-                )
+                q4 = work / "anchor-q4km.gguf"
+                runs.setdefault("anchor_quantize_Q4_K_M", []).append(llama_quantize(bf16, q4, args.threads))
                 bf16.unlink()
-                (work / "anchor-q4km.gguf").unlink()
+                done(q4, "anchor_Q4_K_M")
                 q8 = work / "anchor-q8.gguf"
                 runs.setdefault("anchor_convert_Q8_0", []).append(
                     convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "q8_0", q8)
                 )
-                q8.unlink()
+                done(q8, "anchor_Q8_0")
+    if args.anchor_python:
+        res["identical_to_llama_cpp"] = {
+            q: digests[f"ours_{q}"] == digests[f"anchor_{q}"] for q in ("Q4_K_M", "Q8_0")
+        }
     for name, values in runs.items():
         res[name] = {
             key: _median(values, key) for key in ("seconds", "cpu_seconds", "peak_rss_mb", "peak_tree_rss_mb")

@@ -6,12 +6,13 @@ reference our direct K-quant conversion must equal byte for byte and type for ty
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from quant.convert import convert, plan_layout
+from quant.convert import convert, plan_layout, resolve_file_type
 from tests.convert_support import llama_quantize, tensor_bytes
 
 FIXTURES = ("smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny")
@@ -70,6 +71,18 @@ def _assert_parity(converted: Converted, fixture: str, qtype: str) -> None:
         otype, oshape, odata = ours[name]
         assert (otype, oshape) == (rtype, rshape), name
         assert odata == rdata, f"{name} ({otype}) differs from llama.cpp's bytes"
+    if resolve_file_type(qtype).by_quantize:
+        # llama.cpp makes K-quant files only with llama-quantize: ours is that whole file, header included
+        # (our F32 output is convert_hf_to_gguf's, see test_vocab's opt-in comparison and the benchmark)
+        assert _sha256(converted(fixture, qtype)) == _sha256(converted.reference(fixture, qtype))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
 
 
 @pytest.mark.parametrize(("fixture", "qtype"), PARITY_FAST)
@@ -110,15 +123,37 @@ def test_mixtral_layout_stacks_experts_and_keeps_router_f32(checkpoints: dict[st
     assert layout.kv["llama.expert_count"] == 8 and layout.kv["llama.expert_used_count"] == 2
 
 
-def test_llama3_rope_freqs_first_and_tied_embedding_quantised_like_output(
+def test_llama3_rope_freqs_and_tied_embedding_quantised_like_output(
     checkpoints: dict[str, Path],
 ) -> None:
     layout = plan_layout(checkpoints["llama3-tiny"], "Q4_K_M")
-    assert layout.tensors[0].name == "rope_freqs.weight" and layout.tensors[0].type == "F32"
-    assert layout.tensors[0].ne == (layout.head_dim // 2,)
-    names = [t.name for t in layout.tensors]
-    assert "output.weight" not in names
-    assert next(t for t in layout.tensors if t.name == "token_embd.weight").type == "Q6_K"
+    by_name = {t.name: t for t in layout.tensors}
+    assert by_name["rope_freqs.weight"].type == "F32"
+    assert by_name["rope_freqs.weight"].ne == (layout.head_dim // 2,)
+    assert "output.weight" not in by_name
+    assert by_name["token_embd.weight"].type == "Q6_K"
+
+
+def test_tensor_and_kv_order_follow_the_llama_cpp_tool_that_makes_the_type(
+    checkpoints: dict[str, Path],
+) -> None:
+    """convert_hf_to_gguf's order for the types it writes itself; llama-quantize's for the K-quant mixtures."""
+    direct = plan_layout(checkpoints["llama3-tiny"], "F16")
+    names = [t.name for t in direct.tensors]
+    assert names[:3] == ["rope_freqs.weight", "token_embd.weight", "blk.0.attn_norm.weight"]
+    keys = list(direct.kv)
+    assert keys.index("general.file_type") < keys.index("tokenizer.ggml.model") < len(keys) - 2
+    quantized = plan_layout(checkpoints["llama3-tiny"], "Q4_K_M")
+    names = [t.name for t in quantized.tensors]
+    assert names[:4] == [
+        "output_norm.weight",
+        "rope_freqs.weight",
+        "token_embd.weight",
+        "blk.0.attn_k.weight",
+    ]
+    assert sorted(names, key=lambda n: (int(n.split(".")[1]) if n.startswith("blk.") else -1, n)) == names
+    assert list(quantized.kv)[-2:] == ["general.quantization_version", "general.file_type"]
+    assert set(quantized.kv) == set(direct.kv)
 
 
 def _llama_logits(path: Path, prompts: list[list[int]]) -> list[np.ndarray]:

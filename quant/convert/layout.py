@@ -18,7 +18,14 @@ import gguf  # quant/convert/__init__.py imported it already, without mistral_co
 import numpy as np
 
 from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config
-from quant.convert.mixture import FileType, TensorSpec, choose_types, resolve_file_type, row_nbytes
+from quant.convert.mixture import (
+    FileType,
+    TensorSpec,
+    choose_types,
+    layer_key,
+    resolve_file_type,
+    row_nbytes,
+)
 from quant.convert.tensors import OutTensor, plan_tensors
 from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
 from quant.errors import ConversionError
@@ -160,10 +167,12 @@ def _add_hparams(w: gguf.GGUFWriter, hp: HParams, ft: FileType) -> None:
     if hp.head_dim_explicit:
         w.add_key_length(hp.head_dim)
         w.add_value_length(hp.head_dim)
-    w.add_file_type(ft.ftype)
+    if not ft.by_quantize:
+        w.add_file_type(ft.ftype)
     w.add_vocab_size(hp.n_vocab)
     w.add_rope_dimension_count(hp.head_dim)
-    w.add_quantization_version(QUANTIZATION_VERSION)
+    if not ft.by_quantize:
+        w.add_quantization_version(QUANTIZATION_VERSION)
 
 
 _NUMPY_TYPES = {
@@ -253,6 +262,8 @@ def _prepare(src: Path, ft: FileType, probe: TokenizerProbe) -> Prepared:
     config = read_config(src)
     hp = parse_hparams(src, config)
     out_tensors = plan_tensors(hp, index_tensors(src))
+    if ft.by_quantize:  # llama-quantize writes tensors in its weights_map order (layer, then name)
+        out_tensors.sort(key=lambda t: layer_key(t.name))
     specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in out_tensors]
     types = choose_types(
         specs, ft, n_layer=hp.n_layer, n_expert=hp.n_expert, n_head=hp.n_head, n_head_kv=hp.n_head_kv
@@ -275,6 +286,9 @@ def _prepare(src: Path, ft: FileType, probe: TokenizerProbe) -> Prepared:
     general.write_to(w)
     _add_hparams(w, hp, ft)
     vocab.write_to(w)
+    if ft.by_quantize:  # where llama-quantize puts them: it sets both anew, which appends them
+        w.add_quantization_version(QUANTIZATION_VERSION)
+        w.add_file_type(ft.ftype)
     header = _header_bytes(w, layouts)
     layout = Layout(
         src=src,

@@ -20,6 +20,10 @@ class FileType:
     name: str
     ftype: int  # general.file_type (llama_ftype)
     default: str  # ggml type of ordinary weights
+    # llama.cpp makes this type only with llama-quantize (convert_hf_to_gguf cannot), so the file is laid out
+    # the way llama-quantize writes it: tensors in its weights_map order, quantization_version and
+    # file_type moved to the end of the KVs
+    by_quantize: bool = False
 
 
 FILE_TYPES: dict[str, FileType] = {
@@ -29,10 +33,10 @@ FILE_TYPES: dict[str, FileType] = {
         FileType("F16", 1, "F16"),
         FileType("BF16", 32, "BF16"),
         FileType("Q8_0", 7, "Q8_0"),
-        FileType("Q6_K", 18, "Q6_K"),
-        FileType("Q5_K_M", 17, "Q5_K"),
-        FileType("Q4_K_M", 15, "Q4_K"),
-        FileType("Q4_K_S", 14, "Q4_K"),
+        FileType("Q6_K", 18, "Q6_K", by_quantize=True),
+        FileType("Q5_K_M", 17, "Q5_K", by_quantize=True),
+        FileType("Q4_K_M", 15, "Q4_K", by_quantize=True),
+        FileType("Q4_K_S", 14, "Q4_K", by_quantize=True),
     )
 }
 ALIASES = {"Q4_K": "Q4_K_M"}
@@ -67,7 +71,7 @@ def _cmod(a: int, b: int) -> int:
     return -r if a < 0 else r
 
 
-def _layer_key(name: str) -> tuple[int, str]:
+def layer_key(name: str) -> tuple[int, str]:
     """llama.cpp's weights_map order: layer number from "blk.N." (-1 for others), then the name."""
     if name.startswith("blk."):
         try:
@@ -124,7 +128,7 @@ def choose_types(
     is_70b = n_expert <= 1 and n_layer == 80 and n_head != n_head_kv
     i_attention_wv = i_ffn_down = 0
     types: dict[str, str] = {}
-    for t in sorted(tensors, key=lambda t: _layer_key(t.name)):
+    for t in sorted(tensors, key=lambda t: layer_key(t.name)):
         if t.keep_f32 or not allows_quantization(t.name, len(t.shape)):
             types[t.name] = "F32"
             continue
@@ -152,7 +156,7 @@ def choose_types(
             if n_expert == 8:
                 new = "Q8_0"
         elif cat == "ffn_down":
-            i_layer = _layer_key(t.name)[0] if n_expert > 1 else i_ffn_down
+            i_layer = layer_key(t.name)[0] if n_expert > 1 else i_ffn_down
             if n_expert > 1 and not 0 <= i_layer < n_layer:
                 raise ConversionError(
                     f"tensor {t.name!r}: bad layer {i_layer} (num_hidden_layers is {n_layer})"
