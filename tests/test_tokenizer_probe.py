@@ -97,6 +97,13 @@ def test_falls_back_in_process_when_no_child_can_run(
     probe = TokenizerProbe(path)
     assert probe.proc is not None
     assert probe.result() == expected
+    impostor = tmp_path / "impostor"  # answers, but not with the probe's data
+    impostor.write_text('#!/bin/sh\necho "site noise"\necho \'{"something": "else"}\'\n')
+    impostor.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(impostor))
+    assert TokenizerProbe(path).result() == expected
+    monkeypatch.setattr(sys, "executable", "")
+    assert TokenizerProbe(path).proc is None
 
 
 def test_a_child_that_hangs_is_killed_and_replaced(

@@ -111,7 +111,8 @@ class TokenizerProbe:
     def __init__(self, path: str | Path, *, use_process: bool = True) -> None:
         self.path = Path(path)
         self.proc: subprocess.Popen[bytes] | None = None
-        if use_process and not getattr(sys, "frozen", False):  # a frozen app's executable is not a Python
+        # (not from a frozen app, whose executable is not a Python, nor an embedded one without an executable)
+        if use_process and sys.executable and not getattr(sys, "frozen", False):
             try:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-P", __file__, str(self.path)],
@@ -130,15 +131,18 @@ class TokenizerProbe:
                 self.close()
                 return probe_in_process(self.path)
             code, self.proc = self.proc.returncode, None
-            try:
-                data = json.loads(out)
+            try:  # the answer is the last line (a sitecustomize may have printed before it)
+                data = json.loads(out.splitlines()[-1]) if out.strip() else None
             except ValueError:
                 data = None
             if isinstance(data, dict):
                 if code == 2 and isinstance(data.get("error"), str):
                     raise ProbeError(data["error"])
                 if code == 0:
-                    return _facts(data)
+                    try:
+                        return _facts(data)
+                    except (KeyError, TypeError, ValueError):
+                        pass  # not our child's answer: do the work here
         return probe_in_process(self.path)
 
     def close(self) -> None:
