@@ -191,11 +191,8 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict[str, float]:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _median(values: list[dict[str, float]], key: str) -> float:

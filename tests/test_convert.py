@@ -78,11 +78,8 @@ def _assert_parity(converted: Converted, fixture: str, qtype: str) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @pytest.mark.parametrize(("fixture", "qtype"), PARITY_FAST)
