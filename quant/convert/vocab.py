@@ -24,6 +24,7 @@ from quant.convert.tokenizer_probe import (
     TokenizerFacts,
     TokenizerProbe,
     pre_tokenizer_hash,
+    probe_in_process,
 )
 from quant.errors import ConversionError
 
@@ -199,7 +200,7 @@ def load_vocab(src: Path, config: Mapping[str, Any], *, probe: TokenizerProbe | 
     """Read the tokenizer of checkpoint `src` as llama.cpp's LlamaModel.set_vocab would.
 
     `probe` is a TokenizerProbe of src/tokenizer.json started earlier by the caller (so the `tokenizers`
-    work overlaps whatever the caller did meanwhile); without one it is started here.
+    work overlaps whatever the caller did meanwhile); without one that work is done here, in-process.
     """
     src = Path(src)
     hparams = _merged_config(config)
@@ -363,11 +364,9 @@ def _sentencepiece_vocab(
 
 
 def _tokenizer_facts(path: Path, probe: TokenizerProbe | None) -> TokenizerFacts:
+    # Without a probe started earlier a child would overlap nothing: work in-process then.
     try:
-        if probe is not None:
-            return probe.result()
-        with TokenizerProbe(path) as own:
-            return own.result()
+        return probe.result() if probe is not None else probe_in_process(path)
     except ProbeError as e:
         raise ConversionError(f"{path}: cannot be loaded by the tokenizers package ({e})") from None
 
