@@ -344,8 +344,12 @@ def apple_metal_budget(ram_total: int, probes: Probes) -> tuple[int, str]:
     wired = probes.sysctl("iogpu.wired_limit_mb")
     if wired and wired.isdigit() and int(wired) > 0:
         return int(wired) * MIB, "sysctl iogpu.wired_limit_mb"
-    fraction = (2, 3) if ram_total <= 36 * GIB else (3, 4)
-    return ram_total * fraction[0] // fraction[1], f"heuristic: {fraction[0]}/{fraction[1]} of RAM"
+    return metal_default_budget(ram_total), f"heuristic: {'2/3' if ram_total <= 36 * GIB else '3/4'} of RAM"
+
+
+def metal_default_budget(ram_total: int) -> int:
+    """Metal's default working-set cap: about 2/3 of RAM up to 36 GB, 3/4 above."""
+    return ram_total * 2 // 3 if ram_total <= 36 * GIB else ram_total * 3 // 4
 
 
 _SIMD_FLAGS = {
@@ -363,7 +367,7 @@ _SIMD_FLAGS = {
 }
 
 
-def _cpu_flags(root: Path, machine: str) -> list[str]:
+def _cpu_flags(root: Path) -> list[str]:
     """SIMD flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM): they decide llama.cpp's CPU repacking."""
     try:
         text = (root / "proc/cpuinfo").read_text()
@@ -442,5 +446,5 @@ def detect_hardware(probes: Probes | None = None) -> Hardware:
         gpus=gpus,
         gpu_offload=offload,
         notes=notes,
-        cpu_flags=_cpu_flags(probes.root, probes.machine) if probes.system == "Linux" else [],
+        cpu_flags=_cpu_flags(probes.root) if probes.system == "Linux" else [],
     )

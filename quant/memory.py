@@ -38,9 +38,7 @@ def repack_types_for(machine: str, cpu_flags: set[str] | frozenset[str]) -> tupl
             return REPACK_X86_AVX512
         return REPACK_X86_AVX2 if "avx2" in cpu_flags else ()
     if machine in ("aarch64", "arm64"):
-        if "i8mm" in cpu_flags:
-            return REPACK_ARM_I8MM
-        return ("Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0") if "asimddp" in cpu_flags else ()
+        return REPACK_ARM_I8MM if cpu_flags & {"i8mm", "asimddp"} else ()  # the same set for both
     return ()
 
 

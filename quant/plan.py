@@ -147,20 +147,18 @@ class Plan:
 # -- sources --------------------------------------------------------------------------------------
 
 
-def _pad(n: int, align: int = 32) -> int:
-    return -(-n // align) * align
-
-
 def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]:
-    """Exact layouts for every type: the first through `plan_layout`, the others re-typed from it.
+    """Exact layouts for every type: the first through the converter's own `prepare`, the others re-typed.
 
     The header (KVs, tensor infos) has the same length for every type, so only the tensor types need
     recomputing; that skips reloading the tokenizer per type. tests/test_plan.py checks each file size
     against `plan_layout` itself.
     """
-    from quant.convert import plan_layout
+    from quant.convert.layout import _pad, prepare
+    from quant.convert.mixture import TensorSpec, choose_types, resolve_file_type, row_nbytes
 
-    first = plan_layout(src, types[0])
+    prep = prepare(src, types[0])
+    first = prep.layout
     hp = first.hparams
     hparams = {
         "n_layer": hp.n_layer,
@@ -181,43 +179,27 @@ def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]
             n_merges=n_merges,
         )
     }
-    rest = list(types[1:])
-    try:
-        from quant.convert.checkpoint import index_tensors
-        from quant.convert.mixture import TensorSpec, choose_types, resolve_file_type, row_nbytes
-        from quant.convert.tensors import plan_tensors
-
-        out = plan_tensors(hp, index_tensors(src))
-        specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in out]
-        for qtype in rest:
-            chosen = choose_types(
-                specs,
-                resolve_file_type(qtype),
-                n_layer=hp.n_layer,
-                n_expert=hp.n_expert,
-                n_head=hp.n_head,
-                n_head_kv=hp.n_head_kv,
+    specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in prep.tensors]
+    for qtype in types[1:]:
+        chosen = choose_types(
+            specs,
+            resolve_file_type(qtype),
+            n_layer=hp.n_layer,
+            n_expert=hp.n_expert,
+            n_head=hp.n_head,
+            n_head_kv=hp.n_head_kv,
+        )
+        sizes = [
+            (
+                t.name,
+                t.n_rows * row_nbytes(chosen[t.name], t.n_cols),
+                chosen[t.name],
+                tuple(reversed(t.shape)),
             )
-            sizes = [
-                (
-                    t.name,
-                    t.n_rows * row_nbytes(chosen[t.name], t.n_cols),
-                    chosen[t.name],
-                    tuple(reversed(t.shape)),
-                )
-                for t in out
-            ]
-            size = first.data_offset + sum(_pad(t[1]) for t in sizes)
-            shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams, n_merges=n_merges)
-    except (ImportError, AttributeError, TypeError, KeyError):  # the converter's internals moved on
-        for qtype in rest:
-            layout = plan_layout(src, qtype)
-            shapes[qtype] = ModelShape.from_tensors(
-                [(t.name, t.nbytes, t.type, t.ne) for t in layout.tensors],
-                file_size=layout.file_size,
-                hparams=hparams,
-                n_merges=n_merges,
-            )
+            for t in prep.tensors
+        ]
+        size = first.data_offset + sum(_pad(t[1]) for t in sizes)
+        shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams, n_merges=n_merges)
     return shapes
 
 

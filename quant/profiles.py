@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from quant.errors import QuantError
-from quant.hardware import GIB, MIB, Hardware
+from quant.hardware import GIB, MIB, Hardware, metal_default_budget
 from quant.memory import REPACK_ARM_I8MM, REPACK_X86_AVX2, repack_types_for
 
 RAM_RESERVE_MIN = 1536 * MIB
@@ -52,11 +52,6 @@ def usable_vram(total: int, *, display: bool) -> int:
     return max(0, total - GPU_CONTEXT_RESERVE - (DISPLAY_RESERVE if display else 0))
 
 
-def _apple_budget(total: int) -> int:
-    """Metal's default working-set cap: about 2/3 of RAM up to 36 GB, 3/4 above."""
-    return total * 2 // 3 if total <= 36 * GIB else total * 3 // 4
-
-
 _RAM_RULE = "usable RAM = total − max(1.5 GiB, 20 %) for the OS, a browser and the desktop"
 _VRAM_RULE = "usable VRAM = total − 0.5 GiB for the CUDA context"
 
@@ -83,7 +78,7 @@ def _mac(name: str, ram_gib: int, desc: str) -> Target:
     return Target(
         name,
         ram,
-        (min(ram, _apple_budget(total)),),
+        (min(ram, metal_default_budget(total)),),
         True,
         desc,
         [

@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from quant.kernels.bits import cvt_i32, f32_to_f16, roundf
 
-_EXP_MASK = np.uint32(0x7F800000)
+F32_EXP_MASK = np.uint32(0x7F800000)
 
 
 @njit(cache=True, parallel=True)
@@ -24,26 +24,10 @@ def bf16_rows_to_f32_bits(src, rows, out):  # pragma: no cover - compiled
         for j in range(c):
             u = np.uint32(src[r, j]) << np.uint32(16)
             out[i, j] = u
-            if (u & _EXP_MASK) == _EXP_MASK:
+            if (u & F32_EXP_MASK) == F32_EXP_MASK:
                 bad = True
         if bad:
             flags[i] = 1
-    for i in range(n):
-        if flags[i]:
-            return i
-    return -1
-
-
-@njit(cache=True, parallel=True)
-def first_nonfinite_row(bits):  # pragma: no cover - compiled
-    """First row of float32 bit patterns `bits` [n, c] holding NaN/inf, or -1."""
-    n, c = bits.shape
-    flags = np.zeros(n, dtype=np.uint8)
-    for i in prange(n):
-        for j in range(c):
-            if (bits[i, j] & _EXP_MASK) == _EXP_MASK:
-                flags[i] = 1
-                break
     for i in range(n):
         if flags[i]:
             return i
@@ -74,7 +58,7 @@ def bf16_rows_to_q8_0(src, rows, out, ntasks):  # pragma: no cover - compiled
             for j in range(c):
                 u = np.uint32(src[r, j]) << np.uint32(16)
                 bits[j] = u
-                if (u & _EXP_MASK) == _EXP_MASK:
+                if (u & F32_EXP_MASK) == F32_EXP_MASK:
                     bad = True
             if bad:
                 flags[i] = 1

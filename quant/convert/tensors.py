@@ -14,8 +14,9 @@ import gguf
 import numpy as np
 
 from quant.convert.checkpoint import HParams, SourceTensor
-from quant.convert.rowkernels import bf16_rows_to_f32_bits, first_nonfinite_row
+from quant.convert.rowkernels import F32_EXP_MASK, bf16_rows_to_f32_bits
 from quant.errors import ConversionError
+from quant.kernels.bits import first_row_with_all_ones
 
 _DROPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
 _EXPERT_WEIGHTS = ("w1", "w2", "w3")
@@ -65,12 +66,12 @@ class OutTensor:
             x = np.ascontiguousarray(
                 self.data.reshape(self.n_rows, self.n_cols)[start:stop], dtype=np.float32
             )
-            return x, first_nonfinite_row(x.view(np.uint32))
+            return x, first_row_with_all_ones(x.view(np.uint32), F32_EXP_MASK)
         rmap = self.row_map()
         if len(self.shape) == 1:  # 1-D (norms, biases): one row; a q/k bias is permuted along it
             vec = arrays[0][rmap] if rmap is not None else arrays[0]
             x = _to_f32(vec.reshape(1, -1))
-            return x, first_nonfinite_row(x.view(np.uint32))
+            return x, first_row_with_all_ones(x.view(np.uint32), F32_EXP_MASK)
         per_part = self.n_rows // len(arrays)
         out = np.empty((stop - start, self.n_cols), dtype=np.float32)
         bits = out.view(np.uint32)
@@ -87,7 +88,7 @@ class OutTensor:
             else:
                 dst = out[o0 : o0 + (r1 - r0)]
                 dst[...] = src[rmap[r0:r1]] if rmap is not None else src[r0:r1]
-                bad = first_nonfinite_row(bits[o0 : o0 + (r1 - r0)])
+                bad = first_row_with_all_ones(bits[o0 : o0 + (r1 - r0)], F32_EXP_MASK)
             if bad >= 0 and first_bad < 0:
                 first_bad = o0 + bad
             pos += r1 - r0

@@ -61,7 +61,8 @@ def pre_tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(str(list(ids)).encode("utf-8")).hexdigest()
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (Rust and YAML errors span several)."""
     return " ".join(str(e).split()) or type(e).__name__
 
 
@@ -72,7 +73,7 @@ def probe(path: str | Path) -> dict[str, Any]:
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises plain Exception subclasses
-        raise ProbeError(_one_line(e)) from None
+        raise ProbeError(one_line(e)) from None
     added = tok.get_added_tokens_decoder()
     roundtrip = {}
     for tid, info in added.items():

@@ -23,6 +23,7 @@ from quant.convert.tokenizer_probe import (
     ProbeError,
     TokenizerFacts,
     TokenizerProbe,
+    one_line,
     pre_tokenizer_hash,
     probe_in_process,
 )
@@ -267,14 +268,10 @@ def _read_json_file(path: Path, *, required: bool = False) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())  # bytes: json decodes UTF-8 itself, skipping newline translation
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConversionError(f"{path}: not valid JSON ({_one_line(e)})") from None
+        raise ConversionError(f"{path}: not valid JSON ({one_line(e)})") from None
     if not isinstance(data, dict):
         raise ConversionError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def does_token_look_special(token: str) -> bool:
@@ -303,7 +300,7 @@ def _sentencepiece_vocab(
         if fallback_ok:
             # e.g. a tiktoken-format tokenizer.model next to a tokenizer.json: use the latter.
             return None
-        raise ConversionError(f"{path}: not a SentencePiece model ({_one_line(e)})") from None
+        raise ConversionError(f"{path}: not a SentencePiece model ({one_line(e)})") from None
     n_sp = sp.vocab_size()
     vocab_size = hparams.get("vocab_size") or n_sp
     if not isinstance(vocab_size, int) or vocab_size <= 0:
@@ -729,7 +726,7 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{path}: cannot be read ({_one_line(e)})") from None
+        raise ConversionError(f"{path}: cannot be read ({one_line(e)})") from None
 
 
 __all__ = [

@@ -74,25 +74,28 @@ def encode(
     """
     if type_name == "F32":
         return x
-    import numba
-
-    from quant.kernels.api import default_threads, quant_type
+    from quant.kernels.api import quant_type
 
     cls = quant_type(type_name)
     out = np.empty((x.shape[0], row_nbytes(type_name, x.shape[1])), dtype=np.uint8)
-    numba.set_num_threads(min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS))
-    cls.quantize_rows(x, out)
-    _check_encoded(out, type_name, name, row0)
+    _use_threads(threads)
+    bad = cls.quantize_rows(x, out)  # kernels that validate as they go say so; the others are checked here
+    if bad is None:
+        bad = cls.invalid_row(out)
+    if bad >= 0:
+        raise _too_large(name, type_name, row0 + bad)
     return out
 
 
-def _check_encoded(out: np.ndarray, type_name: str, name: str, row0: int) -> None:
-    """llama.cpp's row validation of encoded rows (an F16/BF16 value or a block scale overflowing to inf)."""
-    from quant.kernels.api import quant_type
+def _use_threads(threads: int | None) -> int:
+    """Set numba's thread count for the next kernel calls (default: every core we may use); returns it."""
+    import numba
 
-    bad = quant_type(type_name).invalid_row(out)
-    if bad >= 0:
-        raise _too_large(name, type_name, row0 + bad)
+    from quant.kernels.api import default_threads
+
+    n = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    return n
 
 
 def _too_large(name: str, type_name: str, row: int) -> ConversionError:
@@ -137,10 +140,8 @@ def _q8_0_rows(
     import numba
 
     from quant.convert.rowkernels import bf16_rows_to_q8_0
-    from quant.kernels.api import default_threads
 
-    nthreads = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(nthreads)
+    nthreads = _use_threads(threads)
     row_bytes = row_nbytes("Q8_0", t.n_cols)
     out = buf.reshape(stop - start, row_bytes)
     rmap = t.row_map()
