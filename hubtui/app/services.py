@@ -154,23 +154,11 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
 
 
 def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
-    """Delete a cached repo (as `hubtui cache rm`) or a GGUF file; returns the bytes freed."""
+    """Delete a cached repo or a GGUF file exactly as `hubtui cache rm` does; returns the bytes freed."""
     load("hubtui.hub")
     from hubtui.hub import remove
 
-    if model.kind == "gguf" and not model.path.startswith(str(_cache_root(cache_dir))):
-        path = Path(model.path)
-        size = path.stat().st_size
-        path.unlink()
-        return size
     return remove(model.remove_target, cache_dir).freed
-
-
-def _cache_root(cache_dir: str | None) -> Path:
-    load("hubtui.hub.settings")
-    from hubtui.hub.settings import cache_dir as hf_cache
-
-    return hf_cache(cache_dir)
 
 
 def inspect_text(path: str) -> str:

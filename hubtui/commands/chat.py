@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import seed_option, temperature_option
+from hubtui.commands._common import gpu_layers_option, parse_gpu_layers, seed_option, temperature_option
 from hubtui.runner.formats import FALLBACK_TEMPLATES
 
 
@@ -19,12 +19,7 @@ from hubtui.runner.formats import FALLBACK_TEMPLATES
     "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Longest reply."
 )
 @seed_option
-@click.option(
-    "--gpu-layers",
-    default="auto",
-    show_default=True,
-    help="Layers to offload to the GPU: a number, -1 for all, or 'auto'.",
-)
+@gpu_layers_option
 @click.option(
     "--format",
     "chat_format",
@@ -51,11 +46,10 @@ def command(
     """
     import sys
 
-    from hubtui.commands.smoke import _gpu_layers
     from hubtui.runner.chat import ChatEngine, load_model
     from hubtui.runner.repl import run_repl
 
-    llm = load_model(file, n_ctx=n_ctx, gpu_layers=_gpu_layers(gpu_layers))
+    llm = load_model(file, n_ctx=n_ctx, gpu_layers=parse_gpu_layers(gpu_layers))
     engine = ChatEngine(
         llm,
         system=system,

@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import echo_json, json_option
-
-
-def _gpu_layers(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
-    if n < -1:
-        raise click.BadParameter(f"{n} must be -1 (all), 0 or more, or 'auto'")
-    return n
+from hubtui.commands._common import echo_json, gpu_layers_option, json_option, parse_gpu_layers
 
 
 @click.command("smoke")
@@ -29,12 +17,7 @@ def _gpu_layers(value: str) -> int | str:
     show_default=True,
     help="Context size to load with.",
 )
-@click.option(
-    "--gpu-layers",
-    default="auto",
-    show_default=True,
-    help="Layers to offload to the GPU: a number, -1 for all, or 'auto'.",
-)
+@gpu_layers_option
 @click.option(
     "--baseline",
     type=click.Path(dir_okay=False, exists=True),
@@ -60,7 +43,7 @@ def command(
     from hubtui.runner.smoke import run_smoke
     from hubtui.runner.smoke_report import render_text
 
-    ngl = _gpu_layers(gpu_layers)
+    ngl = parse_gpu_layers(gpu_layers)
 
     def progress(stage: str, message: str) -> None:
         if not as_json:

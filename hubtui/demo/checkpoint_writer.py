@@ -25,10 +25,6 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return ((u + rounding) >> 16).astype(np.uint16)
 
 
-def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
 def encode_tensor(x: np.ndarray, dtype: str) -> np.ndarray:
     """The array as stored on disk for a safetensors dtype ("F32", "F16" or "BF16")."""
     if dtype == "BF16":

@@ -370,10 +370,8 @@ def _run(
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            if cancel is not None and cancel.is_set() and not abort.is_set():
-                abort.set()
-                interrupter.interrupt()
-            if any(f.exception() is not None for f in done) and not abort.is_set():
+            cancelled = cancel is not None and cancel.is_set()
+            if not abort.is_set() and (cancelled or any(f.exception() is not None for f in done)):
                 abort.set()
                 interrupter.interrupt()
     except BaseException:  # KeyboardInterrupt in the caller's thread: stop the workers, keep the partials

@@ -86,7 +86,6 @@ def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | None) -> Bu
     target = get_profile(target_name or "laptop-8g")
     source = load_source(path)
     first = plan(source, target, ctx=min(MAX_BUNDLE_CTX, facts.context_length or MAX_BUNDLE_CTX))
-    row = first.rows[0]
     best = max_context(first.shape, first.settings, target)
     notes = list(target.assumptions)
     if best is None:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,3 @@ def _common_prefix(llm: Any, tokens: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def stats_dict(reply: Reply) -> dict[str, Any]:
-    return {**asdict(reply.stats), "dropped_turns": reply.dropped_turns}

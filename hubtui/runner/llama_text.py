@@ -56,9 +56,3 @@ def add_bos(vocab: Any) -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-
-
-def is_control(vocab: Any, token: int) -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_vocab_is_control(vocab, token))

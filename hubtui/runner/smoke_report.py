@@ -44,8 +44,9 @@ def render_text(report: SmokeReport) -> str:
         mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[check.level]
         lines.append(f"  [{mark}] {check.check}: {check.message}")
     if report.measurements:
-        width = max(len(label) for label, _ in figures(report))
-        lines += [f"  {label:<{width}}  {value}" for label, value in figures(report)]
+        rows = figures(report)
+        width = max(len(label) for label, _ in rows)
+        lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)
 
 
