@@ -235,13 +235,14 @@ class HubtuiApp(App[None]):
         bindings = [b.binding for b in self.screen.active_bindings.values()]
         for pane in PANES.values():
             bindings += pane.BINDINGS  # every screen's keys, not only the focused one's
+        keymap = getattr(self, "_keymap", {}) or {}
         for binding in bindings:
             if not binding.id or binding.id in seen:
                 continue
             seen.add(binding.id)
-            keymap = getattr(self, "_keymap", {}) or {}
-            keys = keymap.get(binding.id, binding.key) if binding.id else binding.key
-            rows.append((keys, binding.description or binding.action, binding.id or ""))
+            rows.append(
+                (keymap.get(binding.id, binding.key), binding.description or binding.action, binding.id)
+            )
         return rows
 
     def action_help(self) -> None:
@@ -256,12 +257,13 @@ class HubtuiApp(App[None]):
                 f"Go to {title}", f"Show the {title} screen", lambda t=tab: self.action_show_tab(t)
             )
         yield SystemCommand("Help", "List every key binding", self.action_help)
+        titles = {tab: title for tab, title, *_ in SCREENS}
         for tab, pane_cls in PANES.items():
             for binding in pane_cls.BINDINGS:
                 if not binding.id or binding.show is False:
                     continue
                 yield SystemCommand(
-                    f"{dict((s[0], s[1]) for s in SCREENS)[tab]}: {binding.description}",
+                    f"{titles[tab]}: {binding.description}",
                     f"{binding.key} on the {tab} screen",
                     lambda t=tab, c=pane_cls, a=binding.action: self._run_pane_action(t, c, a),
                 )

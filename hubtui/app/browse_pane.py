@@ -249,8 +249,7 @@ class BrowsePane(Vertical):
             return
         d = message.details
         self.details_by_id[d.repo_id] = d
-        load("hubtui.hub.download")
-        from hubtui.hub.download import format_bytes
+        from hubtui.units import format_bytes
 
         access = ("[green]" if d.access else "[red]") + d.access_note + "[/]"
         lines = [

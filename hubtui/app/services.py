@@ -74,8 +74,7 @@ def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str]]:
 
 
 def human_bytes(n: float) -> str:
-    load("hubtui.hub.download")
-    from hubtui.hub.download import format_bytes
+    from hubtui.units import format_bytes  # not via hubtui.hub: that would load huggingface_hub here
 
     return format_bytes(n)
 

@@ -30,6 +30,7 @@ from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
 from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges
 from hubtui.hub.transfer import Expected, Interrupter, fetch
+from hubtui.units import format_bytes
 
 DiskFree = Callable[[Path], int]
 
@@ -69,14 +70,6 @@ class _Item:
     lock: Path
     have: int = 0
     cached: bool = False
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def free_space(path: Path) -> int:
