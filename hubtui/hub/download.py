@@ -28,7 +28,7 @@ from hubtui.hub.errors import (
 from hubtui.hub.files import check_name, filter_names, safe_join, select_for_conversion, select_gguf
 from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
-from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges
+from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges, sidecar_path
 from hubtui.hub.transfer import Expected, Interrupter, fetch
 from hubtui.units import format_bytes
 
@@ -307,7 +307,7 @@ def _run(
                 tracker.advance(it.name, n)
 
             url = hf_hub_url(repo_id, it.name, revision=commit, endpoint=ctx.endpoint)
-            sidecar = it.partial.with_name(it.partial.name + ".ranges")
+            sidecar = sidecar_path(it.partial)
             split = connections > 1 and (it.expected.size > split_above or sidecar.exists())
             try:
                 if split:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from huggingface_hub.utils import hf_raise_for_status, httpx
+from huggingface_hub.utils import httpx
 
 from hubtui.hub.errors import ChecksumMismatchError, DownloadCancelledError, HubError
 from hubtui.hub.retry import RetryPolicy, is_transient, wait_for
-from hubtui.hub.transfer import Expected, Interrupter, hash_prefix
+from hubtui.hub.transfer import Expected, Interrupter, hash_prefix, open_stream
 
 MAGIC = b"HUBTUIR1"
 _HEAD = struct.Struct("<8sQQ")  # magic, file size, number of ranges
@@ -69,10 +69,15 @@ class Ranges:
         os.close(self._fd)
 
 
+def sidecar_path(partial: Path) -> Path:
+    """Where the range progress of `partial` is recorded."""
+    return partial.with_name(partial.name + ".ranges")
+
+
 def bytes_done(partial: Path, size: int) -> int | None:
     """Bytes already fetched of a split download (from its sidecar), None if it is not one."""
     try:
-        raw = partial.with_name(partial.name + ".ranges").read_bytes()
+        raw = sidecar_path(partial).read_bytes()
         magic, stored, n = _HEAD.unpack_from(raw, 0)
         if magic != MAGIC or stored != size or not partial.exists():
             return None
@@ -96,7 +101,7 @@ def fetch_ranges(
 ) -> None:
     """Bring `partial` to the expected content with `parts` parallel range requests, then verify it."""
     retry = retry or RetryPolicy()
-    sidecar = partial.with_name(partial.name + ".ranges")
+    sidecar = sidecar_path(partial)
     if sidecar.exists() and not partial.exists():  # progress without its bytes means nothing
         sidecar.unlink()
     prefix = partial.stat().st_size if partial.exists() and not sidecar.exists() else 0
@@ -197,12 +202,7 @@ def _stream_range(
 ) -> None:
     start, end, done = ranges.ranges[i]
     req = {**headers, "Range": f"bytes={start + done}-{end - 1}"}
-    with session.stream(
-        "GET", url, headers=req, follow_redirects=True, timeout=httpx.Timeout(read_timeout)
-    ) as response:
-        if response.status_code >= 400:
-            response.read()
-            hf_raise_for_status(response)
+    with open_stream(session, url, req, read_timeout) as response:
         if response.status_code != 206:
             raise RangeNotHonoured("the server ignored a Range request")
         sock = interrupter.register(response) if interrupter is not None else None

@@ -15,7 +15,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,32 @@ def hash_prefix(path: Path, h: hashlib._Hash, size: int) -> None:
             left -= len(chunk)
 
 
+@contextlib.contextmanager
+def open_stream(
+    session: httpx.Client, url: str, headers: dict[str, str], read_timeout: float
+) -> Iterator[httpx.Response]:
+    """A streamed GET whose HTTP errors are raised as the hub's errors (gated, missing, rate-limited, ...)."""
+    with session.stream(
+        "GET", url, headers=headers, follow_redirects=True, timeout=httpx.Timeout(read_timeout)
+    ) as response:
+        if response.status_code >= 400:
+            response.read()
+            hf_raise_for_status(response)
+        yield response
+
+
+def _resume_point(partial: Path, expected: Expected) -> tuple[int, hashlib._Hash]:
+    """(bytes to keep, hasher fed with them): the partial file's size, or 0 for one too large to be ours."""
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > expected.size:  # not ours, or a different file: start over
+        partial.unlink()
+        have = 0
+    h = expected.hasher()
+    if have:
+        hash_prefix(partial, h, have)
+    return have, h
+
+
 def fetch(
     session: httpx.Client,
     url: str,
@@ -136,13 +162,7 @@ def fetch(
     """
     retry = retry or RetryPolicy()
     partial.parent.mkdir(parents=True, exist_ok=True)
-    have = partial.stat().st_size if partial.exists() else 0
-    if have > expected.size:  # not ours, or a different file: start over
-        partial.unlink()
-        have = 0
-    h = expected.hasher()
-    if have:
-        hash_prefix(partial, h, have)
+    have, h = _resume_point(partial, expected)
     attempt = 0
     digest = h.hexdigest() if have == expected.size else ""
     while not digest:
@@ -177,13 +197,7 @@ def fetch(
             attempt += 1
             if attempt > retry.max_retries:
                 raise
-            have = partial.stat().st_size if partial.exists() else 0
-            if have > expected.size:
-                partial.unlink()
-                have = 0
-            h = expected.hasher()
-            if have:
-                hash_prefix(partial, h, have)
+            have, h = _resume_point(partial, expected)
             retry.wait(wait_for(exc, attempt, retry), cancel)
     size = partial.stat().st_size
     if size != expected.size or digest != expected.digest:
@@ -218,12 +232,7 @@ def _stream(
     req = dict(headers)
     if have:
         req["Range"] = f"bytes={have}-"
-    with session.stream(
-        "GET", url, headers=req, follow_redirects=True, timeout=httpx.Timeout(read_timeout)
-    ) as response:
-        if response.status_code >= 400:
-            response.read()
-            hf_raise_for_status(response)
+    with open_stream(session, url, req, read_timeout) as response:
         if have and response.status_code != 206:
             # The server ignored the Range: what we have is not continued, so rewrite from byte 0.
             if on_restart is not None:
