@@ -107,15 +107,12 @@ def greedy_chat(llm: Any) -> dict[str, Any]:
     import numpy as np
 
     from hubtui.runner import llama_text
+    from hubtui.runner.chat import prompt_tokens
     from hubtui.runner.formats import chat_format_for
 
     vocab = llama_text.vocab_of(llm)
     fmt = chat_format_for(llm)
-    prompt = fmt.render([{"role": "user", "content": CHAT_PROMPT}])
-    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-    bos = llm.token_bos()
-    if llama_text.add_bos(vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
-        tokens = [bos, *tokens]
+    tokens = prompt_tokens(llm, fmt, [{"role": "user", "content": CHAT_PROMPT}])
     n_vocab = llm.n_vocab()
     llm.reset()
     llm.eval(tokens)
