@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -9,10 +11,6 @@ from textual.message import Message
 from textual.widgets import Static
 
 from hubtui.app.imports import load
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB"
 
 
 class HardwarePane(VerticalScroll):
@@ -36,17 +34,14 @@ class HardwarePane(VerticalScroll):
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
         load("quant.hardware")
-        from quant.hardware import Probes, detect_hardware
+        load("hubtui.commands.hw")
+        from hubtui.commands.hw import detect_machine
+        from hubtui.commands.hw import gib as _gib
 
+        with contextlib.suppress(Exception):  # detect_machine reports offload as unknown then
+            load("llama_cpp")  # under the app's import lock, before detect_machine asks it
         try:
-            load("llama_cpp")
-            import llama_cpp
-
-            offload = llama_cpp.llama_supports_gpu_offload
-        except Exception:
-            offload = None
-        try:
-            hw = detect_hardware(Probes(gpu_offload=offload))
+            hw = detect_machine()
         except Exception as exc:  # shown, never raised into the UI
             self.post_message(self.Detected(f"Hardware detection failed: {exc}"))
             return

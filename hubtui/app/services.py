@@ -36,12 +36,9 @@ def resolve_target(name: str) -> Target:
     if name and name != MACHINE:
         return get_profile(name)
     load("hubtui.commands.hw")
-    from hubtui.commands.hw import _llama_offload_probe
+    from hubtui.commands.hw import detect_machine
 
-    load("quant.hardware")
-    from quant.hardware import Probes, detect_hardware
-
-    return machine_target(detect_hardware(Probes(gpu_offload=_llama_offload_probe())))
+    return machine_target(detect_machine())
 
 
 def plan_for(src: str | Path, target_name: str) -> Plan:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hubtui.commands._common import json_option
+
+if TYPE_CHECKING:
+    from quant.hardware import Hardware
 
 
 def gib(n: int) -> str:
@@ -20,14 +25,20 @@ def _llama_offload_probe():
     return llama_cpp.llama_supports_gpu_offload
 
 
+def detect_machine() -> Hardware:
+    """This machine as sizing sees it: quant's probes plus llama-cpp-python's answer on GPU offload."""
+    from quant.hardware import Probes, detect_hardware
+
+    return detect_hardware(Probes(gpu_offload=_llama_offload_probe()))
+
+
 @click.command("hw")
 @json_option
 def command(as_json: bool) -> None:
     """Show the RAM, GPUs and container limits that sizing uses."""
     from hubtui.commands._common import echo_json
-    from quant.hardware import Probes, detect_hardware
 
-    hw = detect_hardware(Probes(gpu_offload=_llama_offload_probe()))
+    hw = detect_machine()
     if as_json:
         echo_json(hw.to_dict())
         return

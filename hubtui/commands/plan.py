@@ -76,10 +76,9 @@ def resolve_target(target_name: str | None, ram: str | None, vram: str | None, g
     except TargetError as exc:
         hint = "--target" if target_name else ("--vram" if vram and "vram" in str(exc).lower() else None)
         raise click.BadParameter(str(exc), param_hint=hint) from None
-    from hubtui.commands.hw import _llama_offload_probe
-    from quant.hardware import Probes, detect_hardware
+    from hubtui.commands.hw import detect_machine
 
-    return machine_target(detect_hardware(Probes(gpu_offload=_llama_offload_probe())))
+    return machine_target(detect_machine())
 
 
 def build_plan(
