@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant import QUANT_TYPES, QuantError, dequantize, quantize
-from quant.kernels import kquants
+from quant.kernels import base
 from tests import ggml_ref
 from tests.quant_cases import (
     DISTRIBUTIONS,
@@ -121,7 +121,7 @@ def test_bytes_do_not_depend_on_how_blocks_are_split_into_tasks(
     )  # 74 blocks: groups of 8 (Q4_K/Q5_K) or 4 (Q6_K) end part-filled
     ref = ggml_ref.quantize(x, qtype)
     for tasks_per_thread in (1, 3, 1000):
-        monkeypatch.setattr(kquants, "_TASKS_PER_THREAD", tasks_per_thread)
+        monkeypatch.setattr(base, "TASKS_PER_THREAD", tasks_per_thread)  # prange_tasks reads it
         for threads in (1, 2):
             np.testing.assert_array_equal(quantize(x, qtype, threads=threads), ref)
 

@@ -140,8 +140,10 @@ def _q8_0_rows(
     import numba
 
     from quant.convert.rowkernels import bf16_rows_to_q8_0
+    from quant.kernels.base import prange_tasks
 
-    nthreads = _use_threads(threads)
+    _use_threads(threads)
+    ntasks = prange_tasks()
     row_bytes = row_nbytes("Q8_0", t.n_cols)
     out = buf.reshape(stop - start, row_bytes)
     rmap = t.row_map()
@@ -155,7 +157,7 @@ def _q8_0_rows(
             src = arrays[p].reshape(per_part, t.n_cols)
             idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
             o0 = pos - start
-            bad, over = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], 8 * nthreads)
+            bad, over = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], ntasks)
             if bad >= 0 and first_bad < 0:
                 first_bad = o0 + bad
             if over >= 0 and first_over < 0:

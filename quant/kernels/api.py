@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from quant.errors import QuantError
-from quant.kernels.base import QUANT_TYPES, QuantType
+from quant.kernels.base import QUANT_TYPES, QuantType, readonly
 from quant.kernels.simple import bf16_to_f32
 
 CHUNK_ELEMENTS = 1 << 24
@@ -97,13 +97,6 @@ def _as_float32(chunk: np.ndarray, kind: str, buf: np.ndarray | None) -> np.ndar
     return dst
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view: read-only memmaps and ordinary arrays then share one compiled (and cached) kernel."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
 def _nonfinite_message(prefix: str, xc: np.ndarray, r: int, row: int) -> str:
     col = int(np.flatnonzero(~np.isfinite(xc[r]))[0])
     return f"{prefix}row {row} contains {xc[r, col]} at column {col}: NaN and inf cannot be quantised"
@@ -161,7 +154,7 @@ def quantize(
         try:
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                xc = _readonly(_as_float32(x2[r0:r1], kind, buf))
+                xc = readonly(_as_float32(x2[r0:r1], kind, buf))
                 if not cls.nonfinite_shows_in_output:
                     bad = _first_nonfinite_row(xc)
                     if bad >= 0:
@@ -203,5 +196,5 @@ def dequantize(data: np.ndarray | bytes, qtype: str, shape: tuple[int, ...]) -> 
         )
     out = np.empty((rows, cols), dtype=np.float32)
     with _KERNEL_LOCK:
-        cls.dequantize_rows(_readonly(np.ascontiguousarray(buf).reshape(rows, row_bytes)), out)
+        cls.dequantize_rows(readonly(np.ascontiguousarray(buf).reshape(rows, row_bytes)), out)
     return out.reshape(shape)

@@ -9,9 +9,25 @@ from __future__ import annotations
 
 from typing import ClassVar, TypeVar
 
+import numba
 import numpy as np
 
 from quant.kernels.bits import first_row_with_bad_f16
+
+TASKS_PER_THREAD = 8
+
+
+def prange_tasks() -> int:
+    """prange tasks for the current numba thread count. Tasks are handed out one at a time (parallel chunk
+    size 1), so a thread slowed by other load does not hold up the rest; the bytes never depend on it."""
+    return TASKS_PER_THREAD * numba.get_num_threads()
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view, so read-only memmaps and ordinary arrays share one compiled (and cached) kernel."""
+    v = np.asarray(a).view()
+    v.flags.writeable = False
+    return v
 
 
 class QuantType:

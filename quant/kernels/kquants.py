@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from quant.kernels.base import QuantType, register
+from quant.kernels.base import QuantType, prange_tasks, readonly, register
 from quant.kernels.bits import f16_to_f32, f32_bits, f32_to_f16
 
 QK_K = 256
@@ -28,9 +28,7 @@ _KX_LANES = 8 * _KX_BLOCKS
 _Q6_BLOCKS = 4  # Q6_K: 4 super-blocks x 16 sub-blocks of 16 = 64 lanes
 _Q6_LANES = 16 * _Q6_BLOCKS
 
-# prange tasks per thread: each task allocates its scratch once and walks a contiguous run of groups. Tasks are
-# handed out one at a time (parallel chunk size 1), so a thread slowed by other load does not hold up the rest.
-_TASKS_PER_THREAD = 8
+# prange tasks (base.prange_tasks): each task allocates its scratch once and walks a contiguous run of groups.
 
 
 # ---------------------------------------------------------------------------------------------------- bit helpers
@@ -524,18 +522,6 @@ def _q6_dequantize(data, out):
 
 
 # ------------------------------------------------------------------------------------------------ registry types
-def _max_tasks() -> int:
-    """prange tasks for the current numba thread count (the front end sets it; the bytes never depend on it)."""
-    return _TASKS_PER_THREAD * numba.get_num_threads()
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view, so read-only memmaps and ordinary arrays share one compiled (and cached) kernel."""
-    v = np.asarray(a).view()
-    v.flags.writeable = False
-    return v
-
-
 class _KQuant(QuantType):
     block_size: ClassVar[int] = QK_K
     scale_offsets: ClassVar[tuple[int, ...]] = (0, 1)  # fp16 d and dmin
@@ -553,7 +539,7 @@ class _Q45K(_KQuant):
             return
         with numba.parallel_chunksize(1):
             _kx_quantize(
-                _readonly(x),
+                readonly(x),
                 np.asarray(out),
                 cls._nmax,
                 np.float32(cls._rmin),
@@ -561,14 +547,14 @@ class _Q45K(_KQuant):
                 cls._nstep,
                 cls.type_size,
                 cls._five,
-                _max_tasks(),
+                prange_tasks(),
             )
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         if out.shape[0] == 0:
             return
-        _kx_dequantize(_readonly(data), np.asarray(out), cls.type_size, cls._five)
+        _kx_dequantize(readonly(data), np.asarray(out), cls.type_size, cls._five)
 
 
 @register
@@ -605,10 +591,10 @@ class Q6_K(_KQuant):
         if x.shape[0] == 0:
             return
         with numba.parallel_chunksize(1):
-            _q6_quantize(_readonly(x), np.asarray(out), _max_tasks())
+            _q6_quantize(readonly(x), np.asarray(out), prange_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
         if out.shape[0] == 0:
             return
-        _q6_dequantize(_readonly(data), np.asarray(out))
+        _q6_dequantize(readonly(data), np.asarray(out))

@@ -12,7 +12,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as GT
 from numba import njit, prange
 
-from quant.kernels.base import QuantType, register
+from quant.kernels.base import QuantType, prange_tasks, register
 from quant.kernels.bits import (
     cvt_i32,
     f16_to_f32,
@@ -23,13 +23,6 @@ from quant.kernels.bits import (
 )
 
 _FLT_MAX = np.float32(3.4028234663852886e38)
-_TASKS_PER_THREAD = 8
-
-
-def _tasks() -> int:
-    """prange tasks for the current thread count: handed out one at a time (parallel_chunksize 1), so a thread
-    slowed by other load on the machine does not hold up the others; the bytes never depend on it."""
-    return _TASKS_PER_THREAD * numba.get_num_threads()
 
 
 # --- F16 / BF16 -------------------------------------------------------------------------------------------
@@ -278,7 +271,7 @@ class F16(QuantType):
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         with numba.parallel_chunksize(1):
-            _f16_quant(x, out.view(np.uint16), _tasks())
+            _f16_quant(x, out.view(np.uint16), prange_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -301,7 +294,7 @@ class BF16(QuantType):
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> int:
         with numba.parallel_chunksize(1):
-            return int(_bf16_quant(x, out.view(np.uint16), _tasks()))
+            return int(_bf16_quant(x, out.view(np.uint16), prange_tasks()))
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -324,7 +317,7 @@ class Q8_0(QuantType):
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         with numba.parallel_chunksize(1):
-            _q8_0_quant(x, out, _tasks())
+            _q8_0_quant(x, out, prange_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -342,7 +335,7 @@ class Q5_0(QuantType):
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         with numba.parallel_chunksize(1):
-            _q5_0_quant(x, out, _tasks())
+            _q5_0_quant(x, out, prange_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
@@ -360,7 +353,7 @@ class Q5_1(QuantType):
     @classmethod
     def quantize_rows(cls, x: np.ndarray, out: np.ndarray) -> None:
         with numba.parallel_chunksize(1):
-            _q5_1_quant(x, out, _tasks())
+            _q5_1_quant(x, out, prange_tasks())
 
     @classmethod
     def dequantize_rows(cls, data: np.ndarray, out: np.ndarray) -> None:
