@@ -14,5 +14,13 @@ class ConversionError(QuantError):
     """A checkpoint cannot be converted (unsupported, inconsistent, corrupt or unsafe input)."""
 
 
+class OutputExistsError(ConversionError):
+    """The output file is already there and overwriting was not asked for; `path` is that file."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path}: already exists (use --force to overwrite)")
+        self.path = path
+
+
 class GGUFError(QuantError):
     """A file is not a readable GGUF (truncated, corrupt, wrong magic or version)."""

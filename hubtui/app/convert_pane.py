@@ -161,8 +161,8 @@ class ConvertPane(VerticalScroll):
     @work(thread=True, exit_on_error=False, group="convert")
     def _convert(self, src: str, out: str, qtype: str, cancel: threading.Event, force: bool) -> None:
         load("quant.convert")
-        from quant.convert import ConversionCancelled, convert, default_output_path
-        from quant.convert.layout import prepare
+        from quant.convert import ConversionCancelled, convert
+        from quant.errors import OutputExistsError
 
         last = [0.0]
 
@@ -175,12 +175,10 @@ class ConvertPane(VerticalScroll):
         try:
             if not out.endswith(".gguf"):
                 Path(out).mkdir(parents=True, exist_ok=True)
-            prep = prepare(src, qtype)
-            target = Path(out) if out.endswith(".gguf") else default_output_path(prep, Path(out))
-            if target.exists() and not force:  # ask before overwriting anything
-                self.post_message(self.Finished(None, exists=str(target)))
-                return
-            result = convert(src, target, qtype, progress=progress, cancel=cancel, prepared=prep, force=force)
+            result = convert(src, Path(out), qtype, progress=progress, cancel=cancel, force=force)
+        except OutputExistsError as exc:  # ask before overwriting anything
+            self.post_message(self.Finished(None, exists=str(exc.path)))
+            return
         except ConversionCancelled:
             self.post_message(self.Finished(None, cancelled=True))
             return

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.convert.tokenizer_probe import start_tokenizer_probe
-from quant.errors import ConversionError
+from quant.errors import ConversionError, OutputExistsError
 
 if TYPE_CHECKING:  # imported in `convert`, after the tokenizer probe has started
     from quant.convert.layout import Prepared
@@ -106,7 +106,7 @@ def convert(
     if out_path.is_dir():
         out_path = default_output_path(prep, out_path)
     if out_path.exists() and not force:
-        raise ConversionError(f"{out_path}: already exists (use --force to overwrite)")
+        raise OutputExistsError(out_path)
     directory = out_path.parent if str(out_path.parent) else Path(".")
     if not directory.is_dir():
         raise ConversionError(f"{directory}: output directory does not exist")
