@@ -124,6 +124,7 @@ def headers_only_checkpoint(repo_id: str, dest: Path, endpoint: str | None = Non
     import struct
 
     from hubtui.hub.client import connect
+    from hubtui.hub.details import fetch_small
     from hubtui.hub.files import select_for_conversion
 
     ctx = connect(endpoint, need_network="sizing a hub repo")
@@ -154,22 +155,8 @@ def headers_only_checkpoint(repo_id: str, dest: Path, endpoint: str | None = Non
                 fh.write(struct.pack("<Q", len(raw)) + raw)
                 fh.truncate(8 + len(raw) + end)  # sparse: the weights' bytes are never fetched
         else:
-            (out / name).write_bytes(_fetch_small(ctx, repo_id, commit, name))
+            (out / name).write_bytes(fetch_small(ctx, repo_id, commit, name))
     return out
-
-
-def _fetch_small(ctx, repo_id: str, commit: str, name: str) -> bytes:
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import hf_raise_for_status
-
-    url = hf_hub_url(repo_id, name, revision=commit, endpoint=ctx.endpoint)
-
-    def get() -> bytes:
-        r = ctx.session.get(url, headers=ctx.headers(), follow_redirects=True)
-        hf_raise_for_status(r)
-        return r.content
-
-    return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
 
 
 def _mib(n: int) -> str:

@@ -170,19 +170,24 @@ def details(
     )
 
 
-def _read_text(ctx: HubContext, repo_id: str, commit: str, name: str, limit: int = 1 << 20) -> str | None:
-    """A small text file (the model card), read into memory, not into the cache."""
+def fetch_small(ctx: HubContext, repo_id: str, commit: str, name: str) -> bytes:
+    """A small file of a repo (card, config, tokenizer), read into memory, not into the cache."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import hf_raise_for_status
 
     url = hf_hub_url(repo_id, name, revision=commit, endpoint=ctx.endpoint)
 
-    def get() -> str:
+    def get() -> bytes:
         r = ctx.session.get(url, headers=ctx.headers(), follow_redirects=True)
         hf_raise_for_status(r)
-        return r.content[:limit].decode("utf-8", errors="replace")
+        return r.content
 
+    return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
+
+
+def _read_text(ctx: HubContext, repo_id: str, commit: str, name: str, limit: int = 1 << 20) -> str | None:
+    """A small text file (the model card), or None when it cannot be read."""
     try:
-        return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
+        return fetch_small(ctx, repo_id, commit, name)[:limit].decode("utf-8", errors="replace")
     except HubError:
         return None
