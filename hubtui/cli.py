@@ -1,13 +1,15 @@
 """The `hubtui` command line: a click group whose default (no subcommand) opens the TUI.
 
 Library code raises `QuantError`/`HubtuiError` with one-line messages; `main` turns them into
-`hubtui: error: ...` on stderr with exit status 1 (a traceback only with `--debug`).
+`hubtui: error: ...` on stderr with exit status 1 (a traceback only with `--debug`). Ctrl-C exits 130,
+SIGTERM 143 and SIGHUP 129, each after the same clean-up (`hubtui.signals`).
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -31,6 +33,19 @@ SUBCOMMANDS = (
 )
 
 
+class _Notices(logging.Handler):
+    """Library notices (logger "hubtui", warnings and up) as `hubtui: warning: ...` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"hubtui: warning: {record.getMessage()}", err=True)
+
+
+def _show_notices() -> None:
+    logger = logging.getLogger("hubtui")
+    if not any(isinstance(h, _Notices) for h in logger.handlers):
+        logger.addHandler(_Notices(logging.WARNING))
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="hubtui")
 @click.option("--debug", is_flag=True, envvar="HUBTUI_DEBUG", help="Show full tracebacks on errors.")
@@ -44,10 +59,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
     if debug:
         os.environ["HUBTUI_DEBUG"] = "1"
+    if ctx.invoked_subcommand is not None:  # the TUI shows problems itself
+        _show_notices()
     if ctx.invoked_subcommand is None:
-        from hubtui.app.app import HubtuiApp
+        from hubtui.app.app import run_app
+        from hubtui.signals import Terminated
 
-        HubtuiApp().run()
+        notes, code = run_app()
+        for note in notes:
+            click.echo(f"hubtui: {note}", err=True)
+        if code is not None and code > 128:  # a SIGTERM/SIGHUP closed it
+            raise Terminated(code - 128)
 
 
 for _name in SUBCOMMANDS:
@@ -61,11 +83,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (QuantError, HubtuiError)
 
 
+def _os_error_line(exc: OSError) -> str:
+    """An OSError the user's system caused (disk full, permission, a vanished file) as one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from hubtui.signals import Terminated, terminate_on_signals
+
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("HUBTUI_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="hubtui", standalone_mode=False)
+        with terminate_on_signals():
+            cli.main(args=argv, prog_name="hubtui", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -77,10 +108,25 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("hubtui: interrupted", err=True)
         sys.exit(130)
+    except Terminated as exc:
+        click.echo(f"hubtui: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except _user_errors() as exc:
         if debug:
             traceback.print_exc()
         click.echo(f"hubtui: error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # the system said no (full disk, permissions, a file removed under us)
+        if debug:
+            traceback.print_exc()
+        click.echo(f"hubtui: error: {_os_error_line(exc)}", err=True)
+        sys.exit(1)
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            "hubtui: error: out of memory (the input needs more memory than this process may use)", err=True
+        )
         sys.exit(1)
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if debug:

@@ -14,7 +14,23 @@ class ConversionError(QuantError):
     """A checkpoint cannot be converted (unsupported, inconsistent, corrupt or unsafe input)."""
 
 
-class OutputExistsError(ConversionError):
+class OutputError(QuantError):
+    """An output cannot be written where asked (not a regular file, would replace an input, no room, busy)."""
+
+
+class OutputBusyError(OutputError):
+    """Another process is writing the same output right now; `path` is that output."""
+
+    def __init__(self, path: object, holder: str = "") -> None:
+        who = f" (pid {holder})" if holder else ""
+        super().__init__(
+            f"{path}: another hubtui process{who} is writing this output right now; "
+            "wait for it to finish or choose another output"
+        )
+        self.path = path
+
+
+class OutputExistsError(ConversionError, OutputError):
     """The output file is already there and overwriting was not asked for; `path` is that file."""
 
     def __init__(self, path: object) -> None:
@@ -24,3 +40,8 @@ class OutputExistsError(ConversionError):
 
 class GGUFError(QuantError):
     """A file is not a readable GGUF (truncated, corrupt, wrong magic or version)."""
+
+
+class OptionError(ConversionError):
+    """A per-tensor option (--tensor-type, --output-tensor-type, ...) is malformed or cannot apply to this
+    checkpoint; the CLI reports it as a usage error (exit 2) naming the option."""

@@ -1,8 +1,10 @@
-"""Read a GGUF file's header into a `GGUFSummary` (what `hubtui inspect`, sizing and the tests need).
+"""Read a GGUF file's header into a `GGUFSummary` (what `hubtui inspect`, sizing and the runner need).
 
-gguf-py's `GGUFReader` does the decoding, but on a truncated or corrupt file it fails deep inside
-numpy (reshape/view errors). So the header is first walked here with bounds checks, and every problem
-becomes a one-line `GGUFError` naming the file and what is wrong.
+The header is walked here, with bounds checks, so every problem in a truncated or corrupt file becomes a
+one-line `GGUFError` naming the file and what is wrong. gguf-py's `GGUFReader` is not used: it makes numpy
+views of every vocabulary string, which for a Llama 3 file (128k tokens, 280k merges) costs about 700 MiB
+and tens of seconds (Llama 4's 202k tokens and 440k merges, longer still); here numeric arrays are one
+`frombuffer` and strings one decode each, a fraction of a second and little memory.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import mmap
 import re
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gguf
+import numpy as np
 
 from quant.errors import GGUFError
+from quant.inputs import not_regular
 
 _MAGIC = b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
 _DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 8
+_T = TypeVar("_T")
 
 # Fixed byte sizes of the scalar GGUF value types (STRING and ARRAY are variable).
 _SCALAR_SIZES = {
@@ -37,6 +43,21 @@ _SCALAR_SIZES = {
     gguf.GGUFValueType.UINT64: 8,
     gguf.GGUFValueType.INT64: 8,
     gguf.GGUFValueType.FLOAT64: 8,
+}
+
+# numpy dtypes of the scalar GGUF value types (little-endian, as GGUF stores them)
+GGUF_NUMPY_DTYPES = {
+    gguf.GGUFValueType.UINT8: "<u1",
+    gguf.GGUFValueType.INT8: "<i1",
+    gguf.GGUFValueType.UINT16: "<u2",
+    gguf.GGUFValueType.INT16: "<i2",
+    gguf.GGUFValueType.UINT32: "<u4",
+    gguf.GGUFValueType.INT32: "<i4",
+    gguf.GGUFValueType.FLOAT32: "<f4",
+    gguf.GGUFValueType.BOOL: "?",
+    gguf.GGUFValueType.UINT64: "<u8",
+    gguf.GGUFValueType.INT64: "<i8",
+    gguf.GGUFValueType.FLOAT64: "<f8",
 }
 
 _SPECIAL_ID_KEY = re.compile(r"^tokenizer\.ggml\.(\w+)_token_id$")
@@ -77,6 +98,43 @@ class GGUFSummary:
 
     # -- header-derived facts -------------------------------------------------------------------
 
+    @property
+    def is_adapter(self) -> bool:
+        """A LoRA adapter (general.type = adapter), not a model: it runs on top of a base model."""
+        return self.kv.get("general.type") == "adapter"
+
+    @property
+    def adapter_base(self) -> str | None:
+        """The base model an adapter names (general.base_model.0.*, from its model card), if any."""
+        return base_model_of(self.kv)
+
+    @property
+    def rope(self) -> dict[str, Any]:
+        """RoPE as llama.cpp will apply it: base, scaling (yarn/linear) and llama 4 attention temperature."""
+        out: dict[str, Any] = {"freq_base": self.arch_value("rope.freq_base")}
+        if (kind := self.arch_value("rope.scaling.type")) is not None:
+            out["scaling"] = kind
+            out["factor"] = self.arch_value("rope.scaling.factor")
+            out["original_context"] = _opt_int(self.arch_value("rope.scaling.original_context_length"))
+        if (temperature := self.arch_value("attention.temperature_scale")) is not None:
+            out["attn_temperature_scale"] = temperature
+        return out
+
+    @property
+    def vision(self) -> dict[str, Any] | None:
+        """A vision projector's (mmproj, architecture "clip") tower and projector type; None otherwise."""
+        if self.kv.get("clip.has_vision_encoder") is None:
+            return None
+        return {
+            "projector_type": self.kv.get("clip.projector_type"),
+            "block_count": _opt_int(self.kv.get("clip.vision.block_count")),
+            "embedding_length": _opt_int(self.kv.get("clip.vision.embedding_length")),
+            "head_count": _opt_int(self.kv.get("clip.vision.attention.head_count")),
+            "image_size": _opt_int(self.kv.get("clip.vision.image_size")),
+            "patch_size": _opt_int(self.kv.get("clip.vision.patch_size")),
+            "projection_dim": _opt_int(self.kv.get("clip.vision.projection_dim")),
+        }
+
     def arch_value(self, key: str, default: Any = None) -> Any:
         """`<arch>.<key>` from the KVs (e.g. "block_count")."""
         return self.kv.get(f"{self.architecture}.{key}", default)
@@ -84,6 +142,14 @@ class GGUFSummary:
     @property
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def n_active_params(self) -> int:
+        """Parameters one token runs through (a mixture of experts uses expert_used_count experts)."""
+        from quant.convert.archs import active_params
+
+        shapes = ((t.name, tuple(reversed(t.shape))) for t in self.tensors)
+        return active_params(shapes, int(self.hparams["n_expert_used"] or 0))
 
     @property
     def tensor_bytes(self) -> int:
@@ -171,11 +237,23 @@ class GGUFSummary:
             "name": self.name,
             "file_type": self.file_type,
             "n_params": self.n_params,
+            "n_active_params": self.n_active_params,
             "n_tensors": len(self.tensors),
             "tensor_bytes": self.tensor_bytes,
+            "adapter": (
+                {
+                    "type": self.kv.get("adapter.type"),
+                    "alpha": self.kv.get("adapter.lora.alpha"),
+                    "base": self.adapter_base,
+                }
+                if self.is_adapter
+                else None
+            ),
             "type_counts": self.type_counts,
             "context_length": self.context_length,
             "hparams": self.hparams,
+            "rope": self.rope,
+            "vision": self.vision,
             "tokenizer": {
                 "model": self.tokenizer_model,
                 "pre": self.tokenizer_pre,
@@ -202,7 +280,11 @@ def file_type_name(value: int | None) -> str | None:
 
 
 class _HeaderWalker:
-    """Walks the GGUF header with bounds checks; only collects what validation needs."""
+    """Walks the GGUF header with bounds checks and decodes every KV and tensor info on the way.
+
+    Values come out as gguf-py's `ReaderField.contents()` gives them (str, int, float, bool, lists of
+    those), without building its per-item numpy views (tests/test_inspect.py compares the two readers).
+    """
 
     def __init__(self, path: Path, buf: mmap.mmap | bytes) -> None:
         self.path = path
@@ -231,33 +313,35 @@ class _HeaderWalker:
         start = self.take(n, what)
         return bytes(self.buf[start : start + n])
 
-    def skip_value(self, vtype: int, what: str) -> Any:
-        """Skip one value; return it when it is a scalar or a string (arrays: None)."""
+    def value(self, vtype: int, what: str) -> Any:
+        """Decode one value: a Python scalar, a str, or a list of them for an array. Strings that are not
+        valid UTF-8 are decoded with replacement characters: llama.cpp loads such files, so they are read."""
         try:
             kind = gguf.GGUFValueType(vtype)
         except ValueError:
             raise self.fail(f"{what}: unknown GGUF value type {vtype}") from None
         if kind is gguf.GGUFValueType.STRING:
-            return self.string(what)
+            return self.string(what).decode("utf-8", errors="replace")
         if kind is gguf.GGUFValueType.ARRAY:
             item_type = self.u32(f"{what} item type")
             count = self.u64(f"{what} item count")
-            if item_type in _SCALAR_SIZES:
-                self.take(count * _SCALAR_SIZES[gguf.GGUFValueType(item_type)], what)
-            else:
-                if count > self.size - self.pos:  # every item needs at least one byte
-                    raise self.fail(
-                        f"truncated GGUF header: {what} claims {count} items, more than the file holds"
-                    )
-                for _ in range(count):
-                    self.skip_value(item_type, what)
-            return None
+            try:
+                item = gguf.GGUFValueType(item_type)
+            except ValueError:
+                raise self.fail(f"{what}: unknown GGUF value type {item_type}") from None
+            if item in _SCALAR_SIZES:
+                start = self.take(count * _SCALAR_SIZES[item], what)
+                return np.frombuffer(self.buf, GGUF_NUMPY_DTYPES[item], count, start).tolist()
+            if count > self.size - self.pos:  # every item needs at least one byte
+                raise self.fail(
+                    f"truncated GGUF header: {what} claims {count} items, more than the file holds"
+                )
+            return [self.value(item_type, what) for _ in range(count)]
         start = self.take(_SCALAR_SIZES[kind], what)
-        if kind is gguf.GGUFValueType.UINT32:
-            return struct.unpack_from("<I", self.buf, start)[0]
-        return None
+        return np.frombuffer(self.buf, GGUF_NUMPY_DTYPES[kind], 1, start).tolist()[0]
 
-    def walk(self) -> None:
+    def preamble(self) -> tuple[int, int, int]:
+        """(version, tensor count, KV count), checked against the file's size."""
         if self.size < 4 or bytes(self.buf[:4]) != _MAGIC:
             raise self.fail("not a GGUF file (no GGUF magic at byte 0)")
         self.pos = 4
@@ -270,21 +354,41 @@ class _HeaderWalker:
             raise self.fail(
                 f"truncated or corrupt GGUF header: {n_tensors} tensors, {n_kv} KVs in a {self.size}-byte file"
             )
-        alignment = _DEFAULT_ALIGNMENT
+        return version, n_tensors, n_kv
+
+    def leading_kvs(self, stop_prefix: str) -> dict[str, Any]:
+        """The KVs before the first key starting with `stop_prefix` (all of them if none does)."""
+        _version, _n_tensors, n_kv = self.preamble()
+        kv: dict[str, Any] = {}
         for i in range(n_kv):
             key = self.string(f"key of KV #{i}").decode("utf-8", "replace")
-            value = self.skip_value(self.u32(f"type of KV {key!r}"), f"KV {key!r}")
-            if key == gguf.Keys.General.ALIGNMENT and isinstance(value, int):
-                if value == 0 or value & (value - 1):
-                    raise self.fail(f"general.alignment = {value} is not a power of two")
-                alignment = value
+            if key.startswith(stop_prefix):
+                break
+            kv[key] = self.value(self.u32(f"type of KV {key!r}"), f"KV {key!r}")
+        return kv
+
+    def walk(self) -> tuple[int, dict[str, Any], list[TensorSummary], int]:
+        """(version, KVs, tensors, data offset), every offset checked against the file's size."""
+        version, n_tensors, n_kv = self.preamble()
+        kv: dict[str, Any] = {}
+        for i in range(n_kv):
+            key = self.string(f"key of KV #{i}").decode("utf-8", "replace")
+            kv[key] = self.value(self.u32(f"type of KV {key!r}"), f"KV {key!r}")
+        alignment = kv.get(gguf.Keys.General.ALIGNMENT, _DEFAULT_ALIGNMENT)
+        if (
+            not isinstance(alignment, int)
+            or isinstance(alignment, bool)
+            or alignment <= 0
+            or alignment & (alignment - 1)
+        ):
+            raise self.fail(f"general.alignment = {alignment} is not a power of two")
         infos = []
         for i in range(n_tensors):
             name = self.string(f"name of tensor #{i}").decode("utf-8", "replace")
             n_dims = self.u32(f"tensor {name!r} dimension count")
             if not 0 < n_dims <= _MAX_DIMS:
                 raise self.fail(f"tensor {name!r} has {n_dims} dimensions")
-            dims = [self.u64(f"tensor {name!r} shape") for _ in range(n_dims)]
+            dims = tuple(self.u64(f"tensor {name!r} shape") for _ in range(n_dims))
             raw_type = self.u32(f"tensor {name!r} type")
             offset = self.u64(f"tensor {name!r} offset")
             try:
@@ -299,23 +403,33 @@ class _HeaderWalker:
                 raise self.fail(
                     f"tensor {name!r}: row length {dims[0]} is not a multiple of {qtype.name}'s block {block}"
                 )
-            infos.append((name, offset, n_elements // block * type_size))
+            infos.append((name, dims, qtype.name, n_elements, n_elements // block * type_size, offset))
         data_start = -(-self.pos // alignment) * alignment
-        for name, offset, nbytes in infos:
+        tensors = []
+        for name, dims, type_name, n_elements, nbytes, offset in infos:
             end = data_start + offset + nbytes
             if end > self.size:
                 raise self.fail(
                     f"truncated GGUF: tensor {name!r} ends at byte {end} but the file has {self.size} bytes"
                 )
+            tensors.append(TensorSummary(name, dims, type_name, n_elements, nbytes, data_start + offset))
+        return version, kv, tensors, data_start
 
 
-def _validate(path: Path) -> None:
+def _walk(path: Path) -> tuple[int, dict[str, Any], list[TensorSummary], int]:
+    return _with_walker(path, _HeaderWalker.walk)
+
+
+def _with_walker(path: Path, read: Callable[[_HeaderWalker], _T]) -> _T:
+    why = not_regular(path)
+    if why is not None:
+        raise GGUFError(f"{path}: {why}")
     try:
         with path.open("rb") as fh:
             if path.stat().st_size == 0:
                 raise GGUFError(f"{path}: empty file, not a GGUF")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                _HeaderWalker(path, buf).walk()
+                return read(_HeaderWalker(path, buf))
     except IsADirectoryError:
         raise GGUFError(f"{path}: is a directory, not a GGUF file") from None
     except FileNotFoundError:
@@ -324,36 +438,32 @@ def _validate(path: Path) -> None:
         raise GGUFError(f"{path}: permission denied") from None
 
 
+def base_model_of(kv: dict[str, Any]) -> str | None:
+    """The first base model a GGUF names (general.base_model.0.*, from the model card) as a repo id, if any."""
+    for key in ("general.base_model.0.repo_url", "general.base_model.0.name"):
+        value = kv.get(key)
+        if isinstance(value, str) and value:
+            if key.endswith("repo_url"):
+                parts = value.rstrip("/").split("/")
+                return "/".join(parts[-2:]) if len(parts) >= 2 else value
+            org = kv.get("general.base_model.0.organization")
+            return f"{org}/{value}" if isinstance(org, str) and org else value
+    return None
+
+
+def read_gguf_general(path: str | Path) -> dict[str, Any]:
+    """The header's KVs up to the vocabulary: `general.*`, `adapter.*` and the hparams, without decoding the
+    tokenizer's arrays (what a listing of many files needs: is it an adapter, what base, what type)."""
+    return _with_walker(Path(path), lambda walker: walker.leading_kvs("tokenizer."))
+
+
 def read_gguf_summary(path: str | Path) -> GGUFSummary:
     """Read `path`'s header. Raises `GGUFError` naming the file if it is not a complete GGUF."""
     path = Path(path)
-    _validate(path)
-    try:
-        reader = gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, struct.error, OSError) as exc:
-        raise GGUFError(
-            f"{path}: corrupt GGUF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from exc
-    kv: dict[str, Any] = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        kv[key] = fld.contents()
-    tensors = [
-        TensorSummary(
-            name=t.name,
-            shape=tuple(int(d) for d in t.shape),
-            ggml_type=t.tensor_type.name,
-            n_elements=int(t.n_elements),
-            n_bytes=int(t.n_bytes),
-            offset=int(t.data_offset),
-        )
-        for t in reader.tensors
-    ]
+    version, kv, tensors, data_offset = _walk(path)
     arch = kv.get(gguf.Keys.General.ARCHITECTURE)
     if not isinstance(arch, str):
         raise GGUFError(f"{path}: GGUF has no general.architecture")
-    version = int(reader.fields["GGUF.version"].contents())
     return GGUFSummary(
         path=path,
         file_size=path.stat().st_size,
@@ -363,5 +473,5 @@ def read_gguf_summary(path: str | Path) -> GGUFSummary:
         file_type=file_type_name(kv.get(gguf.Keys.General.FILE_TYPE)),
         tensors=tensors,
         kv=kv,
-        data_offset=int(reader.data_offset),
+        data_offset=data_offset,
     )

@@ -1,6 +1,6 @@
 """What memory this machine can give a model: RAM (container limits included), GPUs, offload support.
 
-Sizing tools most often go wrong here (memory-fit.md §3-4): host RAM read inside a container, GPUs
+Sizing tools most often go wrong here (docs/sizing.md): host RAM read inside a container, GPUs
 summed, total instead of free VRAM, Apple's Metal working-set cap ignored. Every probe is a field of
 `Probes`, so tests can simulate any machine (a fake /sys tree, a fake NVML module, a fake psutil).
 """
@@ -74,6 +74,10 @@ class Hardware:
     gpu_offload: bool | None  # can the installed llama-cpp-python offload? None: not probed
     notes: list[str] = field(default_factory=list)
     cpu_flags: list[str] = field(default_factory=list)  # the SIMD flags llama.cpp's CPU backend keys on
+    # llama.cpp's CPU features (AVX2, AVX512, NEON, DOTPROD, MATMUL_INT8, REPACK, ...): what decides its
+    # repacking; from the installed library's build when it could be asked, else from the CPU's flags
+    cpu_features: list[str] = field(default_factory=list)
+    cpu_features_source: str = ""
 
     @property
     def offload_gpus(self) -> list[GPU]:
@@ -132,6 +136,7 @@ class Probes:
     sysctl: Callable[[str], str | None] = _default_sysctl
     metal_budget: Callable[[], int | None] = _default_metal_budget
     gpu_offload: Callable[[], bool] | None = None  # e.g. llama_cpp.llama_supports_gpu_offload
+    llama_system_info: Callable[[], str] | None = None  # e.g. llama_cpp.llama_print_system_info, decoded
 
 
 # -- RAM and cgroups ------------------------------------------------------------------------------
@@ -367,6 +372,29 @@ _SIMD_FLAGS = {
 }
 
 
+def _darwin_flags(probes: Probes) -> list[str]:
+    """Apple Silicon's dot-product and int8 matmul extensions, from sysctl hw.optional.arm.*."""
+    if probes.machine != "arm64":
+        return []
+    flags = ["asimd"]
+    for flag, key in (("asimddp", "FEAT_DotProd"), ("i8mm", "FEAT_I8MM")):
+        if probes.sysctl(f"hw.optional.arm.{key}") == "1":
+            flags.append(flag)
+    return flags
+
+
+def _cpu_features(flags: list[str], probes: Probes, notes: list[str]) -> tuple[list[str], str]:
+    """llama.cpp's CPU features: its own build's answer when the probe can ask it, else the CPU flags."""
+    from quant.repack import features_from_cpuinfo, features_from_system_info
+
+    if probes.llama_system_info is not None:
+        try:
+            return sorted(features_from_system_info(probes.llama_system_info())), "llama.cpp build"
+        except Exception as exc:  # a broken runtime must not stop detection
+            notes.append(f"llama.cpp system info probe failed: {type(exc).__name__}")
+    return sorted(features_from_cpuinfo(flags)), "CPU flags (assumes llama.cpp built for this CPU)"
+
+
 def _cpu_flags(root: Path) -> list[str]:
     """SIMD flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM): they decide llama.cpp's CPU repacking."""
     try:
@@ -433,6 +461,14 @@ def detect_hardware(probes: Probes | None = None) -> Hardware:
             notes.append(f"llama.cpp offload probe failed: {type(exc).__name__}")
     if offload is False and any(not g.integrated for g in gpus):
         notes.append("this llama-cpp-python build cannot offload to a GPU: models run on CPU")
+    flags = (
+        _cpu_flags(probes.root)
+        if probes.system == "Linux"
+        else _darwin_flags(probes)
+        if probes.system == "Darwin"
+        else []
+    )
+    features, features_source = _cpu_features(flags, probes, notes)
     return Hardware(
         system=probes.system,
         machine=probes.machine,
@@ -446,5 +482,7 @@ def detect_hardware(probes: Probes | None = None) -> Hardware:
         gpus=gpus,
         gpu_offload=offload,
         notes=notes,
-        cpu_flags=_cpu_flags(probes.root) if probes.system == "Linux" else [],
+        cpu_flags=flags,
+        cpu_features=features,
+        cpu_features_source=features_source,
     )

@@ -1,51 +1,85 @@
-"""llama.cpp's memory model: what loading a GGUF with a given context and GPU offload allocates, per device.
+"""llama.cpp's memory model: what loading a GGUF allocates per device, and what of it must stay in RAM.
 
-Terms and formulas follow memory-fit.md §1 (checked against llama.cpp's load log): weights are the tensor
-bytes, placed the way llama.cpp places layers (the last `n_gpu_layers` go to the GPU, the output layer
-counts inside `n_gpu_layers` and goes first, token_embd stays on the host); the KV cache is f16 per layer
-with GQA over a context padded to 256; the compute buffer is the worst case of the f32 KQ matrix (without
-flash attention) and the logits path; the output buffer is n_vocab floats per sequence. On CPU without
-flash attention ggml also needs an unlogged work buffer of n_kv × n_ubatch × n_head × 2 bytes.
+Buffers follow llama.cpp's load log (docs/sizing.md has the derivations): weights are the tensor bytes,
+placed the way llama.cpp places layers (the last `n_gpu_layers` go to the GPU, the output layer counts
+inside `n_gpu_layers` and goes first, token_embd stays on the host); some host weights get an anonymous
+CPU_REPACK copy (`quant.repack`); the KV cache is per layer over a context padded to 256; the compute buffer
+is the worst case of the f32 KQ matrix (without flash attention) and the logits path; the output buffer is
+n_vocab floats per sequence; without flash attention ggml's CPU backend also needs an unlogged work buffer.
+
+On the host three figures matter, and they differ a lot once weights are memory-mapped:
+
+- `total`: every buffer llama.cpp creates (what its log adds up to);
+- `working_set`: what must stay resident for the model to run without paging: the anonymous memory that is
+  touched (repacked copies, KV cache, compute and work buffers, output, metadata, the process) plus the file
+  pages of the weights read in place on every token. File pages read once to build a repacked copy, and the
+  rows of token_embd a prompt never looks up, are clean page cache the kernel takes back under pressure;
+- `peak_rss`: what `ps` shows at worst: with mmap, llama.cpp maps (and prefetches) the whole file, so the
+  reclaimable pages count too.
+
+`--no-mmap` reads the weights into anonymous memory (nothing is reclaimable: working set = peak RSS);
+`--mlock` pins the mapped span of the file as well, so the pages of repacked weights stop being reclaimable.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from quant.repack import X86_AVX2, CpuRepack
 
 MIB = 1 << 20
 KV_PAD = 256  # llama-context pads n_ctx to a multiple of 256
 COMPUTE_SLACK = 4 * MIB  # graph bookkeeping the closed forms leave out (measured 1-4 MiB)
-HOST_RUNTIME = 150 * MIB  # the process itself: Python, llama.cpp and its libraries (gguf-parser's footprint)
+# The process around llama.cpp: Python, llama-cpp-python, numpy, the runner, llama.cpp's own heap (model and
+# context structs, tensor metadata): 50 MiB of anonymous memory measured after loading with hubtui's runner,
+# a few MiB more once it has chatted (docs/benchmarks.md).
+HOST_RUNTIME = 60 * MIB
 # llama.cpp's in-memory copy of the GGUF metadata and its vocabulary (token texts, maps, BPE ranks): fitted on
 # the fixtures' load logs (SPM 32k vocab 7.8 MiB, SmolLM2 49k + 49k merges 19.3, Llama 3 128k + 280k 54.4)
 METADATA_BASE = 2 * MIB
 METADATA_PER_TOKEN = 330
 METADATA_PER_MERGE = 48
 
-# Types ggml's CPU backend repacks into an anonymous CPU_REPACK copy (ggml-cpu/repack.cpp), for weights
-# that feed a matrix multiplication and have a multiple of 8 rows. The file stays mapped as well.
-REPACK_X86_AVX2 = ("Q4_0", "Q4_K", "IQ4_NL", "MXFP4")
-REPACK_X86_AVX512 = (*REPACK_X86_AVX2, "Q2_K")
-REPACK_ARM_I8MM = ("Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0")
-
-
-def repack_types_for(machine: str, cpu_flags: set[str] | frozenset[str]) -> tuple[str, ...]:
-    """The repacked types of this CPU (from /proc/cpuinfo flags): what llama.cpp's CPU backend copies."""
-    if machine in ("x86_64", "AMD64", "i686"):
-        if "avx512f" in cpu_flags:
-            return REPACK_X86_AVX512
-        return REPACK_X86_AVX2 if "avx2" in cpu_flags else ()
-    if machine in ("aarch64", "arm64"):
-        return REPACK_ARM_I8MM if cpu_flags & {"i8mm", "asimddp"} else ()  # the same set for both
-    return ()
-
+# What sizing keeps spare for its own error: a plan says a configuration fits when working set + margin is
+# within the budget. Measured errors of the working set are in docs/benchmarks.md.
+MARGIN_MIN = 64 * MIB
+MARGIN_FRACTION = 0.03
 
 # bytes per element of the KV cache types (block scales included)
 KV_TYPE_SIZE = {"f16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+INPUT_LAYER = -1
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One tensor as sizing sees it: where it lives, its type, its bytes and its row count (ne[1])."""
+
+    name: str
+    layer: int  # blk index; n_layer for the output layer; INPUT_LAYER for token_embd and other inputs
+    ggml_type: str
+    nbytes: int
+    rows: int = 1
+    dims: int = 1
+    tied: bool = False  # the output layer reading token_embd (no output.weight in the file)
+    offset: int | None = None  # of its data in the file, when the layout is known
+
+    @property
+    def end(self) -> int | None:
+        return None if self.offset is None else self.offset + self.nbytes
+
+    @property
+    def matmul(self) -> bool:
+        """Read by a matrix multiplication (MUL_MAT, or MUL_MAT_ID for 3-D experts): a repack candidate."""
+        return self.dims >= 2 and self.layer != INPUT_LAYER
+
+    @property
+    def per_token(self) -> bool:
+        """Read whole on every token; token_embd is only looked up row by row (GET_ROWS)."""
+        return not self.name.startswith("token_embd")
 
 
 @dataclass(frozen=True)
@@ -67,9 +101,16 @@ class ModelShape:
     head_dim_v: int | None = None
     n_expert: int = 0
     tied_output: bool = False  # no output.weight: the output layer reads token_embd
-    # matmul weights that could be repacked: (layer index, n_layer for output.weight; ggml type; bytes)
-    matmul: tuple[tuple[int, str, int], ...] = ()
+    tensors: tuple[Weight, ...] = ()  # every tensor, plus the tied output as its own entry
     n_merges: int = 0  # BPE merges in the vocabulary
+    n_ff: int = 0
+    n_expert_used: int = 0
+    n_params: int = 0
+    n_active_params: int = 0  # what one token runs through: shared weights and n_expert_used experts
+    expert_bytes: int = 0  # tensor bytes of the stacked experts (ffn_*_exps), all layers
+    # sliding/chunked attention (Llama 4's chunks): the window and the layers that use it
+    n_swa: int = 0
+    swa_layers: tuple[int, ...] = ()
 
     @property
     def output_bytes(self) -> int:
@@ -93,34 +134,43 @@ class ModelShape:
     @classmethod
     def from_tensors(
         cls,
-        tensors: list[tuple[str, int, str, tuple[int, ...]]],
+        tensors: list[tuple[str, int, str, tuple[int, ...], int | None]],
         *,
         file_size: int,
         hparams: dict[str, Any],
         n_merges: int = 0,
     ) -> ModelShape:
-        """Group (name, nbytes, ggml type, ne) tuples into per-layer, input and output bytes."""
+        """Group (name, nbytes, ggml type, ne, data offset or None) tuples into per-layer, input and output bytes."""
+        from quant.convert.archs import active_params, param_counts
+
         n_layer = int(hparams["n_layer"])
         layers = [0] * n_layer
         input_bytes = output_bytes = norm = 0
-        sizes = {t[0]: t[1] for t in tensors}
-        matmul = []
-        for name, nbytes, ggml_type, ne in tensors:
+        weights = []
+        numpy_shapes = [(t[0], tuple(reversed(t[3]))) for t in tensors]
+        n_expert_used = int(hparams.get("n_expert_used") or 0)
+        for name, nbytes, ggml_type, ne, offset in tensors:
             m = _LAYER.match(name)
-            layer = int(m.group(1)) if m else (n_layer if name == "output.weight" else None)
-            if layer is not None and name.endswith(".weight") and len(ne) >= 2 and ne[1] % 8 == 0:
-                matmul.append((layer, ggml_type, nbytes))
             if m and int(m.group(1)) < n_layer:
-                layers[int(m.group(1))] += nbytes
+                layer = int(m.group(1))
+                layers[layer] += nbytes
             elif name.startswith("output_norm"):
+                layer = n_layer
                 norm += nbytes
             elif name.startswith("output"):
+                layer = n_layer
                 output_bytes += nbytes
             else:
+                layer = INPUT_LAYER
                 input_bytes += nbytes
-        tied = "output.weight" not in sizes
+            rows = ne[1] if len(ne) >= 2 else 1
+            weights.append(Weight(name, layer, ggml_type, nbytes, rows, len(ne), offset=offset))
+        tied = not any(w.name == "output.weight" for w in weights)
         if tied:
-            output_bytes = sizes.get("token_embd.weight", 0)
+            embd = next((w for w in weights if w.name == "token_embd.weight"), None)
+            if embd is not None:
+                output_bytes = embd.nbytes
+                weights.append(replace(embd, name="output.weight", layer=n_layer, tied=True))
         n_head = int(hparams["n_head"])
         head_dim = int(hparams.get("head_dim") or int(hparams["n_embd"]) // n_head)
         return cls(
@@ -139,14 +189,21 @@ class ModelShape:
             file_size=file_size,
             n_expert=int(hparams.get("n_expert") or 0),
             tied_output=tied,
-            matmul=tuple(matmul),
+            tensors=tuple(weights),
             n_merges=n_merges,
+            n_ff=int(hparams.get("n_ff") or 0),
+            n_expert_used=n_expert_used,
+            n_params=param_counts(numpy_shapes)[0],
+            n_active_params=active_params(numpy_shapes, n_expert_used),
+            expert_bytes=sum(t[1] for t in tensors if "_exps." in t[0]),
+            n_swa=int(hparams.get("n_swa") or 0),
+            swa_layers=tuple(hparams.get("swa_layers") or ()),
         )
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How llama.cpp is asked to run; defaults are llama-cpp-python's."""
+    """How llama.cpp is asked to run; defaults are llama-cpp-python's (and hubtui's runner's)."""
 
     n_ctx: int = 4096
     n_batch: int = 512
@@ -154,24 +211,47 @@ class RunSettings:
     flash_attn: bool = False  # llama-cpp-python defaults to off
     kv_type: str = "f16"
     n_seq: int = 1
-    repack_types: tuple[str, ...] = REPACK_X86_AVX2  # see repack_types_for
+    repack: CpuRepack = X86_AVX2  # the CPU's repack rules (quant.repack)
+    mmap: bool = True  # llama.cpp maps the file; --no-mmap reads it into anonymous memory
+    mlock: bool = False  # pin the model's memory (the mapped span with mmap)
+    # tokens in the KV cache when the figures are taken; None = a full context, what plans size for
+    filled: int | None = None
+    # llama.cpp's default, which llama-cpp-python and hubtui's runner keep: sliding/chunked-attention layers
+    # get a full-size KV cache too (so the prompt cache can be reused); False trims them to the window
+    swa_full: bool = True
 
     @property
     def kv_size(self) -> int:
         return -(-self.n_ctx // KV_PAD) * KV_PAD
 
     @property
+    def kv_used(self) -> int:
+        """Cells the attention reads: the whole cache when full, else the filled part padded to 256."""
+        if self.filled is None:
+            return self.kv_size
+        return min(self.kv_size, max(KV_PAD, -(-self.filled // KV_PAD) * KV_PAD))
+
+    @property
     def tokens(self) -> int:
         """Tokens per micro-batch in the worst-case graph."""
         return min(self.n_ctx, self.n_batch, self.n_ubatch)
 
+    @property
+    def tokens_used(self) -> int:
+        """Tokens of the largest micro-batch actually run (a shorter prompt runs a smaller one)."""
+        return self.tokens if self.filled is None else max(1, min(self.tokens, self.filled))
+
+    @property
+    def mode(self) -> str:
+        return ("mmap" if self.mmap else "no-mmap") + (" + mlock" if self.mlock else "")
+
 
 @dataclass
 class DeviceUse:
-    """Bytes one device needs. `mapped` weights are file-backed on the host (evictable, not anonymous)."""
+    """Bytes one device needs. On the host, `mapped` weights are file-backed (see the module docstring)."""
 
     device: str  # "host" or "gpu0", "gpu1", ...
-    weights: int = 0
+    weights: int = 0  # weight buffers as llama.cpp logs them (with mmap: the mapped span of the file)
     kv: int = 0
     compute: int = 0
     output: int = 0
@@ -179,11 +259,12 @@ class DeviceUse:
     repack: int = 0  # anonymous CPU_REPACK copies of some quantised weights
     metadata: int = 0  # llama.cpp's parsed GGUF metadata and vocabulary
     overhead: int = 0
-    compute_untouched: int = (
-        0  # part of `compute` that stays virtual when only the last token's logits are used
-    )
+    compute_untouched: int = 0  # part of `compute` the graphs run never touch (stays virtual)
+    in_place: int = 0  # file-backed weight bytes read on every token (mmap; folios they keep included)
+    file_mapped: int = 0  # host weight bytes of the file that loading maps (mmap prefetches all of them)
     layers: int = 0
     mapped: bool = False
+    locked: bool = False
 
     @property
     def total(self) -> int:
@@ -199,17 +280,39 @@ class DeviceUse:
         )
 
     @property
-    def resident(self) -> int:
-        """Expected peak RSS after filling the context (allocated but never touched pages excluded)."""
-        return self.total - self.compute_untouched
-
-    @property
     def anonymous(self) -> int:
-        """What cannot be paged back to the file: everything but mmapped host weights."""
+        """Memory that cannot be paged back to the file: everything but mmapped host weights."""
         return self.total - (self.weights if self.mapped else 0)
 
+    @property
+    def anonymous_resident(self) -> int:
+        """The anonymous part actually touched: the hard floor (without swap, going below it is an OOM kill)."""
+        return self.anonymous - self.compute_untouched
+
+    @property
+    def working_set(self) -> int:
+        """What must stay in RAM to run without paging: touched anonymous memory plus the file pages used."""
+        if not self.mapped:
+            return self.anonymous_resident
+        return self.anonymous_resident + (self.weights if self.locked else self.in_place)
+
+    @property
+    def peak_rss(self) -> int:
+        """Expected peak RSS: with mmap the mapped file counts whole, reclaimable pages included."""
+        return self.anonymous_resident + (self.file_mapped if self.mapped else 0)
+
+    @property
+    def reclaimable(self) -> int:
+        """Mapped file pages in the RSS that the kernel may drop without slowing the model down."""
+        return self.peak_rss - self.working_set
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"total": self.total, "anonymous": self.anonymous, "resident": self.resident}
+        return asdict(self) | {
+            "total": self.total,
+            "anonymous": self.anonymous_resident,
+            "working_set": self.working_set,
+            "peak_rss": self.peak_rss,
+        }
 
 
 @dataclass
@@ -227,7 +330,7 @@ class Estimate:
     @property
     def host_rss(self) -> int:
         """Expected peak RSS of the process on the host (what `ps` would show after a full context)."""
-        return self.host.resident
+        return self.host.peak_rss
 
     def component(self, name: str) -> int:
         return getattr(self.host, name) + sum(getattr(g, name) for g in self.gpus)
@@ -236,20 +339,33 @@ class Estimate:
         return {
             "n_gpu_layers": self.n_gpu_layers,
             "total": self.total,
-            "host_rss": self.host_rss,
             "host": self.host.to_dict(),
             "gpus": [g.to_dict() for g in self.gpus],
         }
 
 
-def kv_bytes_per_layer(shape: ModelShape, settings: RunSettings) -> int:
+def margin(working_set: int) -> int:
+    """The allowance for the model's own error on a working set of this size."""
+    return max(MARGIN_MIN, int(working_set * MARGIN_FRACTION))
+
+
+def kv_cells(shape: ModelShape, settings: RunSettings, layer: int | None = None) -> int:
+    """KV cells of `layer` (None: a full-attention layer). llama.cpp's iSWA cache gives window layers
+    min(n_ctx, window + n_ubatch) cells padded to 256 unless swa_full (src/llama-kv-cache-iswa.cpp)."""
+    if layer is None or settings.swa_full or layer not in shape.swa_layers:
+        return settings.kv_size
+    return -(-min(settings.kv_size, shape.n_swa + settings.n_ubatch) // KV_PAD) * KV_PAD
+
+
+def kv_bytes_per_layer(shape: ModelShape, settings: RunSettings, layer: int | None = None) -> int:
     ts = KV_TYPE_SIZE[settings.kv_type]
     ts_v = ts if settings.flash_attn else 2.0  # quantised V needs flash attention; llama.cpp keeps f16
-    return int(settings.kv_size * (shape.n_embd_k_gqa * ts + shape.n_embd_v_gqa * ts_v)) * settings.n_seq
+    cells = kv_cells(shape, settings, layer)
+    return int(cells * (shape.n_embd_k_gqa * ts + shape.n_embd_v_gqa * ts_v)) * settings.n_seq
 
 
 def kv_bytes(shape: ModelShape, settings: RunSettings) -> int:
-    return shape.n_layer * kv_bytes_per_layer(shape, settings)
+    return sum(kv_bytes_per_layer(shape, settings, il) for il in range(shape.n_layer))
 
 
 def metadata_bytes(shape: ModelShape) -> int:
@@ -260,9 +376,13 @@ def output_buffer_bytes(shape: ModelShape, settings: RunSettings) -> int:
     return shape.n_vocab * 4 * settings.n_seq
 
 
-def _kq_term(shape: ModelShape, settings: RunSettings) -> int:
-    """The f32 KQ matrix and its neighbours for one layer (only without flash attention)."""
-    b, e, c = settings.tokens, shape.n_embd, settings.kv_size
+def _kq_term(shape: ModelShape, settings: RunSettings, *, used: bool = False) -> int:
+    """The f32 KQ matrix and its neighbours for one layer (only without flash attention).
+
+    `used`: for the graph actually run at `settings.filled` tokens, not the reserved worst case."""
+    b = settings.tokens_used if used else settings.tokens
+    c = settings.kv_used if used else settings.kv_size
+    e = shape.n_embd
     return 4 * b * (1 + 4 * e + (0 if settings.flash_attn else c * (1 + shape.n_head)))
 
 
@@ -270,16 +390,27 @@ def _logits_term(shape: ModelShape, settings: RunSettings) -> int:
     return 4 * settings.tokens * (shape.n_embd + shape.n_vocab)
 
 
-# The reserved compute buffer is sized for logits of a whole micro-batch, but with one output token (llama-cpp-python's
-# default, logits_all=False) most of that is never touched; graph allocation still scatters tensors over part of it
-# (measured up to ~13 MiB beyond the KQ term on the fixtures), so at most this much of the rest counts as resident.
-LOGITS_TOUCHED_MAX = 32 * MIB
+def _ffn_term(shape: ModelShape, settings: RunSettings) -> int:
+    """The feed-forward block's tensors for one micro-batch: gate, up and their product (n_ff wide, once per
+    expert used), the block's input and the residual (n_embd wide)."""
+    width = shape.n_ff * max(1, shape.n_expert_used)
+    return 4 * settings.tokens_used * (3 * width + 2 * shape.n_embd)
+
+
+def compute_touched(shape: ModelShape, settings: RunSettings) -> int:
+    """Bytes of the compute buffer the graphs run actually touch.
+
+    The buffer is reserved for the worst graph: every token of a micro-batch producing logits. With one
+    output token (llama-cpp-python's default, logits_all=False) the logits path stays virtual, and the
+    largest live set is either the attention (the KQ term, for the cells filled so far) or the feed-forward
+    block; measured on Llama shapes from 1B to 8B within a few MiB (docs/benchmarks.md)."""
+    used = max(_kq_term(shape, settings, used=True), _ffn_term(shape, settings)) + COMPUTE_SLACK
+    return min(compute_full(shape, settings), used)
 
 
 def compute_untouched(shape: ModelShape, settings: RunSettings) -> int:
-    """Bytes of the full compute buffer that one-token logits leave untouched (0 when the KQ term dominates)."""
-    rest = compute_full(shape, settings) - COMPUTE_SLACK - _kq_term(shape, settings)
-    return max(0, rest - LOGITS_TOUCHED_MAX)
+    """Bytes of the full compute buffer that stay virtual (one-token logits, a context not yet full)."""
+    return compute_full(shape, settings) - compute_touched(shape, settings)
 
 
 def compute_full(shape: ModelShape, settings: RunSettings) -> int:
@@ -297,8 +428,12 @@ def compute_partial_gpu(shape: ModelShape, settings: RunSettings) -> int:
 
 
 def cpu_work_bytes(shape: ModelShape, settings: RunSettings) -> int:
-    """ggml's CPU work buffer for the f16 KQ path without flash attention (not in llama.cpp's log)."""
-    return 0 if settings.flash_attn else settings.kv_size * settings.tokens * shape.n_head * 2
+    """ggml's CPU work buffer for the f16 KQ path without flash attention (not in llama.cpp's log).
+
+    It is allocated for the largest graph run so far, so a cache not yet full needs less."""
+    if settings.flash_attn:
+        return 0
+    return settings.kv_used * settings.tokens_used * shape.n_head * 2
 
 
 def gpu_layer_split(
@@ -331,32 +466,97 @@ def gpu_layer_split(
     return placement, device(n)
 
 
+# Page cache comes in folios: Linux 6.x file systems with large folios (ext4 since 6.16, XFS, btrfs) read a
+# memory-mapped file ahead in folios of up to 2 MiB, and a folio is kept or dropped whole. A weight read in
+# place therefore keeps the folios it overlaps, parts of its reclaimable neighbours included (measured: the
+# per-token file pages of Llama-shaped Q4_K_M files are their in-place tensors rounded out to 2 MiB blocks).
+FOLIO = 2 * MIB
+
+
+def _folio_span(ranges: list[tuple[int, int]]) -> int:
+    """Bytes of the FOLIO-aligned blocks that cover `ranges` (each block once)."""
+    total, last = 0, -1
+    for start, end in sorted(ranges):
+        first, stop = max(start // FOLIO, last + 1), (end - 1) // FOLIO
+        if stop >= first:
+            total += (stop - first + 1) * FOLIO
+            last = stop
+    return total
+
+
+def _aggregate_tensors(shape: ModelShape) -> tuple[Weight, ...]:
+    """Stand-ins for a shape built from byte totals only (no tensor list): one entry per layer, none repacked."""
+    out = [Weight("token_embd.weight", INPUT_LAYER, "?", shape.input_bytes)]
+    out += [Weight(f"blk.{i}", i, "?", n) for i, n in enumerate(shape.layer_bytes)]
+    out.append(Weight("output_norm.weight", shape.n_layer, "?", shape.output_norm_bytes))
+    out.append(Weight("output.weight", shape.n_layer, "?", shape.output_weight_bytes, tied=shape.tied_output))
+    return tuple(out)
+
+
+def _host_weights(host: DeviceUse, shape: ModelShape, settings: RunSettings, on_host: set[int]) -> None:
+    """Split the host's tensors into loaded or mapped bytes, CPU_REPACK copies and per-token file pages.
+
+    With mmap, llama.cpp maps the span of the file between the first and the last weight it uses in place
+    (its CPU_Mapped buffer) and unmaps the rest after loading; a repacked weight inside that span keeps its
+    (reclaimable) file pages mapped."""
+    mapped: list[Weight] = []  # in the default CPU buffer: used in place (mmap) or loaded (no mmap)
+    per_token: list[Weight] = []
+    for w in shape.tensors or _aggregate_tensors(shape):
+        if w.layer not in on_host:
+            continue
+        if w.matmul and settings.repack.repacks(w.ggml_type, w.rows):
+            host.repack += w.nbytes  # an anonymous copy; with mmap its file pages are read once
+            host.file_mapped += 0 if w.tied else w.nbytes
+        elif w.tied:
+            per_token.append(w)  # the output reads token_embd's own bytes
+        else:
+            mapped.append(w)
+            host.file_mapped += w.nbytes
+            if w.per_token:
+                per_token.append(w)
+    loaded = sum(w.nbytes for w in mapped)
+    if not settings.mmap:
+        host.weights, host.file_mapped = loaded, 0
+        return
+    known = [w for w in mapped if w.offset is not None]
+    if mapped and len(known) == len(mapped):
+        host.weights = max(w.end for w in known) - min(w.offset for w in known)  # type: ignore[type-var]
+    else:
+        host.weights = host.file_mapped  # layout unknown: the whole host part of the file
+    if all(w.offset is not None for w in per_token):
+        folios = _folio_span([(w.offset, w.end) for w in per_token])  # type: ignore[misc]
+        host.in_place = min(folios, host.weights)  # no folio reaches past the mapped file
+    else:
+        host.in_place = sum(w.nbytes for w in per_token)
+
+
 def estimate(
     shape: ModelShape, settings: RunSettings, n_gpu_layers: int = 0, gpu_budgets: tuple[int, ...] = ()
 ) -> Estimate:
     """Bytes per device for loading `shape` with `settings`, `n_gpu_layers` offloaded over `gpu_budgets`."""
     placement, out_dev = gpu_layer_split(shape, n_gpu_layers, gpu_budgets)
-    kv_layer = kv_bytes_per_layer(shape, settings)
     gpus = [DeviceUse(f"gpu{i}") for i in range(len(gpu_budgets))]
     host = DeviceUse(
         "host",
-        mapped=True,
+        mapped=settings.mmap,
+        locked=settings.mlock,
         overhead=HOST_RUNTIME,
         output=output_buffer_bytes(shape, settings),
         metadata=metadata_bytes(shape),
     )
-    host.weights = shape.input_bytes
     for il, dev in enumerate(placement):
         use = host if dev < 0 else gpus[dev]
-        use.weights += shape.layer_bytes[il]
-        use.kv += kv_layer
+        use.kv += kv_bytes_per_layer(shape, settings, il)
         use.layers += 1
-    if out_dev is None:
-        # on the host a tied output reads token_embd's mapped bytes: only the norm is extra
-        host.weights += shape.output_norm_bytes + (0 if shape.tied_output else shape.output_weight_bytes)
-    else:
+        if dev >= 0:
+            use.weights += shape.layer_bytes[il]
+    if out_dev is not None:
         gpus[out_dev].weights += shape.output_bytes
         gpus[out_dev].layers += 1
+    on_host = {il for il, dev in enumerate(placement) if dev < 0} | {INPUT_LAYER}
+    if out_dev is None:
+        on_host.add(shape.n_layer)
+    _host_weights(host, shape, settings, on_host)
     on_gpu = n_gpu_layers > 0 and bool(gpu_budgets)
     full = on_gpu and host.layers == 0
     if not on_gpu:
@@ -372,10 +572,4 @@ def estimate(
             host.compute = max(host.compute, _kq_term(shape, settings) + COMPUTE_SLACK)
     if host.layers:
         host.work = cpu_work_bytes(shape, settings)
-    on_host = {il for il, dev in enumerate(placement) if dev < 0} | (
-        {shape.n_layer} if out_dev is None else set()
-    )
-    host.repack = sum(
-        nbytes for layer, t, nbytes in shape.matmul if layer in on_host and t in settings.repack_types
-    )
     return Estimate(n_gpu_layers if on_gpu else 0, host, [g for g in gpus])

@@ -11,21 +11,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quant.errors import QuantError
-from quant.memory import Estimate, ModelShape, RunSettings, estimate, kv_bytes
+from quant.filetypes import FILE_TYPES, PLAN_TYPES
+from quant.inputs import not_regular
+from quant.memory import Estimate, ModelShape, RunSettings, estimate, kv_bytes, kv_bytes_per_layer, margin
 from quant.profiles import Target
 
-DEFAULT_TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S")  # best quality first
-QUALITY_ORDER = ("F32", "BF16", *DEFAULT_TYPES)
+if TYPE_CHECKING:
+    from quant.convert.options import TensorOptions
+
+DEFAULT_TYPES = PLAN_TYPES  # best quality first
+QUALITY_ORDER = tuple(FILE_TYPES)
 DEFAULT_CTX = 4096
 MIN_CTX = 256
 CTX_STEP = 256
-SUPPORTED_GGUF_ARCHS = ("llama",)  # Llama, Mistral and Mixtral GGUFs all use llama.cpp's "llama"
 
-# How well a type fits, best first.
+# How well a type fits, best first. "slow": the anonymous part fits but the weights read in place do not
+# stay resident, so they page from disk on every token; "none": even the part that cannot page does not fit.
 FIT_KINDS = ("gpu", "partial", "cpu", "slow", "none")
+TIGHT = 0.90  # a fit that needs more than this share of a budget is "tight"
 
 
 class PlanError(QuantError):
@@ -40,6 +46,9 @@ class ModelSource:
     kind: str  # "checkpoint" or "gguf"
     name: str
     shapes: dict[str, ModelShape]
+    n_params: int = 0  # parameters of a checkpoint (tensor elements), for bits per weight; 0 if unknown
+    # file type -> the ggml types its conversion needs that have no kernel in this build (never recommended)
+    missing_kernels: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,7 +56,27 @@ class Placement:
     kind: str  # one of FIT_KINDS
     n_gpu_layers: int
     estimate: Estimate
-    usage: float  # share of the tightest budget this placement takes (host or the fullest GPU)
+    usage: float  # share of the tightest budget this placement needs (host working set + margin, or a GPU)
+
+    @property
+    def fits(self) -> bool:
+        return self.kind in ("gpu", "partial", "cpu")
+
+    @property
+    def tight(self) -> bool:
+        """Fits, but within 10 % of the budget: little room for other programs or a longer context."""
+        return self.fits and self.usage > TIGHT
+
+    @property
+    def margin(self) -> int:
+        return margin(self.estimate.host.working_set)
+
+    @property
+    def verdict(self) -> str:
+        """fits, tight, pages from disk or does not fit."""
+        if self.fits:
+            return "tight" if self.tight else "fits"
+        return "pages from disk" if self.kind == "slow" else "does not fit"
 
 
 @dataclass
@@ -59,17 +88,29 @@ class TypePlan:
     placement: Placement
     max_ctx: int | None  # largest context (multiple of 256, up to the trained one) that still fits
     max_ctx_full_gpu: int | None = None
+    bpw: float | None = None  # bits per weight of this model's file (tensor bits / parameters)
+
+    @property
+    def hint(self) -> str:
+        """The file type's one-line size and quality hint ("" for a GGUF of a type we do not write)."""
+        ft = FILE_TYPES.get(self.qtype)
+        return ft.hint if ft else ""
 
     @property
     def fits(self) -> bool:
-        return self.placement.kind in ("gpu", "partial", "cpu")
+        return self.placement.fits
 
     def to_dict(self) -> dict[str, Any]:
         est = self.placement.estimate
+        host = est.host
         return {
             "type": self.qtype,
             "file_size": self.file_size,
+            "bpw": None if self.bpw is None else round(self.bpw, 4),
+            "hint": self.hint,
             "fit": self.placement.kind,
+            "verdict": self.placement.verdict,
+            "tight": self.placement.tight,
             "n_gpu_layers": self.placement.n_gpu_layers,
             "budget_fraction": round(self.placement.usage, 4)
             if self.placement.usage != float("inf")
@@ -83,7 +124,12 @@ class TypePlan:
             "metadata": est.component("metadata"),
             "overhead": est.component("overhead"),
             "total": est.total,
-            "expected_host_rss": est.host_rss,
+            "working_set": host.working_set,
+            "margin": self.placement.margin,
+            "anonymous": host.anonymous_resident,
+            "weights_in_place": host.working_set - host.anonymous_resident,
+            "peak_rss": host.peak_rss,
+            "reclaimable": host.reclaimable,
             "devices": est.to_dict(),
             "max_ctx": self.max_ctx,
             "max_ctx_full_gpu": self.max_ctx_full_gpu,
@@ -117,7 +163,15 @@ class Plan:
                 "n_vocab": shape.n_vocab,
                 "n_ctx_train": shape.n_ctx_train,
                 "n_expert": shape.n_expert,
+                "n_expert_used": shape.n_expert_used,
+                "n_params": shape.n_params,
+                "n_active_params": shape.n_active_params,
+                "n_swa": shape.n_swa,
+                "swa_layers": list(shape.swa_layers),
                 "kv_bytes_per_token": kv_bytes(shape, replace(self.settings, n_ctx=CTX_STEP)) // CTX_STEP,
+                "kv_cache_per_layer": [
+                    kv_bytes_per_layer(shape, self.settings, il) for il in range(shape.n_layer)
+                ],
             },
             "target": self.target.to_dict(),
             "ctx": self.settings.n_ctx,
@@ -127,7 +181,10 @@ class Plan:
                 "flash_attn": self.settings.flash_attn,
                 "kv_type": self.settings.kv_type,
                 "n_seq": self.settings.n_seq,
-                "repack_types": list(self.settings.repack_types),
+                "swa_full": self.settings.swa_full,
+                "mmap": self.settings.mmap,
+                "mlock": self.settings.mlock,
+                "repack": self.settings.repack.to_dict(),
             },
             "types": [r.to_dict() for r in self.rows],
             "recommendation": None
@@ -135,10 +192,13 @@ class Plan:
             else {
                 "type": rec.qtype,
                 "fit": rec.placement.kind,
+                "verdict": rec.placement.verdict,
                 "n_gpu_layers": rec.placement.n_gpu_layers,
                 "ctx": self.settings.n_ctx,
                 "file_size": rec.file_size,
                 "total": rec.placement.estimate.total,
+                "working_set": rec.placement.estimate.host.working_set,
+                "peak_rss": rec.placement.estimate.host.peak_rss,
             },
             "warnings": self.warnings,
         }
@@ -147,90 +207,126 @@ class Plan:
 # -- sources --------------------------------------------------------------------------------------
 
 
-def _checkpoint_shapes(src: Path, types: Sequence[str]) -> dict[str, ModelShape]:
+def _checkpoint_shapes(
+    src: Path, types: Sequence[str], options: TensorOptions | None = None
+) -> tuple[dict[str, ModelShape], int, dict[str, set[str]]]:
     """Exact layouts for every type: the first through the converter's own `prepare`, the others re-typed.
 
     The header (KVs, tensor infos) has the same length for every type, so only the tensor types need
-    recomputing; that skips reloading the tokenizer per type. tests/test_plan.py checks each file size
-    against `plan_layout` itself.
+    recomputing; that skips reloading the tokenizer per type. Each type's tensors are laid out in the order
+    its llama.cpp tool writes them (llama-quantize sorts by layer), so data offsets are exact too.
+    tests/test_plan.py checks each file size against `plan_layout` itself. Returns the shapes, the parameter
+    count and each type's ggml types.
     """
-    from quant.convert.layout import _pad, prepare
-    from quant.convert.mixture import TensorSpec, choose_types, resolve_file_type, row_nbytes
+    from quant.convert.layout import _pad, natural_tensors, prepare, quantize_layout
+    from quant.convert.mixture import TensorSpec, choose_types, layer_key, resolve_file_type, row_nbytes
+    from quant.convert.options import TensorOptions
 
-    prep = prepare(src, types[0])
+    prep = prepare(src, types[0], options=options)
     first = prep.layout
     hp = first.hparams
+    n_swa, swa_layers = hp.family.attention_windows(hp.n_layer, first.kv)
     hparams = {
         "n_layer": hp.n_layer,
         "n_embd": hp.n_embd,
+        "n_ff": hp.n_ff,
         "n_head": hp.n_head,
         "n_head_kv": hp.n_head_kv,
         "head_dim": hp.head_dim,
         "n_vocab": hp.n_vocab,
         "n_ctx_train": hp.n_ctx_train,
         "n_expert": hp.n_expert,
+        "n_expert_used": hp.n_expert_used,
+        "n_swa": n_swa,
+        "swa_layers": swa_layers,
     }
     n_merges = len(first.kv.get("tokenizer.ggml.merges") or [])
+    ggml_types = {types[0]: {t.type for t in first.tensors}}
+    base = first.data_offset
     shapes = {
         types[0]: ModelShape.from_tensors(
-            [(t.name, t.nbytes, t.type, t.ne) for t in first.tensors],
+            [(t.name, t.nbytes, t.type, t.ne, base + t.offset) for t in first.tensors],
             file_size=first.file_size,
             hparams=hparams,
             n_merges=n_merges,
         )
     }
-    specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in prep.tensors]
+    opts = options or TensorOptions()
+    natural = natural_tensors(src) if first.by_quantize else prep.tensors
     for qtype in types[1:]:
+        ft = resolve_file_type(qtype)
+        by_quantize = quantize_layout(ft, opts)
+        ordered = sorted(natural, key=lambda t: layer_key(t.name)) if by_quantize else natural
         chosen = choose_types(
-            specs,
-            resolve_file_type(qtype),
+            [TensorSpec(t.name, t.shape, t.keep_f32) for t in ordered],
+            ft,
             n_layer=hp.n_layer,
             n_expert=hp.n_expert,
             n_head=hp.n_head,
             n_head_kv=hp.n_head_kv,
+            options=options,
         )
-        sizes = [
-            (
-                t.name,
-                t.n_rows * row_nbytes(chosen[t.name], t.n_cols),
-                chosen[t.name],
-                tuple(reversed(t.shape)),
-            )
-            for t in prep.tensors
-        ]
-        size = first.data_offset + sum(_pad(t[1]) for t in sizes)
-        shapes[qtype] = ModelShape.from_tensors(sizes, file_size=size, hparams=hparams, n_merges=n_merges)
-    return shapes
+        laid_out, offset = [], base
+        for t in ordered:
+            nbytes = t.n_rows * row_nbytes(chosen[t.name], t.n_cols)
+            laid_out.append((t.name, nbytes, chosen[t.name], tuple(reversed(t.shape)), offset))
+            offset += _pad(nbytes)
+        ggml_types[qtype] = set(chosen.values())
+        shapes[qtype] = ModelShape.from_tensors(
+            laid_out, file_size=offset, hparams=hparams, n_merges=n_merges
+        )
+    return shapes, first.n_params, ggml_types
 
 
 def gguf_shape(path: Path) -> tuple[str, str, ModelShape]:
     """(file type, name, shape) of a GGUF file; refuses architectures sizing does not model."""
+    from quant.convert.archs import for_gguf_architecture, gguf_architectures
     from quant.gguf_file import read_gguf_summary
 
     summary = read_gguf_summary(path)
-    if summary.architecture not in SUPPORTED_GGUF_ARCHS:
+    family = for_gguf_architecture(summary.architecture)
+    if family is None:
         raise PlanError(
             f"{path}: GGUF architecture {summary.architecture!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_GGUF_ARCHS)})"
+            f"(supported: {', '.join(gguf_architectures())})"
         )
     hp = summary.hparams
     missing = [k for k in ("n_layer", "n_embd", "n_head", "n_vocab") if hp.get(k) is None]
     if missing:
         raise PlanError(f"{path}: GGUF lacks {', '.join(missing)} ({summary.architecture}.* KVs)")
+    if int(hp["n_layer"]) > len(summary.tensors):  # every layer has tensors: bounds the per-layer tables
+        raise PlanError(
+            f"{path}: {summary.architecture}.block_count is {hp['n_layer']} but the file has only "
+            f"{len(summary.tensors)} tensors"
+        )
+    n_swa, swa_layers = family.attention_windows(int(hp["n_layer"]), summary.kv)
+    hp = {**hp, "n_swa": n_swa, "swa_layers": swa_layers}
     shape = ModelShape.from_tensors(
-        [(t.name, t.n_bytes, t.ggml_type, t.shape) for t in summary.tensors],
+        [(t.name, t.n_bytes, t.ggml_type, t.shape, t.offset) for t in summary.tensors],
         file_size=summary.file_size,
         hparams=hp,
+        n_merges=len(summary.kv.get("tokenizer.ggml.merges") or ()),
     )
     return summary.file_type or "unknown", summary.name or path.stem, shape
 
 
-def load_source(src: str | Path, types: Sequence[str] = DEFAULT_TYPES) -> ModelSource:
+def load_source(
+    src: str | Path, types: Sequence[str] = DEFAULT_TYPES, options: TensorOptions | None = None
+) -> ModelSource:
+    """A checkpoint sized for every type in `types` (with llama-quantize's per-tensor `options`), or a GGUF."""
     path = Path(src)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise PlanError(f"{path}: not a checkpoint directory (no config.json) and not a GGUF file")
-        return ModelSource(path, "checkpoint", path.name, _checkpoint_shapes(path, list(types)))
+        from quant.checkpoint_format import is_checkpoint_dir
+
+        if not is_checkpoint_dir(path):
+            raise PlanError(
+                f"{path}: not a checkpoint directory (no config.json or params.json) and not a GGUF file"
+            )
+        from quant.kernels import QUANT_TYPES
+
+        shapes, n_params, ggml_types = _checkpoint_shapes(path, list(types), options)
+        missing = {q: sorted(t - set(QUANT_TYPES)) for q, t in ggml_types.items() if t - set(QUANT_TYPES)}
+        return ModelSource(path, "checkpoint", path.name, shapes, n_params, missing)
     if path.is_file():
         with path.open("rb") as fh:
             magic = fh.read(4)
@@ -238,7 +334,9 @@ def load_source(src: str | Path, types: Sequence[str] = DEFAULT_TYPES) -> ModelS
             raise PlanError(f"{path}: neither a checkpoint directory nor a GGUF file")
         qtype, name, shape = gguf_shape(path)
         return ModelSource(path, "gguf", name, {qtype: shape})
-    if not path.exists() and str(src).count("/") == 1 and not str(src).startswith((".", "/")):
+    if path.exists():  # a FIFO or device: refused unopened (reading one would block or never end)
+        raise PlanError(f"{path}: {not_regular(path)}")
+    if str(src).count("/") == 1 and not str(src).startswith((".", "/")):
         raise PlanError(
             f"{src}: no such local path (sizing a hub repo id needs a downloaded checkpoint for now)"
         )
@@ -248,9 +346,14 @@ def load_source(src: str | Path, types: Sequence[str] = DEFAULT_TYPES) -> ModelS
 # -- fitting --------------------------------------------------------------------------------------
 
 
+def host_need(est: Estimate) -> int:
+    """What the host must have free: the working set and the model's margin of error."""
+    return est.host.working_set + margin(est.host.working_set)
+
+
 def _usage(est: Estimate, target: Target) -> float:
     """The share of the tightest budget used: host RAM (one pool with the GPU on Apple) or a GPU."""
-    host = (est.host.total + sum(g.total for g in est.gpus)) if target.unified else est.host.total
+    host = host_need(est) + (sum(g.total for g in est.gpus) if target.unified else 0)
     shares = [host / target.ram if target.ram else float("inf")]
     shares += [
         g.total / b if b else float("inf") for g, b in zip(est.gpus, target.gpus, strict=False) if g.total
@@ -259,7 +362,10 @@ def _usage(est: Estimate, target: Target) -> float:
 
 
 def fit(shape: ModelShape, settings: RunSettings, target: Target) -> Placement:
-    """The best placement: all layers on the GPU(s), else as many as fit, else CPU, else paging or nothing."""
+    """The best placement: all layers on the GPU(s), else as many as fit, else CPU, else paging or nothing.
+
+    On the host what must fit is the working set (plus the margin); with mmap and no mlock, a working set
+    over the budget whose anonymous part still fits runs, paging its in-place weights from disk ("slow")."""
     if target.gpus:
         for ngl in range(shape.n_layer + 1, 0, -1):
             est = estimate(shape, settings, ngl, target.gpus)
@@ -270,8 +376,9 @@ def fit(shape: ModelShape, settings: RunSettings, target: Target) -> Placement:
     use = _usage(est, target)
     if use <= 1.0:
         return Placement("cpu", 0, est, use)
-    if est.host.anonymous <= target.ram:
-        return Placement("slow", 0, est, use)
+    host = est.host
+    if host.mapped and not host.locked and host.anonymous_resident <= target.ram:
+        return Placement("slow", 0, est, use)  # the (over-estimated) anonymous part fits: it pages, not dies
     return Placement("none", 0, est, use)
 
 
@@ -295,9 +402,10 @@ def max_context(
     return best
 
 
-def _rank(row: TypePlan) -> tuple[int, int]:
+def _rank(row: TypePlan) -> tuple[int, int, int]:
+    """Full offload first, then a fit with room to spare before a tight one, then quality."""
     quality = QUALITY_ORDER.index(row.qtype) if row.qtype in QUALITY_ORDER else len(QUALITY_ORDER)
-    return (0 if row.placement.kind == "gpu" else 1, quality)
+    return (0 if row.placement.kind == "gpu" else 1, 1 if row.placement.tight else 0, quality)
 
 
 def plan(
@@ -307,14 +415,18 @@ def plan(
     types: Sequence[str] = DEFAULT_TYPES,
     *,
     settings: RunSettings | None = None,
+    options: TensorOptions | None = None,
 ) -> Plan:
-    """Size every type of `src` for `target` at context `ctx` and recommend one configuration."""
+    """Size every type of `src` for `target` at context `ctx` and recommend one configuration.
+
+    `options` (llama-quantize's per-tensor options) change the checkpoint's layouts as they would the files.
+    """
     if ctx < MIN_CTX:
         raise PlanError(f"context {ctx} is too small: use at least {MIN_CTX} tokens")
     if not types:
         raise PlanError("no types to size")
-    source = src if isinstance(src, ModelSource) else load_source(src, types)
-    settings = replace(settings or RunSettings(repack_types=target.repack_types), n_ctx=ctx)
+    source = src if isinstance(src, ModelSource) else load_source(src, types, options)
+    settings = replace(settings or RunSettings(repack=target.repack), n_ctx=ctx)
     rows = []
     for qtype, shape in source.shapes.items():
         placement = fit(shape, settings, target)
@@ -323,14 +435,24 @@ def plan(
         if target.gpus and placement.kind == "gpu":
             full = max_context(shape, settings, target, kinds=("gpu",), ceiling=top)
         best = max_context(shape, settings, target, ceiling=top)
-        rows.append(TypePlan(qtype, shape.file_size, placement, best, full))
-    fitting = [r for r in rows if r.fits]
+        bpw = 8 * shape.weights / source.n_params if source.n_params else None
+        rows.append(TypePlan(qtype, shape.file_size, placement, best, full, bpw))
+    fitting = [r for r in rows if r.fits and r.qtype not in source.missing_kernels]
     recommendation = min(fitting, key=_rank) if fitting else None
     shape = next(iter(source.shapes.values()))
     warnings = []
     if shape.n_ctx_train and ctx > shape.n_ctx_train:
         warnings.append(
             f"context {ctx} is above the model's trained context {shape.n_ctx_train}: quality may degrade"
+        )
+    better_tight = [
+        r for r in fitting if r.placement.tight and recommendation and _rank(r)[2] < _rank(recommendation)[2]
+    ]
+    if better_tight and recommendation is not None:
+        r = min(better_tight, key=_rank)
+        warnings.append(
+            f"{r.qtype} also fits, but tightly ({r.placement.usage:.0%} of the budget); "
+            f"{recommendation.qtype} leaves room for other programs"
         )
     if recommendation is None:
         kinds = {r.placement.kind for r in rows}

@@ -1,7 +1,7 @@
 """Memory budgets to size a model for: built-in target profiles, custom `--ram/--vram/--gpus`, this machine.
 
 A `Target` holds what a model may use, not what the box has: each profile states the reserve it
-assumes (memory-fit.md §3: usable RAM = total − max(1.5 GiB, 20 %) for the OS, a browser and the
+assumes (docs/sizing.md: usable RAM = total − max(1.5 GiB, 20 %) for the OS, a browser and the
 desktop; usable VRAM = total − 0.5 GiB for the CUDA/ROCm context, minus 1 GiB more on a card that
 drives a display; Apple's GPU gets Metal's working-set cap, a part of the same pool as RAM).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from quant.errors import QuantError
 from quant.hardware import GIB, MIB, Hardware, metal_default_budget
-from quant.memory import REPACK_ARM_I8MM, REPACK_X86_AVX2, repack_types_for
+from quant.repack import ARM_I8MM, X86_AVX2, X86_AVX512, CpuRepack, repack_rules
 
 RAM_RESERVE_MIN = 1536 * MIB
 RAM_RESERVE_FRACTION = 0.20
@@ -36,12 +36,10 @@ class Target:
     unified: bool = False  # Apple Silicon: the GPU budget is part of `ram`, not extra
     description: str = ""
     assumptions: list[str] = field(default_factory=list)
-    repack_types: tuple[str, ...] = (
-        REPACK_X86_AVX2  # the CPU's repacked quant types (memory.repack_types_for)
-    )
+    repack: CpuRepack = X86_AVX2  # which weights llama.cpp's CPU backend copies (quant.repack)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"gpus": list(self.gpus)}
+        return asdict(self) | {"gpus": list(self.gpus), "repack": self.repack.to_dict()}
 
 
 def usable_ram(total: int) -> int:
@@ -56,11 +54,18 @@ _RAM_RULE = "usable RAM = total − max(1.5 GiB, 20 %) for the OS, a browser and
 _VRAM_RULE = "usable VRAM = total − 0.5 GiB for the CUDA context"
 
 
+def _cpu_rule(repack: CpuRepack) -> str:
+    return f"CPU: {repack.cpu}; llama.cpp repacks {', '.join(repack.types) or 'nothing'} into RAM"
+
+
 def _pc(name: str, ram_gib: int, desc: str) -> Target:
-    return Target(name, usable_ram(ram_gib * GIB), (), False, desc, [f"{ram_gib} GiB RAM, no GPU", _RAM_RULE])
+    notes = [f"{ram_gib} GiB RAM, no GPU", _RAM_RULE, _cpu_rule(X86_AVX2)]
+    return Target(name, usable_ram(ram_gib * GIB), (), False, desc, notes, X86_AVX2)
 
 
-def _desktop(name: str, vram_gib: int, ram_gib: int, desc: str, *, display: bool) -> Target:
+def _desktop(
+    name: str, vram_gib: int, ram_gib: int, desc: str, *, display: bool, repack: CpuRepack = X86_AVX2
+) -> Target:
     rule = _VRAM_RULE + (" − 1 GiB because the card drives the display" if display else " (headless server)")
     return Target(
         name,
@@ -68,7 +73,8 @@ def _desktop(name: str, vram_gib: int, ram_gib: int, desc: str, *, display: bool
         (usable_vram(vram_gib * GIB, display=display),),
         False,
         desc,
-        [f"{vram_gib} GiB GPU, {ram_gib} GiB host RAM", rule, _RAM_RULE],
+        [f"{vram_gib} GiB GPU, {ram_gib} GiB host RAM", rule, _RAM_RULE, _cpu_rule(repack)],
+        repack,
     )
 
 
@@ -85,8 +91,9 @@ def _mac(name: str, ram_gib: int, desc: str) -> Target:
             f"{ram_gib} GiB unified memory (Apple M2 or later CPU: NEON with i8mm)",
             "GPU budget = Metal's default working-set cap (2/3 of RAM up to 36 GB, 3/4 above)",
             _RAM_RULE + "; GPU and RAM are one pool",
+            _cpu_rule(ARM_I8MM),
         ],
-        REPACK_ARM_I8MM,
+        ARM_I8MM,
     )
 
 
@@ -98,8 +105,8 @@ PROFILES: dict[str, Target] = {
         _mac("mac-m-16g", 16, "Apple Silicon Mac with 16 GB unified memory"),
         _desktop("rtx-3060-12g", 12, 32, "desktop with an RTX 3060 12 GB driving the display", display=True),
         _desktop("rtx-4090-24g", 24, 64, "desktop with an RTX 4090 24 GB driving the display", display=True),
-        _desktop("a100-80g", 80, 256, "server with one A100 80 GB", display=False),
-        _desktop("h100-80g", 80, 256, "server with one H100 80 GB", display=False),
+        _desktop("a100-80g", 80, 256, "server with one A100 80 GB", display=False, repack=X86_AVX512),
+        _desktop("h100-80g", 80, 256, "server with one H100 80 GB", display=False, repack=X86_AVX512),
     )
 }
 
@@ -146,6 +153,7 @@ def custom_target(ram: str | int | None, vram: str | int | None = None, gpus: in
     assumptions = [_RAM_RULE]
     if cards:
         assumptions.append(_VRAM_RULE + " (per card; cards are never summed)")
+    assumptions.append(_cpu_rule(X86_AVX2))
     return Target("custom", usable_ram(ram_b), cards, False, label, assumptions)
 
 
@@ -165,7 +173,8 @@ def machine_target(hw: Hardware) -> Target:
     desc = f"{_gib(hw.ram_available)} RAM available" + "".join(
         f", GPU {g.index} {g.name} {_gib(g.free)} free" for g in gpus
     )
-    repack = repack_types_for(hw.machine, frozenset(hw.cpu_flags))
+    repack = repack_rules(hw.cpu_features)
+    notes.append(_cpu_rule(repack) + f" (from the {hw.cpu_features_source})")
     return Target("this machine", hw.ram_available, cards, hw.unified_memory, desc, notes, repack)
 
 

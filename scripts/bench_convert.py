@@ -1,18 +1,34 @@
-"""Benchmark `hubtui convert` against llama.cpp's two-step pipeline on a Llama 3.2 1B-shaped model (4 layers).
+"""Benchmark `hubtui convert` against llama.cpp's two-step pipeline on a real-shaped model with random weights.
 
-The model: random BF16 weights with Llama 3.2 1B layer shapes and 4 layers (hidden 2048, ffn 8192, 32 heads,
-8 KV heads, vocab 128256, tied embeddings, llama3 RoPE scaling; about 0.5 B parameters, 1 GB) and the real
-Llama 3 tokenizer of the llama3-tiny test fixture. It is built once under ~/.cache/hubtui/bench.
+Models (`--model`), built once under ~/.cache/hubtui/bench (or `--cache`):
+- `llama3.2-1b` (default): Llama 3.2 1B layer shapes, 4 layers (hidden 2048, ffn 8192, 32 heads, 8 KV heads,
+  vocab 128256, tied embeddings, llama3 RoPE scaling; about 0.5 B parameters, 1 GB), with the real Llama 3
+  tokenizer of the llama3-tiny test fixture.
+- `ministral3-8b`: Ministral 3 8B's shapes (Mistral3ForConditionalGeneration: a `ministral3` text model with
+  hidden 4096, ffn 14336, 32/8 heads of 128, vocab 131072, untied, yarn RoPE and the llama 4 attention
+  temperature; 4 of its 34 layers; plus the Pixtral vision tower's shapes with 2 of its 24 layers and the
+  projector, which the text conversion skips), with the real tekken tokenizer of the ministral3-tiny fixture
+  as tokenizer.json (no tekken.json: with it, transformers 5 hands llama.cpp's converter a tokenizer it
+  cannot read). About 2.0 B parameters, 4.0 GB.
+Both are random BF16. With `--input fp8` the same weights come as a fine-grained FP8 checkpoint (every linear
+layer F8_E4M3 with 128x128 F32 block scales, quant_method "fp8"), which both converters dequantise; llama.cpp's
+Q4_K_M then goes through an F32 intermediate, the lossless one for dequantised weights.
 
 Each conversion runs in a fresh subprocess, `--repeat` rounds interleaving ours and llama.cpp's; the medians
 of wall time, CPU time (with any helper process) and peak RSS are reported. The I/O floor is
 the time to read the input once (warm page cache, the same state the conversions see). With
 `--anchor-python PY` (a Python with torch, transformers, sentencepiece and the sdist's gguf-py) the script
-also runs llama.cpp's convert_hf_to_gguf.py (bf16, then llama_model_quantize to Q4_K_M; and --outtype q8_0)
-and reports whether our files are byte-identical to llama.cpp's (sha256 of the first round's outputs).
+also runs llama.cpp's convert_hf_to_gguf.py (bf16, then llama_model_quantize to the `--kquant` file type,
+Q4_K_M unless told; and --outtype q8_0) and reports whether our files are byte-identical to llama.cpp's (sha256
+of the first round's outputs). Ours converts straight to the same file type (`--type`).
 
-    python scripts/bench_convert.py [--threads 2] [--repeat 3] [--anchor-python /work/anchor-venv/bin/python]
-        [--llama-src /tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp] [--json]
+With `--lora` each round also converts with a rank-16 LoRA adapter on every linear layer merged in
+(`hubtui convert --lora`; random BF16 factors, built once beside the model) and reports its time relative to
+the plain conversion of the same round.
+
+    python scripts/bench_convert.py [--model llama3.2-1b|ministral3-8b] [--input bf16|fp8] [--threads 2]
+        [--kquant Q4_K_M|Q3_K_M|...] [--repeat 3] [--anchor-python /work/anchor-venv/bin/python]
+        [--llama-src /tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp] [--lora] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +56,13 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CONFIG = {
+from quant.filetypes import FILE_TYPES  # noqa: E402  (plain data: keeps this process small)
+from tests.fixtures.real_shapes import tensor_shapes  # noqa: E402  (shapes only; numpy at most)
+
+# The file types llama.cpp makes only with llama_model_quantize (convert_hf_to_gguf writes the others itself).
+QUANTIZE_TYPES = tuple(name for name, ft in FILE_TYPES.items() if ft.by_quantize)
+
+LLAMA_CONFIG = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
     "hidden_size": 2048,
@@ -65,67 +88,187 @@ CONFIG = {
     "torch_dtype": "bfloat16",
     "transformers_version": "4.45.0",
 }
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-)
+
+MINISTRAL3_CONFIG = {
+    "architectures": ["Mistral3ForConditionalGeneration"],
+    "dtype": "bfloat16",
+    "image_token_index": 10,
+    "model_type": "mistral3",
+    "multimodal_projector_bias": False,
+    "projector_hidden_act": "gelu",
+    "spatial_merge_size": 2,
+    "text_config": {
+        "attention_dropout": 0.0,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "hidden_size": 4096,
+        "initializer_range": 0.02,
+        "intermediate_size": 14336,
+        "max_position_embeddings": 262144,
+        "model_type": "ministral3",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-05,
+        "rope_parameters": {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 16.0,
+            "llama_4_scaling_beta": 0.1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 16384,
+            "rope_theta": 1000000.0,
+            "rope_type": "yarn",
+            "type": "yarn",
+        },
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "vocab_size": 131072,
+    },
+    "transformers_version": "5.0.0.dev0",
+    "vision_config": {
+        "attention_dropout": 0.0,
+        "head_dim": 64,
+        "hidden_act": "silu",
+        "hidden_size": 1024,
+        "image_size": 1540,
+        "initializer_range": 0.02,
+        "intermediate_size": 4096,
+        "model_type": "pixtral",
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 14,
+        "rope_theta": 10000.0,
+    },
+    "vision_feature_layer": -1,
+}
 
 
-def shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    h, f, v, d = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["head_dim"]
-    q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
-    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        out |= {
-            p + "input_layernorm.weight": (h,),
-            p + "post_attention_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (q, h),
-            p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h),
-            p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (f, h),
-            p + "mlp.up_proj.weight": (f, h),
-            p + "mlp.down_proj.weight": (h, f),
-        }
+def mistral3_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """Mistral3ForConditionalGeneration as Mistral publishes it: language_model.*, vision_tower.*, projector."""
+    text, vis = cfg["text_config"], cfg["vision_config"]
+    h, ff, p, m = vis["hidden_size"], vis["intermediate_size"], vis["patch_size"], cfg["spatial_merge_size"]
+    out = tensor_shapes(text, "language_model.model.")
+    out |= {
+        "vision_tower.patch_conv.weight": (h, vis["num_channels"], p, p),
+        "vision_tower.ln_pre.weight": (h,),
+        "multi_modal_projector.norm.weight": (h,),
+        "multi_modal_projector.patch_merger.merging_layer.weight": (h, h * m * m),
+        "multi_modal_projector.linear_1.weight": (text["hidden_size"], h),
+        "multi_modal_projector.linear_2.weight": (text["hidden_size"], text["hidden_size"]),
+    }
+    for i in range(vis["num_hidden_layers"]):
+        v = f"vision_tower.transformer.layers.{i}."
+        out |= {v + f"attention.{w}_proj.weight": (h, h) for w in "qkvo"}
+        out |= {v + "attention_norm.weight": (h,), v + "ffn_norm.weight": (h,)}
+        out |= {v + "feed_forward.gate_proj.weight": (ff, h), v + "feed_forward.up_proj.weight": (ff, h)}
+        out[v + "feed_forward.down_proj.weight"] = (h, ff)
     return out
 
 
-def _bf16(x: np.ndarray) -> np.ndarray:
-    u = x.view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+def shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    return mistral3_shapes(cfg) if "text_config" in cfg else tensor_shapes(cfg)
 
 
-def build_model(root: Path) -> Path:
-    """Write the benchmark checkpoint (streaming, one tensor in memory at a time) unless it exists."""
-    out = root / "Llama-3.2-1B-4layers-random"
+FP8_BLOCK = (128, 128)
+
+
+def _fp8(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether the FP8 input stores this tensor as F8_E4M3 (every linear layer, as FP8 exports do)."""
+    return len(shape) == 2 and name.endswith("_proj.weight")
+
+
+def tensor_specs(cfg: dict, fp8: bool) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, safetensors dtype, shape) in file order; the FP8 input adds each linear's F32 block scales."""
+    specs = []
+    for name, shape in shapes(cfg).items():
+        if fp8 and _fp8(name, shape):
+            specs.append((name, "F8_E4M3", shape))
+            grid = tuple(-(-d // b) for d, b in zip(shape, FP8_BLOCK, strict=True))
+            specs.append((name + "_scale_inv", "F32", grid))
+        else:
+            specs.append((name, "BF16", shape))
+    return sorted(specs)
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A benchmark checkpoint: its directory name, config, tokenizer (from a test fixture) (random BF16 weights)."""
+
+    dirname: str
+    config: dict
+    tokenizer_fixture: str
+    tokenizer_files: tuple[str, ...]
+
+
+MODELS = {
+    "llama3.2-1b": BenchModel(
+        "Llama-3.2-1B-4layers-random",
+        LLAMA_CONFIG,
+        "llama3-tiny",
+        ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"),
+    ),
+    "ministral3-8b": BenchModel(
+        "Ministral-3-8B-4layers-random",
+        MINISTRAL3_CONFIG,
+        "ministral3-tiny",
+        ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"),
+    ),
+}
+
+
+def build_model(root: Path, model: BenchModel, fp8: bool = False) -> Path:
+    """Write the benchmark checkpoint (streaming, one tensor in memory at a time) unless it exists.
+
+    With `fp8`, the same random weights as a fine-grained FP8 checkpoint: each linear layer F8_E4M3 with
+    128x128 F32 `weight_scale_inv` blocks (amax / 448), the rest BF16, quant_method "fp8" in config.json.
+    """
+    from hubtui.demo.checkpoint_writer import encode_tensor
+    from tests.fixtures.checkpoints import fp8_quantize
+
+    out = root / (model.dirname + ("-fp8" if fp8 else ""))
     if (out / "model.safetensors").is_file():
         return out
     from tests.fixtures.cache import checkpoint
 
-    tok = checkpoint("llama3-tiny")
+    tok = checkpoint(model.tokenizer_fixture)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-    names = sorted(shapes(CONFIG).items())
+    specs = tensor_specs(model.config, fp8)
     header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, shape in names:
-        n = math.prod(shape) * 2
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
+    for name, dtype, shape in specs:
+        n = math.prod(shape) * {"BF16": 2, "F32": 4, "F8_E4M3": 1}[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     rng = np.random.default_rng(0)
+    scales: dict[str, np.ndarray] = {}  # a weight's scales, written right after it (names sort that way)
     with (tmp / "model.safetensors").open("wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
-        for _name, shape in names:
+        for name, dtype, shape in specs:
+            if name in scales:
+                f.write(scales.pop(name).tobytes())
+                continue
             if len(shape) == 1:
                 x = np.float32(1) + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
             else:
                 x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-            f.write(_bf16(x).tobytes())
-    (tmp / "config.json").write_text(json.dumps(CONFIG, indent=2))
-    for name in TOKENIZER_FILES:
+            if dtype == "F8_E4M3":
+                q, _ = fp8_quantize({name: x}, FP8_BLOCK)
+                x, scales[name + "_scale_inv"] = q[name], q[name + "_scale_inv"]
+            f.write(encode_tensor(x, dtype).tobytes())
+    config = dict(model.config)
+    if fp8:
+        config["quantization_config"] = {
+            "activation_scheme": "dynamic",
+            "quant_method": "fp8",
+            "weight_block_size": list(FP8_BLOCK),
+        }
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    for name in model.tokenizer_files:
         if (tok / name).is_file():
             shutil.copyfile(tok / name, tmp / name)
     os.rename(tmp, out)
@@ -207,10 +350,20 @@ def io_floor(src: Path) -> float:
     return time.perf_counter() - t0
 
 
-def ours(src: Path, out: Path, qtype: str, threads: int) -> dict[str, float]:
+def ours(src: Path, out: Path, qtype: str, threads: int, lora: Path | None = None) -> dict[str, float]:
     """`hubtui convert`, as users run it (python -m hubtui is the console script's entry point)."""
     cmd = [sys.executable, "-m", "hubtui", "convert", str(src), "-o", str(out), "--type", qtype]
-    return run_child([*cmd, "--threads", str(threads), "--force"])
+    return run_child([*cmd, "--threads", str(threads), "--force", *(["--lora", str(lora)] if lora else [])])
+
+
+def build_adapter(src: Path) -> Path:
+    """A PEFT adapter of rank 16 on every linear layer of the benchmark model (BF16), unless it exists."""
+    from tests.fixtures.adapters import write_adapter
+
+    out = src.parent / (src.name + "-lora-r16")
+    if not (out / "adapter_config.json").is_file():
+        write_adapter(out, src, r=16, alpha=32, dtype="BF16", std=0.01)
+    return out
 
 
 def convert_hf_to_gguf(python: str, llama_src: str, src: Path, outtype: str, out: Path) -> dict[str, float]:
@@ -220,10 +373,11 @@ def convert_hf_to_gguf(python: str, llama_src: str, src: Path, outtype: str, out
     return run_child([python, str(script), str(src), "--outtype", outtype, "--outfile", str(out)], env)
 
 
-def llama_quantize(src: Path, out: Path, threads: int) -> dict[str, float]:
+def llama_quantize(src: Path, out: Path, qtype: str, threads: int) -> dict[str, float]:
+    """llama_model_quantize to file type `qtype`, its llama.h id taken from llama-cpp-python's own constants."""
     code = (
         "import ctypes, sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "
-        f"p.nthread = {threads}; p.ftype = 15; "
+        f"p.nthread = {threads}; p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_{qtype}; "
         "assert llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)) == 0"
     )
     return run_child([sys.executable, "-c", code, str(src), str(out)])
@@ -231,33 +385,71 @@ def llama_quantize(src: Path, out: Path, threads: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="llama3.2-1b")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported (default 3)")
     ap.add_argument("--anchor-python", help="a Python with torch + transformers for convert_hf_to_gguf.py")
     ap.add_argument("--llama-src", default="/tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "hubtui" / "bench"))
+    ap.add_argument(
+        "--input",
+        choices=("bf16", "fp8"),
+        default="bf16",
+        help="the checkpoint's weights: BF16, or FP8 (F8_E4M3 linears with 128x128 block scales)",
+    )
+    ap.add_argument("--lora", action="store_true", help="also merge an r=16 adapter on every linear layer")
+    ap.add_argument(
+        "--kquant",
+        type=str.upper,
+        choices=QUANTIZE_TYPES,
+        default="Q4_K_M",
+        metavar="TYPE",
+        help="the file type compared with convert_hf_to_gguf + llama_model_quantize (default Q4_K_M; one of "
+        + ", ".join(QUANTIZE_TYPES)
+        + ")",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     root = Path(args.cache)
     root.mkdir(parents=True, exist_ok=True)
+    fp8 = args.input == "fp8"
+    kq = args.kquant
     if args.build_only:
-        print(build_model(root))
+        model = build_model(root, MODELS[args.model], fp8)
+        if args.lora:
+            build_adapter(model)
+        print(model)
         return
     # build in a child so this process stays small (see run_child)
     src = Path(
         subprocess.run(
-            [sys.executable, __file__, "--build-only", "--cache", str(root)],
+            [
+                sys.executable,
+                __file__,
+                "--build-only",
+                "--cache",
+                str(root),
+                "--model",
+                args.model,
+                "--input",
+                args.input,
+            ]
+            + (["--lora"] if args.lora else []),
             check=True,
             capture_output=True,
             text=True,
         ).stdout.strip()
     )
+    # llama.cpp's pipeline for --kquant: convert, then llama-quantize. From BF16 weights the BF16 intermediate is
+    # lossless; dequantised FP8 weights are not BF16 values, so there the lossless intermediate is F32.
+    intermediate = "f32" if fp8 else "bf16"
     res: dict[str, object] = {
         "model": src.name,
         "input_bytes": (src / "model.safetensors").stat().st_size,
         "threads": args.threads,
         "repeat": args.repeat,
+        "kquant": kq,
         "load_average": os.getloadavg()[0],
     }
     io_floor(src)  # warm the page cache once, like a second run
@@ -273,19 +465,26 @@ def main() -> None:
 
         # Rounds interleave ours and llama.cpp's so both see the same machine state; medians are reported.
         for _ in range(args.repeat):
-            for qtype in ("Q4_K_M", "Q8_0"):
+            for qtype in (kq, "Q8_0"):
                 out = work / f"ours-{qtype}.gguf"
                 runs.setdefault(f"ours_{qtype}", []).append(ours(src, out, qtype, args.threads))
                 done(out, f"ours_{qtype}")
+                if args.lora:
+                    runs.setdefault(f"ours_{qtype}_lora", []).append(
+                        ours(src, out, qtype, args.threads, build_adapter(src))
+                    )
+                    done(out, f"ours_{qtype}_lora")
             if args.anchor_python:
-                bf16 = work / "anchor-bf16.gguf"
-                runs.setdefault("anchor_convert_bf16", []).append(
-                    convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "bf16", bf16)
+                first = work / f"anchor-{intermediate}.gguf"
+                runs.setdefault(f"anchor_convert_{intermediate}", []).append(
+                    convert_hf_to_gguf(args.anchor_python, args.llama_src, src, intermediate, first)
                 )
-                q4 = work / "anchor-q4km.gguf"
-                runs.setdefault("anchor_quantize_Q4_K_M", []).append(llama_quantize(bf16, q4, args.threads))
-                bf16.unlink()
-                done(q4, "anchor_Q4_K_M")
+                kout = work / f"anchor-{kq}.gguf"
+                runs.setdefault(f"anchor_quantize_{kq}", []).append(
+                    llama_quantize(first, kout, kq, args.threads)
+                )
+                first.unlink()
+                done(kout, f"anchor_{kq}")
                 q8 = work / "anchor-q8.gguf"
                 runs.setdefault("anchor_convert_Q8_0", []).append(
                     convert_hf_to_gguf(args.anchor_python, args.llama_src, src, "q8_0", q8)
@@ -293,23 +492,36 @@ def main() -> None:
                 done(q8, "anchor_Q8_0")
     if args.anchor_python:
         res["identical_to_llama_cpp"] = {
-            q: digests[f"ours_{q}"] == digests[f"anchor_{q}"] for q in ("Q4_K_M", "Q8_0")
+            q: digests[f"ours_{q}"] == digests[f"anchor_{q}"] for q in (kq, "Q8_0")
         }
     for name, values in runs.items():
         res[name] = {
             key: _median(values, key) for key in ("seconds", "cpu_seconds", "peak_rss_mb", "peak_tree_rss_mb")
         }
     res["runs"] = {name: [v["seconds"] for v in values] for name, values in runs.items()}
+    if args.lora:  # per-round ratios (each merge next to its plain conversion), then their median
+        for qtype in ("Q4_K_M", "Q8_0"):
+            pairs = zip(runs[f"ours_{qtype}_lora"], runs[f"ours_{qtype}"], strict=True)
+            res[f"ratio_{qtype}_lora_vs_plain"] = round(
+                statistics.median(a["seconds"] / b["seconds"] for a, b in pairs), 3
+            )
     if args.anchor_python:
-        two_step = [
-            a["seconds"] + b["seconds"]
-            for a, b in zip(runs["anchor_convert_bf16"], runs["anchor_quantize_Q4_K_M"], strict=True)
-        ]
-        res["anchor_two_step_Q4_K_M_s"] = round(statistics.median(two_step), 2)
-        res["ratio_Q4_K_M_vs_two_step"] = round(
-            res["ours_Q4_K_M"]["seconds"] / res["anchor_two_step_Q4_K_M_s"],  # type: ignore[index]
+        steps = list(zip(runs[f"anchor_convert_{intermediate}"], runs[f"anchor_quantize_{kq}"], strict=True))
+        two_step = [a["seconds"] + b["seconds"] for a, b in steps]
+        two_step_cpu = [a["cpu_seconds"] + b["cpu_seconds"] for a, b in steps]
+        res[f"anchor_two_step_{kq}_s"] = round(statistics.median(two_step), 2)
+        res[f"anchor_two_step_{kq}_cpu_s"] = round(statistics.median(two_step_cpu), 2)
+        res[f"ratio_{kq}_vs_two_step"] = round(
+            res[f"ours_{kq}"]["seconds"] / res[f"anchor_two_step_{kq}_s"],  # type: ignore[index]
             3,
         )
+        res[f"ratio_{kq}_cpu"] = round(
+            res[f"ours_{kq}"]["cpu_seconds"] / res[f"anchor_two_step_{kq}_cpu_s"],  # type: ignore[index]
+            3,
+        )
+        res[f"ratio_{kq}_per_round"] = [
+            round(o["seconds"] / t, 3) for o, t in zip(runs[f"ours_{kq}"], two_step, strict=True)
+        ]
         res["ratio_Q8_0_vs_convert"] = round(
             res["ours_Q8_0"]["seconds"] / res["anchor_convert_Q8_0"]["seconds"],  # type: ignore[index]
             3,

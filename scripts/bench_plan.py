@@ -15,14 +15,12 @@ child group with memory limit when this process may create one, else RLIMIT_AS.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,69 +94,6 @@ def parse_buffers(log: str) -> dict[str, float]:
     return out
 
 
-class CgroupCap:
-    """A child memory cgroup of our own (v1 or v2) with a hard limit, when we may create one."""
-
-    def __init__(self, limit: int) -> None:
-        from quant.hardware import _own_cgroups
-
-        own = _own_cgroups(Path("/"))
-        self.dir: Path | None = None
-        self.version = 0
-        name = f"hubtui-bench-{os.getpid()}-{time.monotonic_ns()}"
-        candidates = []
-        if 1 in own:
-            candidates.append(
-                (1, Path("/sys/fs/cgroup/memory") / own[1].strip("/") / name, "memory.limit_in_bytes")
-            )
-        if 2 in own:
-            candidates.append((2, Path("/sys/fs/cgroup") / own[2].strip("/") / name, "memory.max"))
-        for version, path, limit_file in candidates:
-            try:
-                path.mkdir()
-            except OSError:
-                continue
-            try:
-                (path / limit_file).write_text(str(limit))
-                if version == 2:
-                    (path / "memory.swap.max").write_text("0")
-            except OSError:
-                path.rmdir()
-                continue
-            self.dir, self.version = path, version
-            break
-
-    def enter_cmd(self) -> list[str]:
-        """A shell prefix that moves the child into the group before exec'ing Python."""
-        assert self.dir is not None
-        return ["sh", "-c", f'echo $$ > "{self.dir}/cgroup.procs" && exec "$@"', "sh"]
-
-    def stats(self) -> dict[str, int]:
-        assert self.dir is not None
-        out: dict[str, int] = {}
-        for name in ("memory.max_usage_in_bytes", "memory.failcnt", "memory.peak"):
-            with contextlib.suppress(OSError, ValueError):
-                out[name.split(".", 1)[1]] = int((self.dir / name).read_text())
-        for name in ("memory.oom_control", "memory.events"):
-            try:
-                for line in (self.dir / name).read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key in ("oom_kill", "oom"):
-                        out[key] = int(value)
-            except OSError:
-                pass
-        return out
-
-    def close(self) -> None:
-        if self.dir is not None:
-            for _ in range(50):
-                try:
-                    self.dir.rmdir()
-                    return
-                except OSError:
-                    time.sleep(0.1)
-
-
 def measure(
     model: Path, n_ctx: int, *, fill: bool = True, cap: int = 0, cap_kind: str = "none", timeout: int = 600
 ) -> Measurement:
@@ -169,6 +104,8 @@ def measure(
         cmd = [sys.executable, "-c", _CHILD, str(log_path), str(model), str(n_ctx), str(n_fill)]
         cgroup = None
         if cap and cap_kind == "cgroup":
+            from tests.memcap import CgroupCap
+
             cgroup = CgroupCap(cap)
             if cgroup.dir is None:
                 raise RuntimeError("cannot create a memory cgroup here")
@@ -192,13 +129,13 @@ def measure(
 
 def predict(model: Path, n_ctx: int):
     """(estimate, shape) for `model` loaded on CPU at `n_ctx` with llama-cpp-python's defaults."""
-    from quant.hardware import detect_hardware
-    from quant.memory import RunSettings, estimate, repack_types_for
+    from hubtui.runner.machine import detect_machine
+    from quant.memory import RunSettings, estimate
     from quant.plan import gguf_shape
+    from quant.repack import repack_rules
 
-    hw = detect_hardware()
     _, _, shape = gguf_shape(model)
-    settings = RunSettings(n_ctx=n_ctx, repack_types=repack_types_for(hw.machine, frozenset(hw.cpu_flags)))
+    settings = RunSettings(n_ctx=n_ctx, repack=repack_rules(detect_machine().cpu_features))
     return estimate(shape, settings), shape
 
 
@@ -209,7 +146,7 @@ def compare(model: Path, n_ctx: int, m: Measurement) -> dict[str, float | int | 
     est, _ = predict(model, n_ctx)
     host = est.host
     base = m.status["after_import"]["VmRSS"]
-    predicted_rss = base + host.resident - HOST_RUNTIME
+    predicted_rss = base + host.peak_rss - HOST_RUNTIME
     peak = m.status["after_fill"]["VmHWM"]
     row = {
         "model": model.name,
@@ -278,15 +215,6 @@ def models(quick: bool) -> list[Path]:
     return out
 
 
-def evict(path: Path) -> None:
-    """Drop `path`'s clean pages from the page cache, so a capped child is charged for reading them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def cap_check(checkpoint_dir: Path, budget: int, n_ctx: int, cap_kind: str, gguf_for) -> dict:
     """Plan `checkpoint_dir` for a `budget`-byte CPU target, then load + fill the recommended GGUF under that cap.
 
@@ -300,6 +228,8 @@ def cap_check(checkpoint_dir: Path, budget: int, n_ctx: int, cap_kind: str, gguf
     row: dict = {"model": checkpoint_dir.name, "budget_mib": budget / MIB, "ctx": n_ctx}
     if rec is None:
         return row | {"recommended": None}
+    from tests.memcap import evict
+
     model = gguf_for(rec.qtype)
     evict(model)
     m = measure(model, n_ctx, cap=budget, cap_kind=cap_kind)
@@ -337,10 +267,9 @@ def cap_sweep(name: str, ctxs: list[int], cap_kind: str, every: int = 1) -> list
 
 
 def cap_kind_here() -> str:
-    probe = CgroupCap(1 << 30)
-    ok = probe.dir is not None
-    probe.close()
-    return "cgroup" if ok else "rlimit"
+    from tests.memcap import cgroup_available
+
+    return "cgroup" if cgroup_available() else "rlimit"
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.cache import build_into, cache_root  # noqa: E402
-from tests.fixtures.checkpoints import BUILDERS  # noqa: E402
+from tests.fixtures.checkpoints import ALL_BUILDERS as BUILDERS  # noqa: E402
 
 
 def main() -> None:

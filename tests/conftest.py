@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from tests.convert_support import Converted
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import BUILDERS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """hubtui's state folder (folders it wrote outputs to, the download queue) per session, not the user's."""
+    os.environ.setdefault("HUBTUI_STATE_DIR", str(tmp_path_factory.mktemp("hubtui-state")))
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +43,40 @@ def mixtral_tiny_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama3_tiny_fp8_dir() -> Path:
+    """llama3-tiny as a fine-grained FP8 checkpoint (F8_E4M3 linears, 128x128 F32 `weight_scale_inv`)."""
+    return checkpoint("llama3-tiny-fp8")
+
+
+@pytest.fixture(scope="session")
+def llama4_tiny_dir() -> Path:
+    """Random Llama 4 Scout-shaped Llama4ForCausalLM (16 experts top-1, shared expert, QK norm, NoPE layer 3,
+    llama3 RoPE scaling, tied), real Llama 4 tokenizer.json."""
+    return checkpoint("llama4-tiny")
+
+
+@pytest.fixture(scope="session")
+def llama4_vision_tiny_dir() -> Path:
+    """Random Llama 4 Maverick-shaped Llama4ForConditionalGeneration (dense/MoE alternating, 128 experts, no QK
+    norm, untied, two shards, tiny vision tower), real Llama 4 tokenizer.json."""
+    return checkpoint("llama4-vision-tiny")
+
+
+@pytest.fixture(scope="session")
 def checkpoints() -> dict[str, Path]:
-    """Every fixture checkpoint by name: smollm2-135m, llama3-tiny, mistral-tiny, mixtral-tiny."""
+    """Every fixture checkpoint by name (tests/fixtures/checkpoints.py BUILDERS)."""
     return {name: checkpoint(name) for name in BUILDERS}
+
+
+@pytest.fixture(scope="session")
+def converted(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Converted:
+    """Conversions of the fixtures (and llama-quantize references), each made once per session."""
+    return Converted(checkpoints, tmp_path_factory.mktemp("converted"))
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_from_earlier_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hubtui --debug` sets HUBTUI_DEBUG in os.environ (for the app's workers); an in-process CLI test that
+    passes it must not turn later tests' one-line errors into tracebacks."""
+    monkeypatch.setenv("HUBTUI_DEBUG", "")
+    monkeypatch.delenv("HUBTUI_DEBUG")

@@ -1,4 +1,5 @@
-"""Shared inputs and checks for the kernel tests (simple types here, K-quants in test_kquants.py).
+"""Shared inputs and checks for the kernel tests (32-element types in test_kernels_simple.py, 256-element
+types in test_kquants.py, importance weights in test_kernels_imatrix.py).
 
 Every kernel is checked on the same distributions, shapes and thread counts against llama.cpp's own
 quantiser (tests/ggml_ref.py), so a new type gets the whole battery by parametrising over these.
@@ -81,6 +82,53 @@ DISTRIBUTIONS: dict[str, Distribution] = {
     "near_fp16_max": _near_fp16_max,
 }
 
+
+def _w_uniform(rng: np.random.Generator, cols: int) -> np.ndarray:
+    return rng.random(cols).astype(np.float32)
+
+
+def _w_lognormal(rng: np.random.Generator, cols: int) -> np.ndarray:
+    """Like real imatrix entries (mean squared activations): positive, a few columns far above the rest."""
+    return rng.lognormal(0.0, 2.0, cols).astype(np.float32)
+
+
+def _w_sparse(rng: np.random.Generator, cols: int) -> np.ndarray:
+    """Half the columns never activated (weight 0), whole blocks of zeros included."""
+    w = rng.lognormal(0.0, 1.0, cols).astype(np.float32)
+    w[rng.random(cols) < 0.5] = 0.0
+    w[: min(cols, 64)] = 0.0
+    return w
+
+
+def _w_constant(rng: np.random.Generator, cols: int) -> np.ndarray:
+    return np.ones(cols, np.float32)
+
+
+def _w_zero(rng: np.random.Generator, cols: int) -> np.ndarray:
+    """Every weight 0: every weighted sum vanishes, the searches' degenerate paths."""
+    return np.zeros(cols, np.float32)
+
+
+def _w_wide_range(rng: np.random.Generator, cols: int) -> np.ndarray:
+    return (10.0 ** rng.uniform(-12, 12, cols)).astype(np.float32)
+
+
+WEIGHT_DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "uniform": _w_uniform,
+    "lognormal": _w_lognormal,
+    "sparse": _w_sparse,
+    "constant": _w_constant,
+    "zero": _w_zero,
+    "wide_range": _w_wide_range,
+}
+"""Importance weights (one non-negative float32 per column), as llama.cpp's imatrix supplies them."""
+
+
+def make_weights(distribution: str, cols: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng([seed, 7, *distribution.encode()])
+    return WEIGHT_DISTRIBUTIONS[distribution](rng, cols)
+
+
 SHAPES_256 = [(1, 256), (6, 512), (17, 1024)]
 """Row counts that do not divide evenly among threads; row lengths every type can hold."""
 
@@ -112,28 +160,34 @@ def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-def assert_matches_ggml(x: np.ndarray, qtype: str, threads: list[int] | None = None) -> np.ndarray:
-    """Ours equals ggml_quantize_chunk byte for byte for every thread count, or both reject the input.
+def assert_matches_ggml(
+    x: np.ndarray, qtype: str, threads: list[int] | None = None, quant_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Ours equals ggml_quantize_chunk (with `quant_weights` as its importance weights) byte for byte for every
+    thread count, or both reject the input.
 
     Returns llama.cpp's bytes (when valid) so callers can check more.
     """
-    ref = ggml_ref.quantize(x, qtype)
+    ref = ggml_ref.quantize(x, qtype, quant_weights)
     valid = ggml_ref.validate(ref, qtype)
+    with_w = "" if quant_weights is None else " with importance weights"
     for n in threads or thread_counts():
         if valid:
-            ours = quantize(x, qtype, threads=n)
+            ours = quantize(x, qtype, threads=n, quant_weights=quant_weights)
             assert ours.dtype == np.uint8 and ours.shape == ref.shape
             if not np.array_equal(ours, ref):
                 row, col = np.argwhere(ours != ref)[0]
-                raise AssertionError(f"{qtype} threads={n}: first differing byte at row {row}, byte {col}")
+                raise AssertionError(
+                    f"{qtype}{with_w} threads={n}: first differing byte at row {row}, byte {col}"
+                )
         else:
             try:
-                quantize(x, qtype, threads=n)
+                quantize(x, qtype, threads=n, quant_weights=quant_weights)
             except QuantError:
                 pass
             else:
                 raise AssertionError(
-                    f"{qtype}: llama.cpp's validation rejects this input but quantize accepted it"
+                    f"{qtype}{with_w}: llama.cpp's validation rejects this input but quantize accepted it"
                 )
     return ref
 

@@ -41,7 +41,13 @@ async def test_function_keys_switch_screens_and_help_lists_binding_ids(fake_hub:
         ids = {row[2] for row in app.screen.rows}
         assert {"app.quit", "screen.browse", "screen.hardware"} <= ids
         # every screen's keys are listed, not only those of the focused one
-        assert {"browse.download", "downloads.resume", "local.delete", "convert.cancel", "chat.stop"} <= ids
+        assert {
+            "browse.download",
+            "downloads.pause_resume",
+            "local.delete",
+            "convert.cancel",
+            "chat.stop",
+        } <= ids
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 

@@ -170,3 +170,136 @@ def test_unknown_target_and_missing_output_are_errors(bundle_gguf: Path, tmp_pat
     res = hubtui("bundle", str(bundle_gguf), "-o", str(tmp_path / "b"), "--target", "toaster")
     assert res.returncode == 1 and "unknown target profile 'toaster'" in res.stderr
     assert hubtui("bundle", str(bundle_gguf)).returncode == 2
+
+
+# ---- LoRA adapters: base + adapter GGUF side by side, or merged while converting
+
+
+@pytest.fixture(scope="module")
+def lora_base(mistral_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(base Q8_0 GGUF, PEFT adapter folder, its adapter GGUF) on the tiny Mistral fixture."""
+    from quant.convert import convert
+    from quant.convert.lora_gguf import convert_adapter
+    from tests.fixtures.adapters import write_adapter
+
+    root = tmp_path_factory.mktemp("lora-bundle")
+    base = convert(mistral_tiny_dir, root / "base-Q8_0.gguf", "Q8_0").path
+    folder = write_adapter(root / "tone", mistral_tiny_dir, r=8, alpha=16)
+    adapter = convert_adapter(folder, mistral_tiny_dir, root / "tone-F16-LoRA.gguf", "F16").path
+    return base, folder, adapter
+
+
+def test_bundle_ships_base_and_adapter_with_its_scale(
+    lora_base: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import llama_cpp
+
+    from tests.cli_helpers import run_main
+
+    base, folder, adapter = lora_base
+    out = tmp_path / "field"
+    args = ["bundle", str(base), "--lora", str(adapter), "--lora-scale", "0.5", "-o", str(out), "--json"]
+    code, stdout, err = run_main(args, capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["adapter"] == {"file": adapter.name, "scale": 0.5}
+    assert {p.name for p in out.iterdir()} == EXPECTED | {base.name, adapter.name}
+    assert (out / adapter.name).read_bytes() == adapter.read_bytes()
+    assert adapter.name in (out / "SHA256SUMS").read_text()
+    checks = json.loads((out / "smoke-report.json").read_text())["checks"]
+    assert {"check": "adapter", "level": "ok", "message": f"LoRA adapter {adapter.name} x 0.5"} in checks
+    assert f"ADAPTER ./{adapter.name}" in (out / "Modelfile").read_text()
+    readme = (out / "README.txt").read_text()
+    assert f"llama-cli -m {base.name} --lora-scaled {adapter.name} 0.5" in readme
+    assert f"hubtui-chat.pyz {base.name} --lora {adapter.name} --lora-scale 0.5" in readme
+    assert "LM Studio does not load LoRA adapters" in readme and "lms import" not in readme
+    # the standalone chat app loads the adapter with its scale (only llama-cpp-python on the path)
+    site = str(Path(llama_cpp.__file__).resolve().parent.parent)
+    chat = [
+        sys.executable,
+        "-S",
+        "hubtui-chat.pyz",
+        base.name,
+        "--temp",
+        "0",
+        "--ctx",
+        "128",
+        "--max-tokens",
+        "4",
+    ]
+    for extra, ok in (
+        ([], True),
+        (["--lora", adapter.name, "--lora-scale", "0.5"], True),
+        (["--lora", "nope"], False),
+    ):
+        res = subprocess.run(
+            chat + extra,
+            input="hi\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=out,
+            env={**os.environ, "PYTHONPATH": site},
+        )
+        assert (res.returncode == 0) == ok, res.stderr
+
+    # refused, with nothing left behind: a model GGUF as the adapter, an adapter folder beside a GGUF
+    bad = tmp_path / "bad"
+    code, _, err = run_main(["bundle", str(base), "--lora", str(base), "-o", str(bad)], capsys)
+    assert code == 1 and "has the model's file name" in err
+    model_as_adapter = adapter.parent / "model.gguf"
+    shutil.copyfile(base, model_as_adapter)
+    code, _, err = run_main(["bundle", str(base), "--lora", str(model_as_adapter), "-o", str(bad)], capsys)
+    assert code == 1 and "model.gguf: not a LoRA adapter GGUF" in err and err.count("\n") == 1
+    code, _, err = run_main(["bundle", str(base), "--lora", str(folder), "-o", str(bad)], capsys)
+    assert code == 2 and "is a folder" in err
+    assert not bad.exists() and [p.name for p in tmp_path.iterdir()] == ["field"]
+
+
+def test_bundle_merges_a_peft_adapter_while_converting(
+    mistral_tiny_dir: Path,
+    lora_base: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from quant.convert import convert
+    from tests.cli_helpers import run_main
+
+    _, folder, adapter = lora_base
+    out = tmp_path / "bundles" / "merged"
+    args = ["bundle", str(mistral_tiny_dir), "--lora", str(folder), "--lora-scale", "0.5", "--type", "Q8_0"]
+    code, stdout, err = run_main([*args, "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["adapter"] is None and summary["merged"] == [{"adapter": str(folder), "scale": 0.5}]
+    (gguf_name,) = [n for n in summary["files"] if n.endswith(".gguf")]
+    (tmp_path / "ref").mkdir()
+    ref = convert(mistral_tiny_dir, tmp_path / "ref", "Q8_0", loras=[(folder, 0.5)]).path
+    assert gguf_name == ref.name and (out / gguf_name).read_bytes() == ref.read_bytes()
+    assert "ADAPTER" not in (out / "Modelfile").read_text()
+    assert [p.name for p in (tmp_path / "bundles").iterdir()] == ["merged"]  # the conversion folder is gone
+    # refused: an adapter GGUF to merge, a taken destination (before converting)
+    code, _, err = run_main([*args[:3], str(adapter), "-o", str(tmp_path / "x")], capsys)
+    assert code == 2 and "PEFT adapter folders" in err
+    code, _, err = run_main([*args, "-o", str(out)], capsys)
+    assert code == 1 and "not an empty folder" in err
+
+
+def test_a_custom_target_plans_the_bundle_and_cancel_leaves_nothing(
+    bundle_gguf: Path, tmp_path: Path
+) -> None:
+    """The TUI passes its target as it is (custom RAM, say); a cancelled bundle leaves no folder."""
+    import threading
+
+    from hubtui.runner.bundle import build_bundle, plan_for_target
+    from hubtui.runner.errors import RunnerError
+    from hubtui.runner.gguf_check import read_facts
+    from quant.profiles import custom_target
+
+    plan = plan_for_target(bundle_gguf, read_facts(bundle_gguf), custom_target("4G"))
+    assert plan.target == "custom" and plan.description == "4 GiB RAM, no GPU" and plan.fits
+    cancel = threading.Event()
+    dest = tmp_path / "out" / "b"
+    with pytest.raises(RunnerError, match="cancelled"):
+        build_bundle(bundle_gguf, dest, progress=lambda stage, _msg: cancel.set(), cancel=cancel)
+    assert not dest.exists() and not (tmp_path / "out").exists()

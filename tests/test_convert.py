@@ -6,16 +6,15 @@ reference our direct K-quant conversion must equal byte for byte and type for ty
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from quant.convert import convert, plan_layout, resolve_file_type
-from tests.convert_support import llama_quantize, tensor_bytes
+from tests.convert_support import Converted, only_with_slow, sha256, tensor_bytes
 
-FIXTURES = ("smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny")
+FIXTURES = ("smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny", "llama3-tiny-fp8")
 
 # Every K-quant file type on at least one fixture and every fixture at least once; the full
 # cross product runs with -m slow.
@@ -26,6 +25,7 @@ PARITY_FAST = [
     ("mistral-tiny", "Q8_0"),
     ("mixtral-tiny", "Q4_K_M"),
     ("mixtral-tiny", "Q6_K"),
+    ("llama3-tiny-fp8", "Q4_K_M"),
 ]
 PARITY_SLOW = [
     (f, q)
@@ -33,34 +33,6 @@ PARITY_SLOW = [
     for q in ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
     if (f, q) not in PARITY_FAST
 ]
-
-
-class Converted:
-    """Session cache of conversions: (fixture, type) -> GGUF path, each made once."""
-
-    def __init__(self, checkpoints: dict[str, Path], root: Path) -> None:
-        self.checkpoints, self.root, self.paths = checkpoints, root, {}
-
-    def __call__(self, fixture: str, qtype: str) -> Path:
-        key = (fixture, qtype)
-        if key not in self.paths:
-            out = self.root / f"{fixture}-{qtype}.gguf"
-            convert(self.checkpoints[fixture], out, qtype, threads=2)
-            self.paths[key] = out
-        return self.paths[key]
-
-    def reference(self, fixture: str, qtype: str) -> Path:
-        key = (fixture, f"ref-{qtype}")
-        if key not in self.paths:
-            self.paths[key] = llama_quantize(
-                self(fixture, "F32"), self.root / f"{fixture}-ref-{qtype}.gguf", qtype
-            )
-        return self.paths[key]
-
-
-@pytest.fixture(scope="session")
-def converted(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Converted:
-    return Converted(checkpoints, tmp_path_factory.mktemp("converted"))
 
 
 def _assert_parity(converted: Converted, fixture: str, qtype: str) -> None:
@@ -74,12 +46,7 @@ def _assert_parity(converted: Converted, fixture: str, qtype: str) -> None:
     if resolve_file_type(qtype).by_quantize:
         # llama.cpp makes K-quant files only with llama-quantize: ours is that whole file, header included
         # (our F32 output is convert_hf_to_gguf's, see test_vocab's opt-in comparison and the benchmark)
-        assert _sha256(converted(fixture, qtype)) == _sha256(converted.reference(fixture, qtype))
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        assert sha256(converted(fixture, qtype)) == sha256(converted.reference(fixture, qtype))
 
 
 @pytest.mark.parametrize(("fixture", "qtype"), PARITY_FAST)
@@ -92,8 +59,7 @@ def test_quantised_tensors_equal_llama_quantize(converted: Converted, fixture: s
 def test_quantised_tensors_equal_llama_quantize_all(
     request: pytest.FixtureRequest, converted: Converted, fixture: str, qtype: str
 ) -> None:
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the rest of the parity matrix runs with -m slow")
+    only_with_slow(request, "the rest of the parity matrix")
     _assert_parity(converted, fixture, qtype)
 
 
@@ -170,6 +136,7 @@ LOGIT_CASES = [
     ("mistral-tiny", "F16"),
     ("mixtral-tiny", "F32"),
     ("smollm2-135m", "F16"),
+    ("llama3-tiny-fp8", "F32"),
 ]
 
 

@@ -28,7 +28,7 @@ def test_plain_lines_when_not_a_terminal() -> None:
     lines = stream.getvalue().splitlines()
     assert 2 <= len(lines) <= 12  # one per tenth of the work, not one per tensor
     assert "\r" not in stream.getvalue()
-    assert lines[-1].endswith(", done") and "0.0 MB of 0.0 MB" in lines[-1]
+    assert lines[-1].endswith(", done") and "1000 B of 1000 B" in lines[-1]
     assert "blk.0.ffn_down.weight" in lines[0]
 
 
@@ -39,5 +39,5 @@ def test_bar_with_rate_and_eta_on_a_terminal() -> None:
     progress("", 4_000_000, 4_000_000)
     out = stream.getvalue()
     assert out.startswith("\r[") and "token_embd.weight" in out
-    assert "MB/s" in out and "ETA" in out and "100.0%" in out
+    assert "iB/s" in out and "ETA" in out and "100.0%" in out
     assert out.endswith("\n")

@@ -250,12 +250,47 @@ def test_not_enough_disk_space(
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--type", "Q3_K"], ["--threads", "0"], ["--bogus"]],
+    ("args", "culprit"),
+    [
+        (["--type", "IQ2_XXS"], "'IQ2_XXS'"),
+        (["--threads", "0"], "--threads"),
+        (["--bogus"], "--bogus"),
+        (["--tensor-type", "attn_v=q9_9"], "'q9_9'"),
+        (["--tensor-type", "[attn=q8_0"], "'[attn=q8_0': bad regular expression"),
+        (["--tensor-type", "atn_v=q8_0"], "'atn_v=q8_0' has no effect"),  # known only from the checkpoint
+        (["--output-tensor-type", "q4_k"], "output.weight has rows of 64 values"),  # ditto
+        (["--token-embedding-type", "q3"], "--token-embedding-type: unknown or unsupported ggml type 'q3'"),
+        (["--type", "F16", "--leave-output-tensor"], "not F16"),
+    ],
 )
-def test_usage_errors_exit_2(tiny_dir: Path, tmp_path: Path, capsys, args: list[str]) -> None:
+def test_usage_errors_exit_2(tiny_dir: Path, tmp_path: Path, capsys, args: list[str], culprit: str) -> None:
     code, _, err = run_cli(["convert", str(tiny_dir), "-o", str(tmp_path / "o.gguf"), *args], capsys)
     assert code == 2, err
+    assert culprit in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_per_tensor_options_on_the_command_line(tiny_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o.gguf"
+    args = ["--type", "Q8_0", "--tensor-type", r"blk\.1\.attn_v=f16", "--tensor-type", "ffn_up=Q5_0"]
+    code, stdout, err = run_cli(
+        ["convert", str(tiny_dir), "-o", str(out), *args, "--leave-output-tensor"], capsys
+    )
+    assert code == 0, err
+    counts = json.loads(run_cli(["inspect", str(out), "--json"], capsys)[1])["type_counts"]
+    assert counts == {"F32": 6, "Q8_0": 12, "F16": 1, "Q5_0": 2}, counts  # 5 norms + output.weight in F32
+
+
+def test_a_type_without_a_kernel_is_refused_before_writing(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quant.kernels import QUANT_TYPES
+
+    monkeypatch.delitem(QUANT_TYPES, "Q5_0")  # rows of 64: Q4_K falls back to Q5_0
+    with pytest.raises(
+        ConversionError, match="Q4_K_M: tensor token_embd.weight needs ggml type Q5_0, which has no kernel"
+    ):
+        convert(tiny_dir, tmp_path / "k.gguf", "Q4_K_M")
     assert list(tmp_path.iterdir()) == []
 
 

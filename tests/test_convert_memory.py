@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from quant.convert.writer import CHUNK_ELEMENTS
-from tests.convert_support import write_tiny_checkpoint
+from tests.convert_support import write_fp8_checkpoint, write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,3 +50,22 @@ def test_peak_rss_does_not_grow_with_the_largest_tensor(mistral_tiny_dir: Path, 
         assert (tmp_path / f"big-{qtype}.gguf").stat().st_size > largest_f32 // 4
         # a whole-tensor implementation would add >= 128 MiB; streaming adds at most a few 16 MiB chunks
         assert rss_big - rss_small < 3 * CHUNK_ELEMENTS * 4 < largest_f32 // 2, (qtype, rss_small, rss_big)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for VmHWM")
+def test_fp8_dequantisation_is_streamed_too(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+    """FP8 weights (embedding and output included here) and their block scales are read chunk by chunk."""
+    small = write_fp8_checkpoint(tmp_path / "small", mistral_tiny_dir, block=(128, 128), keep=())
+    big = write_fp8_checkpoint(
+        tmp_path / "big",
+        mistral_tiny_dir,
+        block=(128, 128),
+        keep=(),
+        hidden_size=1024,
+        num_attention_heads=16,
+    )
+    largest_f32 = 32768 * 1024 * 4  # token_embd / output of `big` dequantised to float32: 128 MiB
+    rss_small = peak_rss(small, tmp_path / "small.gguf", "Q8_0")
+    rss_big = peak_rss(big, tmp_path / "big.gguf", "Q8_0")
+    assert (tmp_path / "big.gguf").stat().st_size > largest_f32 // 4
+    assert rss_big - rss_small < 3 * CHUNK_ELEMENTS * 4 < largest_f32 // 2, (rss_small, rss_big)

@@ -1,4 +1,4 @@
-"""The type mixture against llama-quantize's observed choices (reference doc §4.6) and config parsing variants."""
+"""The type mixture against llama-quantize's observed choices (src/llama-quant.cpp; docs/filetypes.md) and config parsing variants."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 
 from quant.convert import plan_layout
 from quant.convert.mixture import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
-from quant.errors import ConversionError
+from quant.convert.options import TensorOptions, parse_tensor_type
+from quant.errors import ConversionError, OptionError
 from tests.convert_support import clone_checkpoint, write_tiny_checkpoint
 
 CODES = {"Q4_K": "4", "Q5_K": "5", "Q6_K": "6", "Q8_0": "8", "Q5_0": "a", "Q5_1": "b"}
+CODES |= {"Q2_K": "2", "Q3_K": "3", "IQ4_NL": "h", "IQ4_XS": "i", "Q4_0": "j", "Q4_1": "k", "F16": "f"}
 
 
 def dense(n_layer: int, n_embd: int, n_ff: int, *, tied: bool, n_expert: int = 0) -> list[TensorSpec]:
@@ -46,9 +48,17 @@ def dense(n_layer: int, n_embd: int, n_ff: int, *, tied: bool, n_expert: int = 0
     return specs
 
 
-def mix(specs: list[TensorSpec], qtype: str, n_layer: int, n_expert: int = 0) -> dict[str, str]:
+def mix(
+    specs: list[TensorSpec], qtype: str, n_layer: int, n_expert: int = 0, options: TensorOptions | None = None
+) -> dict[str, str]:
     return choose_types(
-        specs, resolve_file_type(qtype), n_layer=n_layer, n_expert=n_expert, n_head=8, n_head_kv=2
+        specs,
+        resolve_file_type(qtype),
+        n_layer=n_layer,
+        n_expert=n_expert,
+        n_head=8,
+        n_head_kv=2,
+        options=options,
     )
 
 
@@ -151,8 +161,115 @@ def test_float_file_types_follow_the_converter() -> None:
 
 def test_type_names() -> None:
     assert resolve_file_type("q4_k").name == "Q4_K_M"
-    with pytest.raises(ConversionError, match="Q3_K_M"):
-        resolve_file_type("Q3_K_M")
+    assert resolve_file_type("Q3_K").name == "Q3_K_M" and resolve_file_type("q5_k").name == "Q5_K_M"
+    with pytest.raises(ConversionError, match="'IQ2_XXS'.*Q3_K_S"):
+        resolve_file_type("IQ2_XXS")
+
+
+# llama_model_quantize's dry run of a synthetic 16-layer LLaMA (n_embd 256, n_ff 512, 8 heads, 2 KV heads,
+# untied), as recorded for llama.cpp's mixture rules; one character per layer (see CODES)
+@pytest.mark.parametrize(
+    ("qtype", "tok", "attn_v", "attn_output", "ffn_down", "rest"),
+    [
+        ("Q2_K", "Q2_K", "4" * 16, "3" * 16, "3" * 16, "2"),
+        ("Q3_K_S", "Q3_K", "3" * 16, "3" * 16, "3" * 16, "3"),
+        ("Q3_K_M", "Q3_K", "55" + "4" * 14, "4" * 16, "5" + "4" * 15, "3"),
+        ("Q3_K_L", "Q3_K", "5" * 16, "5" * 16, "5" * 16, "3"),
+        ("Q5_K_S", "Q5_K", "5" * 16, "5" * 16, "5" * 16, "5"),
+        ("IQ4_NL", "IQ4_NL", "5" * 16, "h" * 16, "55" + "h" * 14, "h"),
+        ("IQ4_XS", "IQ4_XS", "5" * 16, "i" * 16, "55" + "i" * 14, "i"),
+        ("Q4_0", "Q4_0", "j" * 16, "j" * 16, "j" * 16, "j"),
+        ("Q4_1", "Q4_1", "k" * 16, "k" * 16, "k" * 16, "k"),
+        ("Q5_0", "Q5_0", "a" * 16, "a" * 16, "a" * 16, "a"),
+        ("Q5_1", "Q5_1", "b" * 16, "b" * 16, "b" * 16, "b"),
+    ],
+)
+def test_new_file_type_mixtures(
+    qtype: str, tok: str, attn_v: str, attn_output: str, ffn_down: str, rest: str
+) -> None:
+    types = mix(dense(16, 256, 512, tied=False), qtype, 16)
+    assert types["token_embd.weight"] == tok and types["output.weight"] == "Q6_K"
+    assert per_layer(types, "attn_v", 16) == attn_v
+    assert per_layer(types, "attn_output", 16) == attn_output
+    assert per_layer(types, "ffn_down", 16) == ffn_down
+    for what in ("attn_q", "attn_k", "ffn_gate", "ffn_up"):
+        assert per_layer(types, what, 16) == rest * 16, what
+
+
+def test_shape_fallbacks_of_the_new_types() -> None:
+    """Rows of 96 (a multiple of 32, not 256) and ffn_down rows of 200 (not a multiple of 32)."""
+    specs = dense(2, 96, 200, tied=False)
+    expect = {"Q2_K": "j", "Q3_K_S": "j", "IQ4_XS": "h", "Q5_K_S": "b", "Q4_0": "j", "Q4_1": "k"}
+    for qtype, code in expect.items():
+        types = mix(specs, qtype, 2)
+        assert per_layer(types, "attn_q", 2) == code * 2, qtype
+        assert per_layer(types, "ffn_down", 2) == "ff", qtype
+        assert types["output.weight"] == "Q8_0", qtype  # the output rule: block does not divide the row
+
+
+def opts(*tensor_types: str, **kw) -> TensorOptions:
+    return TensorOptions.parse(tensor_types, **kw)
+
+
+def test_tensor_type_patterns_first_match_and_counters() -> None:
+    specs = dense(8, 512, 1024, tied=False)
+    plain = mix(specs, "Q4_K_M", 8)
+    manual = mix(specs, "Q4_K_M", 8, options=opts(r"blk\.0\.attn_v=Q8_0", "attn_v=q5_k", r"BLK\.7\.FFN=f16"))
+    assert per_layer(plain, "attn_v", 8) == "64464466"
+    assert per_layer(manual, "attn_v", 8) == "85555555"  # the second pattern takes the rest, first match wins
+    assert manual["blk.7.ffn_up.weight"] == manual["blk.7.ffn_down.weight"] == "F16"  # lower-cased pattern
+    # a manual attn_v skips the mixture and its counter: layer 1 is then the mixture's first attn_v
+    shifted = mix(specs, "Q4_K_M", 8, options=opts(r"blk\.0\.attn_v=q8_0"))
+    assert per_layer(shifted, "attn_v", 8) == "86446446"
+
+
+def test_pure_output_embedding_and_leave_output() -> None:
+    specs = dense(8, 512, 1024, tied=False)
+    pure = mix(specs, "Q3_K_M", 8, options=opts(pure=True))
+    assert {t for n, t in pure.items() if not n.endswith("norm.weight")} == {"Q3_K"}
+    named = mix(specs, "Q3_K_M", 8, options=opts(output_tensor_type="q8_0", token_embedding_type="Q4_0"))
+    assert named["output.weight"] == "Q8_0" and named["token_embd.weight"] == "Q4_0"
+    left = mix(specs, "Q3_K_M", 8, options=opts(leave_output_tensor=True))
+    assert left["output.weight"] == "F32" and left["token_embd.weight"] == "Q3_K"
+    tied = mix(dense(8, 576, 1024, tied=True), "Q4_K_M", 8, options=opts(output_tensor_type="q3_k"))
+    assert tied["token_embd.weight"] == "Q4_0"  # tied: through the mixture, so the shape fallback applies
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("attn_v", "expected PATTERN=TYPE"),
+        ("=q8_0", "missing tensor name pattern"),
+        ("attn_v=", "missing ggml type"),
+        ("attn_v=q9_9", "'q9_9'"),
+        ("attn_v=iq2_xxs", "'iq2_xxs'"),
+        ("[attn=q8_0", "bad regular expression"),
+        ("(?i)attn_v=q8_0", "'(?' is not ECMAScript"),
+        ("attn_v++=q8_0", "'++' is not ECMAScript"),
+    ],
+)
+def test_bad_tensor_type_options_are_named(text: str, culprit: str) -> None:
+    with pytest.raises(OptionError, match="--tensor-type") as exc:
+        parse_tensor_type(text)
+    assert culprit in str(exc.value) and repr(text) in str(exc.value)
+
+
+def test_options_that_cannot_apply_are_refused() -> None:
+    specs = dense(2, 96, 192, tied=False)
+    with pytest.raises(OptionError, match="'atn_v=q8_0' has no effect: it matches no quantisable tensor"):
+        mix(specs, "Q4_K_M", 2, options=opts("atn_v=q8_0"))
+    with pytest.raises(OptionError, match="'attn_norm=q8_0' has no effect"):
+        mix(specs, "Q4_K_M", 2, options=opts("attn_norm=q8_0"))
+    with pytest.raises(OptionError, match="'attn_v=q8_0' has no effect: every tensor it matches is decided"):
+        mix(specs, "Q4_K_M", 2, options=opts("attn=q6_k", "attn_v=q8_0"))
+    with pytest.raises(OptionError, match="output.weight has rows of 96 values, not a multiple of Q4_K's"):
+        mix(specs, "Q4_K_M", 2, options=opts(output_tensor_type="q4_k"))
+    with pytest.raises(OptionError, match="--token-embedding-type IQ4_XS: token_embd.weight has rows of 96"):
+        mix(specs, "Q4_K_M", 2, options=opts(token_embedding_type="iq4_xs"))
+    with pytest.raises(OptionError, match="--pure: per-tensor options apply to quantised types, not F16"):
+        mix(specs, "F16", 2, options=opts(pure=True))
+    with pytest.raises(OptionError, match="--output-tensor-type"):
+        opts(output_tensor_type="q1_5")
 
 
 # --- config variants, on a tiny checkpoint ------------------------------------------------------------------
@@ -200,9 +317,20 @@ def test_linear_and_yarn_rope_scaling_keys(tiny: Path, tmp_path: Path) -> None:
         )
 
 
-def test_explicit_head_dim_writes_key_length(tiny: Path, tmp_path: Path) -> None:
+def test_explicit_head_dim_writes_key_length(tiny: Path, mistral_tiny_dir: Path, tmp_path: Path) -> None:
     layout = plan_layout(with_config(tiny, tmp_path, head_dim=16), "F16")
     assert layout.kv["llama.attention.key_length"] == layout.kv["llama.attention.value_length"] == 16
-    assert "llama.attention.key_length" not in plan_layout(tiny, "F16").kv
+    # transformers' MistralConfig and LlamaConfig fill in head_dim, so llama.cpp writes the keys anyway ...
+    assert plan_layout(tiny, "F16").kv["llama.attention.key_length"] == 64 // 4
+    # ... MixtralConfig does not (transformers picks the class by model_type)
+    mixtral = write_tiny_checkpoint(
+        tmp_path / "m",
+        mistral_tiny_dir,
+        architectures=["MixtralForCausalLM"],
+        model_type="mixtral",
+        num_local_experts=2,
+        num_experts_per_tok=1,
+    )
+    assert "llama.attention.key_length" not in plan_layout(mixtral, "F16").kv
     with pytest.raises(ConversionError, match="head_dim"):
         plan_layout(with_config(tiny, tmp_path / "x", head_dim=32), "F16")  # q_proj rows no longer match

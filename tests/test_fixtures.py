@@ -18,6 +18,7 @@ from tests.fixtures.checkpoints import build_mixtral_tiny
 CHKTXT_SHA256 = "a36179c1e2b1cfcfbfad1dc779addad2ffc778201e4cf0d538bddeafa2c526da"
 PRE_HASHES = {
     "llama3-tiny": "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",  # llama-bpe
+    "llama4-tiny": "d353350c764d8c3b39c763113960e4fb4919bea5fbf208a0e3b22e8469dc7406",  # llama4
     "smollm2-135m": "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249",  # smollm
 }
 TRICKY = [
@@ -83,7 +84,15 @@ def llama_vocab_only():
 
 
 def test_checkpoints_cover_the_layouts_the_converter_must_read(checkpoints):
-    assert set(checkpoints) == {"smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny"}
+    assert set(checkpoints) == {
+        "smollm2-135m",
+        "llama3-tiny",
+        "mistral-tiny",
+        "mixtral-tiny",
+        "llama3-tiny-fp8",
+        "llama4-tiny",
+        "llama4-vision-tiny",
+    }
     configs = {name: load_json(path / "config.json") for name, path in checkpoints.items()}
     assert any((path / "model.safetensors.index.json").exists() for path in checkpoints.values())
     assert any("rope_theta" in c for c in configs.values())
@@ -93,6 +102,8 @@ def test_checkpoints_cover_the_layouts_the_converter_must_read(checkpoints):
         "LlamaForCausalLM",
         "MistralForCausalLM",
         "MixtralForCausalLM",
+        "Llama4ForCausalLM",
+        "Llama4ForConditionalGeneration",
     }
     dtypes = {DTYPES[c.get("torch_dtype") or c["dtype"]] for c in configs.values()}
     assert dtypes == {"BF16", "F16", "F32"}
@@ -149,7 +160,7 @@ def test_configs_and_index(checkpoints, name):
     assert data["metadata"]["total_size"] == total
 
 
-@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-tiny"])
+@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-tiny", "llama4-tiny"])
 def test_tokenizer_json_loads_and_is_identified_like_llama_cpp(checkpoints, name):
     from tokenizers import Tokenizer
 
@@ -178,6 +189,69 @@ def test_llama3_tokenizer_json_equals_meta_tiktoken(llama3_tiny_dir):
         expected = meta.encode(text, bos=True, eos=False, allowed_special="all")
         assert tok.encode(text).ids == expected, text
     assert tok.token_to_id("<|eot_id|>") == 128009 and tok.get_vocab_size() == 128256
+
+
+def test_llama4_tokenizer_json_equals_meta_tiktoken(llama4_tiny_dir, llama4_vision_tiny_dir):
+    from tokenizers import Tokenizer
+
+    from tests.fixtures.llama3_tokenizer import llama4_tiktoken
+
+    meta = llama4_tiktoken()
+    tok = Tokenizer.from_file(str(llama4_tiny_dir / "tokenizer.json"))
+    for text in [*TRICKY, CHKTXT, "<|header_start|>user<|header_end|>\n\nHi<|eot|>"]:
+        expected = meta.encode(text, bos=True, eos=False, allowed_special="all")
+        assert tok.encode(text).ids == expected, text
+    assert tok.token_to_id("<|eot|>") == 200008 and tok.get_vocab_size() == 202048
+    assert (llama4_vision_tiny_dir / "tokenizer.json").read_bytes() == (
+        llama4_tiny_dir / "tokenizer.json"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["llama4-tiny", "llama4-vision-tiny"])
+def test_llama4_weights_match_config(checkpoints, name):
+    """HF's Llama 4 layout: experts fused per layer (gate_up_proj [E, H, 2F], down_proj [E, F, H], no .weight),
+    a router and a shared expert on MoE layers, a dense MLP on the others; vision tensors beside the text."""
+    from tests.fixtures.checkpoints import llama4_moe_layer
+    from tests.reference.forward_llama4 import text_config
+
+    cfg = load_json(checkpoints[name] / "config.json")
+    text = text_config(cfg)
+    prefix = "language_model." if "text_config" in cfg else ""
+    found: dict[str, tuple[int, ...]] = {}
+    for path in shard_files(checkpoints[name]):
+        with safe_open(path, framework="numpy") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                assert f.get_slice(key).get_dtype() == "BF16", key
+                found[key] = tuple(f.get_slice(key).get_shape())
+    e, h, f = text["num_local_experts"], text["hidden_size"], text["intermediate_size"]
+    d, v = text["head_dim"], text["vocab_size"]
+    want = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    if not text["tie_word_embeddings"]:
+        want["lm_head.weight"] = (v, h)
+    moe = [i for i in range(text["num_hidden_layers"]) if llama4_moe_layer(text, i)]
+    assert moe == text["moe_layers"]
+    for i in range(text["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        want |= {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)}
+        want |= {p + "self_attn.q_proj.weight": (text["num_attention_heads"] * d, h)}
+        want |= {p + "self_attn.k_proj.weight": (text["num_key_value_heads"] * d, h)}
+        want |= {p + "self_attn.v_proj.weight": (text["num_key_value_heads"] * d, h)}
+        want |= {p + "self_attn.o_proj.weight": (h, text["num_attention_heads"] * d)}
+        p += "feed_forward."
+        if i in moe:
+            want |= {p + "router.weight": (e, h), p + "experts.gate_up_proj": (e, h, 2 * f)}
+            want |= {p + "experts.down_proj": (e, f, h), p + "shared_expert.down_proj.weight": (h, f)}
+            want |= {p + "shared_expert.gate_proj.weight": (f, h), p + "shared_expert.up_proj.weight": (f, h)}
+        else:
+            m = text["intermediate_size_mlp"]
+            want |= {
+                p + "gate_proj.weight": (m, h),
+                p + "up_proj.weight": (m, h),
+                p + "down_proj.weight": (h, m),
+            }
+    vision = {k for k in found if k.startswith(("vision_model.", "multi_modal_projector."))}
+    assert {k.removeprefix(prefix): shape for k, shape in found.items() if k not in vision} == want
+    assert bool(vision) == bool(prefix)
 
 
 def test_smollm2_tokenizer_json_tokenises_like_llama_cpp_on_the_original_gguf(smollm2_dir, llama_vocab_only):
@@ -221,6 +295,10 @@ def test_sentencepiece_models_round_trip(checkpoints, name, vocab, first_control
         ),
         ("mistral-tiny", "<s>[INST] Hi [/INST]"),
         ("mixtral-tiny", "<s>[INST] Hi [/INST]"),
+        (
+            "llama4-tiny",
+            "<|begin_of_text|><|header_start|>user<|header_end|>\n\nHi<|eot|><|header_start|>assistant<|header_end|>\n\n",
+        ),
     ],
 )
 def test_chat_templates_render(checkpoints, name, expected):

@@ -131,8 +131,13 @@ def test_errors_and_offline(fake_hub: FakeHub, hubtui: Callable[..., Result]) ->
     assert not fake_hub.requests
 
 
+@pytest.mark.parametrize(
+    ("sig", "code", "how"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "stopped by SIGTERM")],
+    ids=["ctrl-c", "sigterm"],
+)
 def test_ctrl_c_on_a_stalled_link_stops_at_once_and_the_next_run_resumes(
-    fake_hub: FakeHub, hub_env: Path
+    fake_hub: FakeHub, hub_env: Path, sig: str, code: int, how: str
 ) -> None:
     import signal
     import time
@@ -150,14 +155,15 @@ def test_ctrl_c_on_a_stalled_link_stops_at_once_and_the_next_run_resumes(
         while not (partial.exists() and partial.stat().st_size == 200_000):
             assert child.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        child.send_signal(signal.SIGINT)
+        child.send_signal(getattr(signal, sig))
         _, err = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
         fake_hub.knobs.stall_after.clear()
         fake_hub.knobs.stall_release.set()
-    assert child.returncode == 130 and "run the same command again to resume" in err
+    assert child.returncode == code
+    assert err.strip().splitlines()[-1] == f"hubtui: download {how}; run the same command again to resume"
     assert partial.stat().st_size == 200_000
     out = run_subprocess("download", "test/big", "--json", "--endpoint", fake_hub.url)
     (f,) = [f for f in json.loads(out.stdout)["files"] if f["name"] == BIG]

@@ -49,7 +49,7 @@ def test_progress_bar_redraws_one_line_on_a_terminal_and_logs_lines_otherwise() 
     bar(p)
     bar.close()
     assert tty.getvalue() == (
-        "\r\x1b[2K[##------]  25.0% 1.0 kB/4.0 kB 2.0 MB/s ETA 0:01 [0/2] model.safetensors downloading\n"
+        "\r\x1b[2K[##------]  25.0% 1000 B/3.91 KiB 1.91 MiB/s ETA 0:01 [0/2] model.safetensors downloading\n"
     )
     log = io.StringIO()
     bar = ProgressBar(log, tty=False)

@@ -95,6 +95,54 @@ def test_smollm2_summary(smollm2_summary) -> None:
     assert s.data_offset + s.tensor_bytes <= s.file_size
 
 
+def _as_gguf_py_reads_it(path: Path) -> tuple[dict, list[tuple], int]:
+    reader = gguf.GGUFReader(path, "r")
+    kv = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    tensors = [
+        (t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_elements), int(t.n_bytes))
+        + (int(t.data_offset),)
+        for t in reader.tensors
+    ]
+    return kv, tensors, int(reader.data_offset)
+
+
+@pytest.mark.parametrize("which", ["smollm2", "tiny", "mistral"])
+def test_header_walk_decodes_what_gguf_py_decodes(which: str, tiny_gguf: Path, tmp_path: Path) -> None:
+    """Every KV (value and Python type, lists item by item) and every tensor info as gguf-py's reader gives
+    them: the real SmolLM2 vocabulary, a gguf-py-written file, and one with float scores, int token types and
+    bools (a SentencePiece vocabulary with add_bos/add_eos flags)."""
+    if which == "mistral":
+        path = tmp_path / "spm.gguf"
+        w = gguf.GGUFWriter(path, "llama")
+        w.add_tokenizer_model("llama")
+        w.add_token_list(["<unk>", "<s>", "</s>", "▁a", "é"])
+        w.add_token_scores([0.0, 0.0, 0.0, -1.5, -2.25])
+        w.add_token_types([2, 3, 3, 1, 1])
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
+        w.add_rope_freq_base(1e6)
+        w.add_uint64("test.big", 1 << 40)
+        w.add_int8("test.small", -3)
+        w.add_array("test.ints", [1, -2, 3])
+        w.add_tensor("output_norm.weight", np.ones(32, dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    else:
+        path = SMOLLM2 if which == "smollm2" else tiny_gguf
+    kv, tensors, data_offset = _as_gguf_py_reads_it(path)
+    s = read_gguf_summary(path)
+    assert s.kv.keys() == kv.keys()
+    for key, value in kv.items():
+        mine = s.kv[key]
+        assert mine == value and type(mine) is type(value), key
+        if isinstance(value, list):
+            assert [type(x) for x in mine] == [type(x) for x in value], key
+    assert [(t.name, t.shape, t.ggml_type, t.n_elements, t.n_bytes, t.offset) for t in s.tensors] == tensors
+    assert s.data_offset == data_offset
+
+
 def _truncated(tmp_path: Path, n: int) -> Path:
     out = tmp_path / f"cut{n}.gguf"
     with SMOLLM2.open("rb") as src:

@@ -79,7 +79,7 @@ def test_thread_count_above_the_cores_gives_the_same_bytes() -> None:
 # --- errors --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1"])
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_non_finite_values_name_the_row(bad: float, dtype: str, qtype: str, small_chunks: int) -> None:
@@ -103,7 +103,21 @@ def test_the_first_bad_row_decides_the_message(qtype: str, small_chunks: int) ->
         quantize(x, qtype)
 
 
-@pytest.mark.parametrize(("qtype", "cols"), [("Q8_0", 33), ("Q5_0", 48), ("Q5_1", 100), ("F16", 0)])
+@pytest.mark.parametrize(
+    ("qtype", "cols"),
+    [
+        ("Q8_0", 33),
+        ("Q4_0", 48),
+        ("Q4_1", 100),
+        ("Q5_0", 48),
+        ("Q5_1", 100),
+        ("IQ4_NL", 16),
+        ("Q2_K", 128),
+        ("Q3_K", 4000),
+        ("IQ4_XS", 320),
+        ("F16", 0),
+    ],
+)
 def test_row_length_the_type_cannot_hold(qtype: str, cols: int) -> None:
     with pytest.raises(QuantError, match=rf"{qtype} cannot hold rows of {cols} elements"):
         quantize(np.ones((2, cols), np.float32), qtype)
@@ -118,7 +132,7 @@ def test_unknown_type_and_unsupported_dtype() -> None:
         quantize(np.ones((1, 32), np.float32), "Q8_0", threads=0)
 
 
-@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q5_0", "Q5_1"])
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"])
 def test_scale_overflow_is_rejected_exactly_when_llama_cpp_rejects_it(qtype: str) -> None:
     """Sweep magnitudes across the fp16 limit of each type's scale; we raise iff ggml_validate_row_data fails."""
     base = make_input("normal", (1, 64))
@@ -230,12 +244,17 @@ def test_import_quant_does_not_load_numba() -> None:
 
 _EXERCISE_KERNELS = """
 import numpy as np
-from quant import quantize, dequantize
+from quant import QUANT_TYPES, quantize, dequantize
 x = np.ones((2, 64), np.float32)
 for t in ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1"):
     dequantize(quantize(x, t), t, x.shape)
     quantize(x.astype(np.float16), t)
     quantize((x.view(np.uint32) >> 16).astype(np.uint16), t)
+x = np.linspace(-1, 1, 512, dtype=np.float32).reshape(2, 256)
+for t in QUANT_TYPES:
+    w = np.ones(256, np.float32)
+    dequantize(quantize(x, t, quant_weights=w if QUANT_TYPES[t].requires_quant_weights else None), t, x.shape)
+    quantize(x, t, quant_weights=w)
 """
 
 
@@ -246,14 +265,17 @@ def test_second_process_loads_kernels_from_the_cache() -> None:
         _EXERCISE_KERNELS
         + """
 import json
-from quant.kernels import api, bits, simple
-fns = [getattr(m, n) for m in (api, bits, simple) for n in dir(m) if hasattr(getattr(m, n), "stats")]
+from quant.kernels import api, bits, iq1, iq4, iquants, kquants, kquants_q2_q3, legacy, search, simple
+mods = (api, bits, iq1, iq4, iquants, kquants, kquants_q2_q3, legacy, search, simple)
+fns = [getattr(m, n) for m in mods for n in dir(m) if hasattr(getattr(m, n), "stats")]
 print(json.dumps({f.__name__: sum(f.stats.cache_misses.values()) for f in fns if f.signatures}))
 """
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     misses = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"_q8_0_quant", "_first_nonfinite_row", "bf16_to_f32", "first_row_with_bad_f16"} <= set(misses)
+    assert {"_ref_quantize", "_impl_quantize", "_kx_quantize", "_q6_quantize", "_quantize"} <= set(misses)
+    assert {"quantize_family", "dequantize_family", "quantize_iq1", "dequantize_iq1"} <= set(misses)
     assert all(v == 0 for v in misses.values()), misses
 
 
@@ -261,3 +283,60 @@ def test_registry_has_the_simple_types() -> None:
     assert set(SIMPLE_TYPES) <= set(QUANT_TYPES)
     data = quantize(make_input("normal", (3, 64)), "F32")
     assert same_floats(dequantize(data, "F32", (3, 64)), make_input("normal", (3, 64)))
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+
+
+def test_register_takes_name_and_sizes_from_gguf_and_refuses_a_second_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as GT
+
+    from quant.kernels import base
+
+    monkeypatch.setattr(base, "QUANT_TYPES", dict(base.QUANT_TYPES))
+
+    class TQ(base.QuantType):
+        ggml_type = GT.TQ1_0
+
+    assert base.register(TQ) is TQ
+    assert (TQ.name, TQ.block_size, TQ.type_size) == ("TQ1_0", *GGML_QUANT_SIZES[GT.TQ1_0])
+    assert base.QUANT_TYPES["TQ1_0"] is TQ
+
+    class ById(base.QuantType):  # ggml's integer id is accepted too
+        ggml_type = 35  # TQ2_0
+
+    base.register(ById)
+    assert ById.name == "TQ2_0" and ById.ggml_type is GT.TQ2_0 and ById.type_size == 66
+
+    class Again(base.QuantType):
+        ggml_type = GT.Q4_K
+
+    with pytest.raises(
+        TypeError, match="Q4_K is already registered by Q4_K; .*Again cannot register it again"
+    ):
+        base.register(Again)
+
+    class WrongSize(base.QuantType):
+        ggml_type = GT.MXFP4
+        type_size = 16
+
+    with pytest.raises(TypeError, match="WrongSize.type_size is 16 but ggml's MXFP4 has 17"):
+        base.register(WrongSize)
+
+    class NoType(base.QuantType):
+        pass
+
+    with pytest.raises(TypeError, match="NoType must declare ggml_type"):
+        base.register(NoType)
+    assert set(base.QUANT_TYPES) == set(QUANT_TYPES) | {"TQ1_0", "TQ2_0"}
+
+
+def test_every_registered_type_agrees_with_ggml() -> None:
+    for name, cls in QUANT_TYPES.items():
+        assert cls.name == name == cls.ggml_type.name
+        assert cls.ggml_type == ggml_ref.GGML_TYPES[name]
+        for cols in (256, 4096):
+            assert cls.row_bytes(cols) == ggml_ref.row_size(name, cols)

@@ -1,4 +1,5 @@
-"""Q4_K, Q5_K, Q6_K: byte-identical to llama.cpp's ggml_quantize_chunk (no imatrix) and its to_float."""
+"""The 256-element types Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS: byte-identical to llama.cpp's
+ggml_quantize_chunk (no importance weights) and its to_float."""
 
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ from tests.quant_cases import (
     make_input,
 )
 
-K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
+K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]
 
 # byte offsets of the fp16 scales in a block (llama.cpp validates exactly these)
-_SCALE_OFFSETS = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+_SCALE_OFFSETS = {
+    "Q2_K": (80, 82),
+    "Q3_K": (108,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+    "IQ4_XS": (0,),
+}
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
@@ -84,10 +92,17 @@ def test_special_blocks_match_llama_cpp(qtype: str) -> None:
         assert not ref[0].any(), "llama.cpp's all-zero Q6_K block"
         zero_scale = outlier[192:208].view(np.int8) == 0
         assert zero_scale.any() and outlier[:128].any(), "sub-blocks with scale 0 keep make_qx_quants' L"
-    else:
+    elif qtype in ("Q4_K", "Q5_K"):
         assert (outlier[5:8] & 63 == 0).all(), "scales of sub-blocks 1..3 quantise to 0"
         qs = outlier[{"Q4_K": 16, "Q5_K": 48}[qtype] :][:32]  # high nibbles: sub-block 1
         assert (qs >> 4).any(), "and those sub-blocks keep make_qkx2_quants' non-zero L"
+    elif qtype == "Q2_K":
+        assert (outlier[1:16] & 0xF == 0).any(), "sub-blocks far from the outlier get scale 0"
+    elif qtype == "Q3_K":
+        assert not ref[0][:108].any() and ref[0][108:].tobytes() == b"\x00\x00", "all-zero: every byte 0"
+    else:  # IQ4_XS: an all-zero block stores d = -max/32 = -0.0, every 6-bit scale 0 + 32, levels index 8
+        zero = ref[0]
+        assert zero[:8].tobytes() == b"\x00\x80\xaa\xaa\x00\x00\x00\x00" and (zero[8:] == 0x88).all()
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
@@ -201,7 +216,7 @@ def test_round_trip_error_is_small(qtype: str) -> None:
     """A sanity bound on top of bit-exactness: more bits, less error."""
     x = make_input("normal", (8, 1024), seed=9)
     err = np.sqrt(np.mean((dequantize(quantize(x, qtype), qtype, x.shape) - x) ** 2))
-    assert err < {"Q4_K": 0.12, "Q5_K": 0.06, "Q6_K": 0.03}[qtype]
+    assert err < {"Q2_K": 0.4, "Q3_K": 0.22, "Q4_K": 0.12, "Q5_K": 0.06, "Q6_K": 0.03, "IQ4_XS": 0.12}[qtype]
 
 
 _FLOATS = st.one_of(

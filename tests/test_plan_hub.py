@@ -9,21 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import run_main
 from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
 from tests.fakehub.server import FakeRepo
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from hubtui.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_plan_a_hub_repo_from_headers_only(

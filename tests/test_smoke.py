@@ -39,14 +39,21 @@ def q4km_gguf(smollm2_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def q4km_report(q4km_gguf: Path, f16_gguf: Path) -> SmokeReport:
     stages: list[str] = []
-    report = run_smoke(q4km_gguf, baseline=f16_gguf, on_progress=lambda stage, _msg: stages.append(stage))
+    messages: list[str] = []
+
+    def progress(stage: str, msg: str) -> None:
+        stages.append(stage)
+        messages.append(msg)
+
+    report = run_smoke(q4km_gguf, baseline=f16_gguf, on_progress=progress)
     report.measurements["_stages"] = stages
+    report.measurements["_messages"] = messages
     return report
 
 
 @pytest.fixture(scope="session")
 def q8_json(q8_gguf: Path, f16_gguf: Path) -> dict[str, Any]:
-    out = hubtui("smoke", str(q8_gguf), "--baseline", str(f16_gguf), "--json")
+    out = hubtui("smoke", str(q8_gguf), "--baseline", str(f16_gguf), "--json", "--no-mmap")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -61,14 +68,25 @@ def test_q4km_passes_with_sane_figures(q4km_report: SmokeReport) -> None:
     assert all(t["ok"] for t in d["measurements"]["round_trip"])
     assert d["load_seconds"] > 0 and d["prompt_tokens_per_s"] > 0 and d["generation_tokens_per_s"] > 0
     assert d["peak_rss_bytes"] > d["gguf"]["tensor_bytes"] / 2  # the mapped weights were touched
+    loaded = d["measurements"]["memory_after_load"]
+    assert d["mmap"] and loaded["RssFile"] > d["gguf"]["tensor_bytes"] * 0.9  # the weights are mapped
+    assert d["memory_plan"]["working_set"] > 0
+    assert any(c["check"] == "memory" and c["level"] == "ok" for c in d["checks"])
     stages = d["measurements"]["_stages"]
     assert stages[:2] == ["header", "load"] and stages[-1] == "baseline"
+    # said before the child starts (llama.cpp's import takes seconds), not only once it is loading
+    assert d["measurements"]["_messages"][1].startswith("starting llama.cpp") and stages[2] == "load"
 
 
 def test_q8_via_cli_json_is_closer_to_f16_than_q4km(
     q8_json: dict[str, Any], q4km_report: SmokeReport
 ) -> None:
     assert q8_json["verdict"] == "pass"
+    # --no-mmap reaches llama.cpp: the weights sit in anonymous memory, not in the mapped file
+    loaded = q8_json["measurements"]["memory_after_load"]
+    assert not q8_json["mmap"] and loaded["RssFile"] < q8_json["gguf"]["tensor_bytes"] / 4
+    assert loaded["RssAnon"] > q8_json["gguf"]["tensor_bytes"]
+    assert q8_json["memory_plan"]["working_set"] == q8_json["memory_plan"]["peak_rss"]
     q4 = q4km_report.to_dict()["baseline"]
     q8 = q8_json["baseline"]
     assert 5 < q8_json["perplexity"] < 40
@@ -182,6 +200,24 @@ def test_child_crash_or_hang_becomes_a_reason(mode: str, expect: str) -> None:
     assert stage == "load" and seen == ["load"]
 
 
+def test_cancel_kills_the_child_at_once() -> None:
+    """A hanging child stops within a second of `cancel` being set (quitting the TUI, ctrl+x)."""
+    import threading
+    import time
+
+    cancel = threading.Event()
+    t0 = time.monotonic()
+    result, failure, stage = run_child(
+        "tests.runner_fake_worker",
+        {"mode": "hang"},
+        timeout=120,
+        on_progress=lambda s, m: cancel.set(),
+        cancel=cancel,
+    )
+    assert result is None and failure == "cancelled" and stage == "load"
+    assert time.monotonic() - t0 < 60  # far from the 120 s deadline (the child would sleep 600 s)
+
+
 def test_passage_is_shipped_as_package_data() -> None:
     from hubtui.runner.passage import passage_text
 
@@ -215,7 +251,7 @@ def test_a_model_larger_than_available_memory_fails_before_loading(
     if not llama_cpp.llama_supports_gpu_offload():  # CPU build: "auto" means the CPU too
         assert run_smoke(model).reasons == [reason]
     assert reason.startswith("big.gguf needs about ") and reason.endswith(
-        "but only 0.1 MiB of RAM is available"
+        "but only 64.00 KiB of RAM is available"
     )
     assert report.measurements == {}  # never handed to llama.cpp
 

@@ -14,9 +14,10 @@ from hubtui.app.downloads_pane import DownloadsPane
 from hubtui.app.local_pane import LocalPane
 from hubtui.app.modals import ConfirmScreen
 from hubtui.hub.download import format_bytes
+from quant.filetypes import FILE_TYPES
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import BIG, TOKEN, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import isolate, make_app, ready, text_of, wait_until
+from tests.tui_helpers import hold_conversion, isolate, make_app, pick_type, ready, text_of, wait_until
 
 
 @pytest.fixture
@@ -67,14 +68,17 @@ async def test_gated_repo_shows_the_access_message_and_download_fails_readably(
 
 async def test_download_resumes_after_restarting_the_app(fake_hub: FakeHub, out: Path) -> None:
     size = len(fake_hub.repos["test/big"].files[BIG].data)
-    fake_hub.knobs.chunk_delay = 0.2  # a slow link: the first run is still going when we quit
+    fake_hub.knobs.chunk_delay = 1.0  # a slow link: the first run is still going when we quit
     first = make_app(out, fake_hub.url)
     async with first.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         first.enqueue_download("test/big")
         jobs = first.query_one(DownloadsPane).jobs
-        await wait_until(pilot, lambda: jobs["test/big"].done >= 2 * 65536, "some bytes")
-        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: jobs["test/big"].item.done >= 2 * 65536, "some bytes")
+        await pilot.press("ctrl+q")  # asks first: a download is running
+        await wait_until(pilot, lambda: isinstance(first.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not first.is_running, "quit")
     import time
 
     partials = list(Path(fake_hub_cache(out)).rglob("*.incomplete"))
@@ -92,7 +96,7 @@ async def test_download_resumes_after_restarting_the_app(fake_hub: FakeHub, out:
         jobs = second.query_one(DownloadsPane).jobs
         assert "test/big" in jobs  # the queue came back from disk and restarted by itself
         await wait_until(pilot, lambda: jobs["test/big"].item.state == "done", "resumed download")
-        assert "resumed" in jobs["test/big"].current
+        assert "resumed" in jobs["test/big"].note
     assert fake_hub.served("test/big", BIG) < 2 * size - 65536  # not fetched again from byte 0
 
 
@@ -102,29 +106,14 @@ def fake_hub_cache(out: Path) -> Path:
     return Path(os.environ["HF_HUB_CACHE"])
 
 
+@pytest.mark.parametrize("how", ["ctrl+x", "SIGTERM"])
 async def test_cancelled_conversion_leaves_nothing_behind(
-    out: Path, llama3_tiny_dir: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+    out: Path, llama3_tiny_dir: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    import threading
+    import os
+    import signal
 
-    import quant.convert.writer as convert_writer
-
-    # hold the converter after its first written chunk until ctrl+x has been pressed, so the cancel
-    # lands mid-file whatever the machine's speed
-    real_write_data = convert_writer.write_data
-    first_chunk, go_on = threading.Event(), threading.Event()
-
-    def gated_write_data(f, prep, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
-        def held(name: str, done: int, total: int) -> None:
-            if progress is not None:
-                progress(name, done, total)
-            if done and not first_chunk.is_set():
-                first_chunk.set()
-                go_on.wait(60)
-
-        return real_write_data(f, prep, progress=held, **kwargs)
-
-    monkeypatch.setattr(convert_writer, "write_data", gated_write_data)
+    first_chunk, go_on = hold_conversion(monkeypatch)
     app = make_app(out, "http://127.0.0.1:9")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
@@ -133,17 +122,35 @@ async def test_cancelled_conversion_leaves_nothing_behind(
         await wait_until(
             pilot, lambda: app.focused is not None and app.focused.id == "cv-src", "convert screen"
         )
-        pane.query_one("#cv-type", Select).value = "Q8_0"
+        await pick_type(pilot, "Q8_0")
         await pilot.press("ctrl+r")
         assert pane.cancel_event is not None
         await wait_until(pilot, first_chunk.is_set, "the first chunk")
-        assert [p.name for p in out.iterdir()][0].endswith(".gguf.part")  # a partial file exists now
-        await pilot.press("ctrl+x")
-        go_on.set()
-        await wait_until(pilot, lambda: pane.cancel_event is None, "cancel")
-        assert "no output file was left behind" in text_of(app, "#cv-status")
-        assert list(out.iterdir()) == []
-        assert app.is_running
+        assert any(p.name.endswith(".hubtui-tmp") for p in out.iterdir())  # a partial file exists now
+        if how == "SIGTERM":  # `kill`: the app closes as with ctrl+q, which cancels the conversion
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)  # the app's handler is set
+            os.kill(os.getpid(), signal.SIGTERM)
+            await wait_until(pilot, lambda: app.return_code == 143, "the app to close")
+            go_on.set()
+        else:
+            await pilot.press("ctrl+x")
+            go_on.set()
+            await wait_until(pilot, lambda: pane.cancel_event is None, "cancel")
+            assert "no output file was left behind" in text_of(app, "#cv-status")
+            assert list(out.iterdir()) == []
+            assert app.is_running
+    if how == "SIGTERM":  # the converter notices the cancel at its next chunk and removes its temporary
+        await wait_for_empty(out)
+
+
+async def wait_for_empty(folder: Path) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 120
+    while any(folder.iterdir()):
+        assert time.monotonic() < deadline, sorted(p.name for p in folder.iterdir())
+        await asyncio.sleep(0.05)
 
 
 async def test_delete_asks_first_and_reports_the_space_freed(out: Path, hub_env: Path) -> None:
@@ -156,11 +163,11 @@ async def test_delete_asks_first_and_reports_the_space_freed(out: Path, hub_env:
         table = app.query_one("#local-table", DataTable)
         await wait_until(pilot, lambda: table.row_count == 1, "local listing")
         table.focus()
-        await pilot.press("d")
+        await pilot.press("delete")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # no: nothing happens
         assert not isinstance(app.screen, ConfirmScreen) and gguf.exists()
-        await pilot.press("d", "y")
+        await pilot.press("delete", "y")
         await wait_until(pilot, lambda: not gguf.exists(), "deletion")
         await wait_until(pilot, lambda: any("freed" in n.message for n in app._notifications), "notice")
         assert any(f"freed {format_bytes(5004)}" in n.message for n in app._notifications)
@@ -174,10 +181,16 @@ async def test_command_palette_offers_every_screen_action(out: Path, hub_env: Pa
         titles = {c.title for c in app.get_system_commands(app.screen)}
         for needed in (
             "Go to Browse",
-            "Downloads: Pause",
+            "Downloads: Pause/resume",
             "Local: Delete",
             "Convert: Cancel",
             "Chat: Stop reply",
+            "Chat: Open GGUF",
+            "Smoke: Open GGUF",
+            "Target: this machine (current)",
+            "Target: laptop-8g",
+            "Target: rtx-4090-24g",
+            "Target: custom RAM/VRAM…",
         ):
             assert needed in titles
 
@@ -244,9 +257,9 @@ async def test_chat_escape_stops_a_reply_and_up_recalls_history(out: Path, hub_e
         assert app.query_one("#chat-input").value == "tell me a story"
         await pilot.press("down")
         assert app.query_one("#chat-input").value == ""
-        app.query_one("#chat-system").focus()
-        await pilot.press(*"Answer in French.", "enter")
+        await pilot.press(*"/system Answer in French.", "enter")  # the REPL's command, same code
         assert engine.system == "Answer in French."
+        assert "Answer in French." in text_of(app, "#chat-system")
 
 
 async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out: Path) -> None:
@@ -260,22 +273,22 @@ async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out:
         await wait_until(pilot, lambda: "mistralai/Tiny-Mistral" not in _ids(table), "llama only")
         assert _ids(table)[0] == "meta-llama/Tiny-Llama"
         job = (await _slow_download_on_screen(app, pilot, fake_hub)).jobs["test/big"]
-        await pilot.press("p")
+        await pilot.press("space")
         await wait_until(pilot, lambda: job.item.state == "paused", "paused")
         fake_hub.knobs.chunk_delay = 0.0
-        await pilot.press("r")
+        await pilot.press("space")
         await wait_until(pilot, lambda: job.item.state == "done", "resumed and done")
-        assert "resumed" in job.current
+        assert "resumed" in job.note
 
 
 async def _slow_download_on_screen(app: HubtuiApp, pilot, fake_hub: FakeHub) -> DownloadsPane:  # noqa: ANN001
     """Start test/big over a slow link and show the Downloads screen once bytes are arriving."""
-    fake_hub.knobs.chunk_delay = 0.1
+    fake_hub.knobs.chunk_delay = 0.3  # ~2 s for the file: room for a key press even on a busy machine
     app.enqueue_download("test/big")
     await pilot.press("f3")
     pane = app.query_one(DownloadsPane)
     job = pane.jobs["test/big"]
-    await wait_until(pilot, lambda: job.done > 0, "progress")
+    await wait_until(pilot, lambda: job.item.done > 0, "progress")
     return pane
 
 
@@ -289,7 +302,7 @@ async def test_gguf_filter_and_downloading_a_chosen_published_gguf(fake_hub: Fak
     app = make_app(out, fake_hub.url)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        app.query_one("#filter", Select).value = "gguf"
+        app.query_one("#format", Select).value = "gguf"
         await pilot.press(*"tiny", "enter")
         table = app.query_one("#results", DataTable)
         await wait_until(pilot, lambda: _ids(table) == ["bartowski/Tiny-Llama-GGUF"], "GGUF repos only")
@@ -328,6 +341,12 @@ async def test_convert_asks_before_overwriting_and_shows_library_errors(
         await wait_until(
             pilot, lambda: app.focused is not None and app.focused.id == "cv-src", "convert screen"
         )
+        # every file type is offered, with its bits per weight in the fit table and its hint when chosen
+        await wait_until(pilot, lambda: "★" in text_of(app, "#cv-fit"), "fit table")
+        assert "bpw" in text_of(app, "#cv-fit") and "IQ4_XS" in text_of(app, "#cv-fit")
+        pane.query_one("#cv-type", Select).value = "Q3_K_M"
+        hint = FILE_TYPES["Q3_K_M"].summary
+        await wait_until(pilot, lambda: text_of(app, "#cv-type-hint") == hint, "type hint")
         pane.query_one("#cv-out", Input).value = str(existing)
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "overwrite question")
@@ -353,11 +372,21 @@ async def test_parameter_range_filter(fake_hub: FakeHub, out: Path) -> None:
         table = app.query_one("#results", DataTable)
         await wait_until(pilot, lambda: table.row_count > 0, "results")
         assert "meta-llama/Tiny-Llama" in _ids(table) and "mistralai/Tiny-Mistral" not in _ids(table)
-        app.query_one("#params", Input).value = "lots"
-        app.query_one("#search", Input).focus()
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: "Search failed" in text_of(app, "#detail-head"), "a readable refusal")
-        assert "MIN-MAX" in text_of(app, "#detail-head") and app.is_running
+        await wait_until(
+            pilot, lambda: "Fit:" in text_of(app, "#fit") and "sizing" not in text_of(app, "#fit"), "fit"
+        )
+        fit_before = text_of(app, "#fit")
+        for bad, says in (("lots", "MIN-MAX"), ("8B-1B", "above the maximum"), ("1X-", "parameter count")):
+            app.query_one("#params", Input).value = bad
+            app.query_one("#search", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert says in text_of(app, "#params-hint") and app.query_one("#params").has_class("-invalid")
+            # nothing was searched: the results and the fit table on screen still agree with each other
+            assert "meta-llama/Tiny-Llama" in _ids(table) and text_of(app, "#fit") == fit_before
+        app.query_one("#params", Input).value = ""
+        await pilot.pause()
+        assert not app.query_one("#params").has_class("-invalid") and app.is_running
 
 
 async def test_chat_model_opens_the_chat_screen_with_that_model_loaded(out: Path, hub_env: Path) -> None:
@@ -388,7 +417,7 @@ async def test_cancel_key_stops_a_download_and_retry_resumes_it(fake_hub: FakeHu
         await ready(pilot)
         pane = await _slow_download_on_screen(app, pilot, fake_hub)
         job = pane.jobs["test/big"]
-        await pilot.press("x")
+        await pilot.press("ctrl+x")
         await wait_until(pilot, lambda: job.item.state == "cancelled", "cancelled")
         assert "cancelled" in pane.query_one("#dl-table", DataTable).get_row("test/big")[1]
         assert list(fake_hub_cache(out).rglob("*.incomplete"))  # the partial file stays for a later resume
@@ -398,9 +427,9 @@ async def test_cancel_key_stops_a_download_and_retry_resumes_it(fake_hub: FakeHu
         await pilot.pause(0.6)
         assert fake_hub.served("test/big", BIG) == served  # nothing more is fetched once cancelled
         fake_hub.knobs.chunk_delay = 0.0
-        await pilot.press("r")  # retry
+        await pilot.press("space")  # retry
         await wait_until(pilot, lambda: job.item.state == "done", "retried and done")
-        assert "resumed" in job.current
+        assert "resumed" in job.note
         assert fake_hub.served("test/big", BIG) < served + size  # went on from the partial file
         await pilot.press("delete")  # forget: off the list, the download stays in the cache
         await wait_until(pilot, lambda: "test/big" not in pane.jobs, "forgotten")
@@ -424,7 +453,7 @@ async def test_deleting_a_cached_repo_from_local(fake_hub: FakeHub, out: Path) -
         size = pane.rows[row].size
         table.focus()
         table.move_cursor(row=row)
-        await pilot.press("d")
+        await pilot.press("delete")
         assert isinstance(app.screen, ConfirmScreen)
         assert "the cached repo test/big" in text_of(app, "#confirm-text")
         await pilot.press("y")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Select
+from textual.widgets import DataTable
 
 from hubtui.app.chat_pane import ChatPane
 from hubtui.app.convert_pane import ConvertPane
@@ -15,7 +15,7 @@ from hubtui.app.modals import TextScreen
 from hubtui.app.smoke_pane import SmokePane
 from tests.fakehub import FakeHub, FakeRepo
 from tests.fakehub.fixtures import add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import isolate, make_app, ready, text_of, wait_until
+from tests.tui_helpers import isolate, make_app, pick_type, ready, text_of, wait_until
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -61,11 +61,11 @@ async def test_search_details_download_convert_smoke_chat(
         assert "laptop-8g" in fit and "Q4_K_M" in fit and "Q8_0" in fit
         assert fit.splitlines()[:8] == from_headers  # headers alone gave the exact same sizes
         # open in convert: source filled, recommendation preselected; pick Q4_K_M and run
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+r")  # convert: one key on every screen
         convert = app.query_one(ConvertPane)
         await wait_until(pilot, lambda: "★" in text_of(app, "#cv-fit"), "convert fit table")
         assert app.query_one("#tabs").active == "convert"
-        convert.query_one("#cv-type", Select).value = "Q4_K_M"
+        await pick_type(pilot, "Q4_K_M")
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: convert.last_output is not None, "conversion")
         gguf = Path(convert.last_output)
@@ -78,7 +78,7 @@ async def test_search_details_download_convert_smoke_chat(
         rows = app.query_one(LocalPane).rows
         local.move_cursor(row=next(i for i, m in enumerate(rows) if m.path == str(gguf)))
         local.focus()
-        await pilot.press("i")
+        await pilot.press("ctrl+e")
         await wait_until(
             pilot,
             lambda: isinstance(app.screen, TextScreen) and app.screen.query("#text-body"),
@@ -87,8 +87,8 @@ async def test_search_details_download_convert_smoke_chat(
         body = text_of(app, "#text-body")
         assert "architecture" in body and "llama" in body and "Q4_K_M" in body
         await pilot.press("escape")
-        # a field bundle of it (b): built in a worker, announced by a notification
-        await pilot.press("b")
+        # a field bundle of it (ctrl+b): built in a worker, announced by a notification
+        await pilot.press("ctrl+b")
         bundle = out / (gguf.stem + "-bundle")
         await wait_until(
             pilot,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from hubtui.app.smoke_pane import SmokePane
 from hubtui.runner.smoke import SmokeReport
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import isolate, make_app, text_of, wait_until
+from tests.tui_helpers import ScriptedEngine, isolate, make_app, text_of, wait_until
 
 SIZES = [(80, 24), (120, 40)]
 FIXED_TIME = 1_767_225_600  # 2026-01-01 00:00 UTC
@@ -61,30 +60,6 @@ def pinned(
     )  # fmt: skip
     monkeypatch.setattr(hw, "detect_hardware", lambda probes=None: fixed)
     return fake_hub
-
-
-class ScriptedEngine:
-    """Stands in for ChatEngine: streams a fixed Markdown reply token by token."""
-
-    format = SimpleNamespace(source="gguf")
-    n_ctx = 4096
-
-    def __init__(self) -> None:
-        self.history: list[dict[str, str]] = []
-
-    def send(self, text: str, on_token: Any = None, on_notice: Any = None) -> Any:
-        reply = "**Paris** is the capital of France.\n\n- population: about 2.1 million"
-        for piece in reply.split(" "):
-            on_token(piece + " ")
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
-        stats = SimpleNamespace(
-            tokens=14, tokens_per_s=None, prompt_tokens=21, new_prompt_tokens=21, stop="end_of_turn"
-        )
-        return SimpleNamespace(text=reply, stats=stats)
-
-    def cancel(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def smoke_report() -> SmokeReport:

@@ -7,7 +7,6 @@ for tokenizer.json, `sentencepiece` for tokenizer.model, with llama.cpp's per-fr
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shutil
@@ -568,67 +567,16 @@ def test_same_kvs_as_llama_cpp_converter(
 
 
 def _tekken_tokenizer() -> Tokenizer:
-    """Mistral's tekken (tiktoken-style) vocabulary as the byte-level BPE tokenizer.json HF publishes.
+    """Mistral's tekken (tiktoken-style) vocabulary as the byte-level BPE tokenizer.json HF publishes."""
+    from tests.fixtures.tekken_tokenizer import build_tekken_tokenizer
 
-    Like transformers' MistralConverter: the 1000 special tokens first, then the ranks, merges holding
-    every split of each token ordered by rank, and <s> added in front as Mistral-Nemo's does.
-    """
-    import base64
-    import os
-
-    import mistral_common
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
-
-    from tests.fixtures.llama3_tokenizer import bytes_to_unicode
-
-    data = json.loads(
-        (Path(os.path.dirname(mistral_common.__file__)) / "data" / "tekken_240718.json").read_text()
-    )
-    n_special, n_vocab = data["config"]["default_num_special_tokens"], data["config"]["default_vocab_size"]
-    ranks = {base64.b64decode(e["token_bytes"]): e["rank"] for e in data["vocab"][: n_vocab - n_special]}
-    byte_char = bytes_to_unicode()
-
-    def as_str(token: bytes) -> str:
-        return "".join(byte_char[b] for b in token)
-
-    merges = []
-    for token in sorted(ranks, key=ranks.__getitem__):
-        splits = [
-            (token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks
-        ]
-        splits.sort(key=lambda ab: (ranks[ab[0]], ranks[ab[1]]))
-        merges.extend((as_str(a), as_str(b)) for a, b in splits)
-    specials = [t["token_str"] for t in _tekkenizer()._all_special_tokens]
-    specials = [getattr(s, "value", s) for s in specials]
-    vocab = {name: i for i, name in enumerate(specials)}
-    vocab.update({as_str(token): rank + n_special for token, rank in ranks.items()})
-    tok = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False, byte_fallback=False)
-    )
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(data["config"]["pattern"]), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
-    )
-    return tok
+    return build_tekken_tokenizer("tekken_240718.json")
 
 
-@functools.cache
 def _tekkenizer() -> Any:
-    import os
+    from tests.fixtures.tekken_tokenizer import tekkenizer
 
-    import mistral_common
-    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
-
-    return Tekkenizer.from_file(
-        Path(os.path.dirname(mistral_common.__file__)) / "data" / "tekken_240718.json"
-    )
+    return tekkenizer("tekken_240718.json")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,16 @@
-"""The hubtui Textual application: one tab per task, every action a rebindable binding."""
+"""The hubtui Textual application: one tab per task, every action a rebindable binding with one key.
+
+Screens read the typed `Session` and ask for everything else with the messages of `hubtui.app.messages`;
+running work reports `JobUpdate`s, shown on the progress line above the footer and as a mark on the tab.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -12,18 +19,23 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher, Header, Input, TabbedContent, TabPane
 
+from hubtui.app import messages as msg
 from hubtui.app.browse_pane import BrowsePane
 from hubtui.app.chat_pane import ChatPane
 from hubtui.app.config import Settings, load_settings
 from hubtui.app.convert_pane import ConvertPane
 from hubtui.app.downloads_pane import DownloadsPane
+from hubtui.app.footer import KeyFooter
 from hubtui.app.hardware_pane import HardwarePane
-from hubtui.app.help_screen import HelpScreen
+from hubtui.app.help_screen import HelpScreen, Row
+from hubtui.app.jobs import JobBar
 from hubtui.app.local_pane import LocalPane
-from hubtui.app.services import MACHINE
+from hubtui.app.logs import ReportsWorkerErrors, debugging, start_debug_log, stop_debug_log
+from hubtui.app.session import Session
 from hubtui.app.smoke_pane import SmokePane
+from hubtui.app.target import CUSTOM, TargetChoice
 
 # (tab id, title, key, binding id)
 SCREENS: tuple[tuple[str, str, str, str], ...] = (
@@ -31,7 +43,7 @@ SCREENS: tuple[tuple[str, str, str, str], ...] = (
     ("downloads", "Downloads", "f3", "screen.downloads"),
     ("local", "Local", "f4", "screen.local"),
     ("convert", "Convert", "f5", "screen.convert"),
-    ("smoke", "Smoke test", "f6", "screen.smoke"),
+    ("smoke", "Smoke", "f6", "screen.smoke"),
     ("chat", "Chat", "f7", "screen.chat"),
     ("hardware", "Hardware", "f8", "screen.hardware"),
 )
@@ -44,6 +56,10 @@ PANES = {
     "chat": ChatPane,
     "hardware": HardwarePane,
 }
+# Work that must end before the process does: a conversion removes its .part file, downloads close their
+# partial files, llama.cpp stops generating or loading, the smoke test's child is killed.
+CLEANUP_GROUPS = ("convert", "downloads", "chat", "chat-load", "smoke", "bundle")
+QUIT_WAIT_S = 5.0
 
 
 def _hub_settings():  # noqa: ANN202
@@ -63,17 +79,44 @@ def _hub_settings():  # noqa: ANN202
     return module
 
 
-class HubtuiApp(App[None]):
+class DaemonThreads(concurrent.futures.ThreadPoolExecutor):
+    """The event loop's executor for thread workers: one daemon thread per job, never joined at exit.
+
+    A search, a fit table or a listing still running when the user quits must not hold the process (the
+    default executor joins its threads); work that has to clean up is cancelled and awaited by `quit`."""
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name="hubtui-worker").start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
+def tab_label(title: str, key: str, busy: bool = False) -> str:
+    return f"[dim]{key.upper()}[/] {title}" + (" [b $warning]●[/]" if busy else "")
+
+
+class HubtuiApp(ReportsWorkerErrors, App[None]):
     """Keyboard-driven front end over the same library code the CLI uses."""
 
     TITLE = "hubtui"
-    SUB_TITLE = "Llama & Mistral: browse · download · quantise · size · chat"
     CSS_PATH = Path(__file__).with_name("hubtui.tcss")
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("f1", "help", "Help", id="app.help", priority=True),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        Binding("slash", "search", "Search box (outside a text box)", id="app.search", show=False),
         *(
-            Binding(key, f"show_tab('{tab}')", title, id=bid, priority=True)
+            Binding(key, f"show_tab('{tab}')", title, id=bid, priority=True, show=False)
             for tab, title, key, bid in SCREENS
         ),
     ]
@@ -89,38 +132,71 @@ class HubtuiApp(App[None]):
         super().__init__()
         self.chat_model = chat_model  # open the Chat screen on this GGUF at start (`hubtui demo`)
         self._built = asyncio.Event()
-        self.settings = settings if settings is not None else load_settings()
-        self.endpoint = endpoint
-        self.target_name = self.settings.target or MACHINE
-        self.output_dir = str(Path(self.settings.output_dir or os.getcwd()).expanduser())
-        self.offline = _hub_settings().is_offline()
-        self.offline_note = (
-            "[b yellow]Offline[/] (HF_HUB_OFFLINE=1): browsing and downloads are off; local models work."
-            if self.offline
-            else ""
+        settings = settings if settings is not None else load_settings()
+        offline = _hub_settings().is_offline()
+        self.session = Session(
+            settings=settings,
+            endpoint=endpoint,
+            output_dir=str(Path(settings.output_dir or os.getcwd()).expanduser()),
+            target=TargetChoice.from_settings(settings),
+            offline=offline,
+            offline_note="[b yellow]Offline[/] (HF_HUB_OFFLINE=1): browsing and downloads are off; local models work."
+            if offline
+            else "",
         )
+        self.jobs: dict[str, msg.JobStatus] = {}
+        self.exit_notes: list[str] = []  # printed by the CLI once the terminal is back
+        self.debug_log: Path | None = None
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def on_load(self) -> None:
+        asyncio.get_running_loop().set_default_executor(DaemonThreads())
+        if debugging():
+            from hubtui.app.services import state_dir
+
+            self.debug_log = start_debug_log(state_dir() / "debug.log")
 
     def on_mount(self) -> None:
+        self._exit_on_termination()
+        self.query_one("ContentTabs").can_focus = False  # F2-F8 switch screens; focus stays on the work
+        self.sub_title = f"target: {self.session.target.label}"
         self.call_after_refresh(self._build_other_screens)
-        if self.settings.keymap:
-            self.set_keymap(self.settings.keymap)
-        if self.settings.theme in self.available_themes:
-            self.theme = self.settings.theme
+        if self.session.settings.keymap:
+            self.set_keymap(self.session.settings.keymap)
+        if self.session.settings.theme in self.available_themes:
+            self.theme = self.session.settings.theme
         if self.chat_model:
             self.start_chat(self.chat_model)
-        elif not self.offline:
+        elif not self.session.offline:
             self.query_one("#search", Input).focus()
             self._probe_hub()
+        else:
+            self.call_after_refresh(self._focus_default, "local")
+
+    def on_unmount(self) -> None:
+        stop_debug_log()
+
+    def _exit_on_termination(self) -> None:
+        """SIGTERM/SIGHUP close the app like ctrl+q (workers cancelled, partial outputs removed, terminal
+        restored); `hubtui` then exits 143/129. On the event loop, since a Python-level handler's exception
+        would escape from inside it."""
+        from hubtui.signals import HANDLED
+
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.exit, None, 128 + int(sig))
 
     def compose(self) -> ComposeResult:
         yield Header()
-        first = "local" if self.offline else "browse"
+        first = "local" if self.session.offline else "browse"
         with TabbedContent(id="tabs", initial=first):
-            for tab, title, _key, _bid in SCREENS:
-                with TabPane(title, id=tab):
+            for tab, title, key, _bid in SCREENS:
+                with TabPane(tab_label(title, key), id=tab):
                     if tab == first:  # the others are built once the first frame is on the terminal
                         yield PANES[tab]()
-        yield Footer()
+        yield JobBar()
+        yield KeyFooter(compact=True, show_command_palette=False)
 
     async def _build_other_screens(self) -> None:
         for tab, *_ in SCREENS:
@@ -128,6 +204,8 @@ class HubtuiApp(App[None]):
             if not pane.children and self.is_running:
                 await pane.mount(PANES[tab]())
         self._built.set()
+        if self.is_running:
+            self.query_one(LocalPane).prefetch()  # the first visit to Local then shows its table at once
 
     @property
     def screens_built(self) -> bool:
@@ -141,7 +219,8 @@ class HubtuiApp(App[None]):
 
         async def later() -> None:
             await self._built.wait()
-            fn(*args)
+            if self.is_running and self.query(LocalPane):  # not when the app ended before its screens
+                fn(*args)
 
         self.run_worker(later(), group="when-built")
 
@@ -150,7 +229,7 @@ class HubtuiApp(App[None]):
     def _probe_hub(self) -> None:
         import urllib.request
 
-        url = _hub_settings().endpoint(self.endpoint)
+        url = _hub_settings().endpoint(self.session.endpoint)
         try:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5).close()
         except urllib.error.HTTPError:
@@ -159,32 +238,65 @@ class HubtuiApp(App[None]):
             self.post_message(self.Reachability(f"{url} is unreachable ({type(exc).__name__})"))
 
     def on_hubtui_app_reachability(self, message: Reachability) -> None:
-        self.offline_note = f"[b yellow]Offline[/]: {message.error}; local models work."
+        self.session.offline_note = f"[b yellow]Offline[/]: {message.error}; local models work."
         self.notify(message.error + ": showing local models.", title="Offline", severity="warning", timeout=8)
-        tabs = self.query_one(TabbedContent)
-        if tabs.active == "browse" and not self.query_one("#search", Input).value:
-            self.action_show_tab("local")
+        self._when_built(self._offline_switch)
         for pane in self.query(LocalPane):  # not there yet if still waiting to be built: it lists when shown
             pane.reload()
 
-    # -- navigation and cross-screen actions ------------------------------------------------------
+    def _offline_switch(self) -> None:
+        """To Local, unless the user has gone somewhere or typed a search in the meantime."""
+        if self.query_one(TabbedContent).active == "browse" and not self.query_one("#search", Input).value:
+            self._show_tab("local")
+
+    # -- navigation -------------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:
         self._when_built(self._show_tab, tab)
 
     def _show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabs = self.query_one(TabbedContent)
+        tabs.active = tab
+        # shown now, not once the tab's message lands, so the focus can go there at once
+        tabs.query_one(ContentSwitcher).current = tab
+        self._focus_default(tab)
+
+    def _focus_default(self, tab: str) -> None:
+        """Browse's search box, Chat's message box, else the screen's first focusable widget.
+
+        Only for the screen shown: focusing a widget of another one would switch back to it (TabbedContent
+        follows the focus), e.g. a key pressed during start-up against the first screen's own focus."""
+        if self.query_one(TabbedContent).active != tab:
+            return
         pane = self.query_one(PANES[tab])
+        if self.focused is not None and pane in self.focused.ancestors_with_self:
+            return
         if tab == "browse":
-            self.query_one("#search", Input).focus()
+            target = self.query_one("#search", Input)
+        elif tab == "chat":
+            target = self.query_one("#chat-input")
         else:
-            focusable = [w for w in pane.query("*") if w.focusable]
-            if focusable:
-                focusable[0].focus()
-            elif pane.can_focus:
-                pane.focus()
+            target = next((w for w in pane.query("*") if w.focusable), pane)
+        self.screen.set_focus(target)  # now: Widget.focus() would land later, perhaps after a switch
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Tabs switch by messages: the last one to land decides where the focus is."""
+        tab = event.pane.id or ""
+        if tab in PANES and tab == self.query_one(TabbedContent).active and self.screens_built:
+            self._focus_default(tab)
+
+    def action_search(self) -> None:
+        """`/` (outside a text box): the search box on Browse."""
+        self.action_show_tab("browse")
+
+    # -- requests from the screens (messages) and the same as typed methods ------------------------
+    def on_enqueue_download(self, message: msg.EnqueueDownload) -> None:
+        self.enqueue_download(message.repo_id, message.gguf)
 
     def enqueue_download(self, repo_id: str, gguf: str | None = None) -> None:
         self._when_built(lambda: self.query_one(DownloadsPane).enqueue(repo_id, gguf))
+
+    def on_open_convert(self, message: msg.OpenConvert) -> None:
+        self.open_convert(message.src)
 
     def open_convert(self, src: str) -> None:
         self._when_built(self._open_convert, src)
@@ -193,8 +305,8 @@ class HubtuiApp(App[None]):
         self._show_tab("convert")
         self.query_one(ConvertPane).set_source(src)
 
-    def open_convert_for_repo(self, repo_id: str) -> None:
-        self._find_snapshot(repo_id)
+    def on_convert_repo(self, message: msg.ConvertRepo) -> None:
+        self._find_snapshot(message.repo_id)
 
     @work(thread=True, exit_on_error=False, group="snapshot")
     def _find_snapshot(self, repo_id: str) -> None:
@@ -208,12 +320,18 @@ class HubtuiApp(App[None]):
         else:
             self.call_from_thread(self.open_convert, str(snap))
 
+    def on_start_smoke(self, message: msg.StartSmoke) -> None:
+        self.start_smoke(message.path)
+
     def start_smoke(self, path: str) -> None:
         self._when_built(self._start_smoke, path)
 
     def _start_smoke(self, path: str) -> None:
         self._show_tab("smoke")
         self.query_one(SmokePane).start(path)
+
+    def on_start_chat(self, message: msg.StartChat) -> None:
+        self.start_chat(message.path)
 
     def start_chat(self, path: str) -> None:
         self._when_built(self._start_chat, path)
@@ -222,33 +340,124 @@ class HubtuiApp(App[None]):
         self._show_tab("chat")
         self.query_one(ChatPane).load(path)
 
-    def local_changed(self) -> None:
+    def on_local_changed(self, _message: msg.LocalChanged) -> None:
         for pane in self.query(LocalPane):
             pane.reload()
-        browse = self.query_one(BrowsePane)
-        if browse.current:
-            browse._load_details(browse.current)
+        for browse in self.query(BrowsePane):
+            browse.local_changed()
+
+    # -- the target -------------------------------------------------------------------------------
+    def on_choose_target(self, message: msg.ChooseTarget) -> None:
+        self.set_target(message.choice)
+
+    def set_target(self, choice: TargetChoice, *, save: bool = True) -> None:
+        """The machine every fit table, badge and recommendation sizes for; kept in config.toml."""
+        if choice == self.session.target:
+            return
+        self.session.target = choice
+        self.sub_title = f"target: {choice.label}"
+        note = ""
+        if save:
+            from hubtui.app.config import ConfigError, config_path, save_target
+
+            try:
+                save_target(choice.name, choice.ram, choice.vram, choice.gpus)
+                note = f" (saved in {config_path()})"
+            except ConfigError as exc:
+                note = f"; not saved: {exc}"
+        self.notify(f"Sizing for {choice.label}{note}.", title="Target")
+        for pane_cls in (BrowsePane, ConvertPane, HardwarePane):
+            for pane in self.query(pane_cls):
+                pane.target_changed()
+
+    def on_pick_custom_target(self, _message: msg.PickCustomTarget) -> None:
+        self.pick_custom_target()
+
+    def pick_custom_target(self) -> None:
+        from hubtui.app.modals import TargetScreen
+
+        def chosen(choice: TargetChoice | None) -> None:
+            if choice is not None:
+                self.set_target(choice)
+
+        self.push_screen(TargetScreen(self.session.target), chosen)
+
+    # -- running work -----------------------------------------------------------------------------
+    def on_job_update(self, message: msg.JobUpdate) -> None:
+        self.jobs[message.status.key] = message.status
+        self._show_jobs()
+
+    def on_job_done(self, message: msg.JobDone) -> None:
+        if self.jobs.pop(message.key, None) is not None:
+            self._show_jobs()
+
+    def _show_jobs(self) -> None:
+        self.query_one(JobBar).show_jobs(list(self.jobs.values()))
+        busy = {j.tab for j in self.jobs.values()}
+        tabs = self.query_one(TabbedContent)
+        for tab, title, key, _bid in SCREENS:
+            label = tab_label(title, key, tab in busy)
+            tab_widget = tabs.get_tab(tab)
+            if str(tab_widget.label.markup) != label:
+                tab_widget.label = label
+
+    async def action_quit(self) -> None:
+        """Quit; with work running, say first what becomes of it."""
+        running = [j for j in self.jobs.values() if j.on_quit]
+        if not running:
+            await self._quit([])
+            return
+        from hubtui.app.modals import ConfirmScreen
+
+        lines = "\n".join(f"• {j.title}: {j.on_quit}" for j in running)
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self._quit(running)
+
+        self.push_screen(ConfirmScreen(f"Quit hubtui?\n{lines}", yes="Quit", no="Keep working"), answered)
+
+    async def _quit(self, running: list[msg.JobStatus]) -> None:
+        self.exit_notes = [f"{j.title}: {j.on_quit}" for j in running]
+        for pane_cls in (DownloadsPane, ConvertPane, SmokePane, ChatPane, LocalPane):
+            for pane in self.query(pane_cls):
+                pane.stop_for_quit()
+        cleanup = [w for w in self.workers if w.group in CLEANUP_GROUPS and not w.is_finished]
+        if cleanup:
+            try:
+                await asyncio.wait_for(self.workers.wait_for_complete(cleanup), QUIT_WAIT_S)
+            except TimeoutError:
+                self.exit_notes.append("some work had not stopped after 5 s and was left to the system")
+        self.exit()
 
     # -- help and command palette -----------------------------------------------------------------
-    def binding_rows(self) -> list[tuple[str, str, str]]:
-        rows, seen = [], set()
-        bindings = [b.binding for b in self.screen.active_bindings.values()]
-        for pane in PANES.values():
-            bindings += pane.BINDINGS  # every screen's keys, not only the focused one's
+    def _key(self, binding: Binding) -> str:
         keymap = getattr(self, "_keymap", {}) or {}
-        for binding in bindings:
-            if not binding.id or binding.id in seen:
-                continue
-            seen.add(binding.id)
-            rows.append(
-                (keymap.get(binding.id, binding.key), binding.description or binding.action, binding.id)
-            )
-        return rows
+        return keymap.get(binding.id, binding.key) if binding.id else binding.key
+
+    def help_groups(self) -> list[tuple[str, list[Row]]]:
+        """Every key, grouped: the app's first, then each screen's in tab order, then the chat's commands."""
+        everywhere: list[Row] = [
+            (self._key(b), b.description, b.id or "") for b in self.BINDINGS if isinstance(b, Binding)
+        ]
+        everywhere.append(
+            ("ctrl+p", "Command palette: targets, screens, every action", "app.command_palette")
+        )
+        groups = [("Everywhere", everywhere)]
+        for tab, title, *_ in SCREENS:
+            rows = [(self._key(b), b.description, b.id or "") for b in PANES[tab].BINDINGS if b.id]
+            if rows:
+                groups.append((title, rows))
+        groups.append(("Chat commands (type them in the message box)", ChatPane.command_rows()))
+        return groups
+
+    def binding_rows(self) -> list[Row]:
+        return [row for _, rows in self.help_groups() for row in rows]
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.binding_rows()))
+        self.push_screen(HelpScreen(self.help_groups()))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -256,7 +465,8 @@ class HubtuiApp(App[None]):
             yield SystemCommand(
                 f"Go to {title}", f"Show the {title} screen", lambda t=tab: self.action_show_tab(t)
             )
-        yield SystemCommand("Help", "List every key binding", self.action_help)
+        yield SystemCommand("Help", "List every key binding, by screen", self.action_help)
+        yield from self._target_commands()
         titles = {tab: title for tab, title, *_ in SCREENS}
         for tab, pane_cls in PANES.items():
             for binding in pane_cls.BINDINGS:
@@ -264,10 +474,43 @@ class HubtuiApp(App[None]):
                     continue
                 yield SystemCommand(
                     f"{titles[tab]}: {binding.description}",
-                    f"{binding.key} on the {tab} screen",
+                    f"{self._key(binding)} on the {titles[tab]} screen",
                     lambda t=tab, c=pane_cls, a=binding.action: self._run_pane_action(t, c, a),
                 )
+
+    def _target_commands(self) -> Iterable[SystemCommand]:
+        from hubtui.app.target import profile_choices
+
+        current = self.session.target
+        yield SystemCommand(
+            "Target: this machine" + (" (current)" if current.name == "" else ""),
+            "Size for the RAM and GPUs free here now",
+            lambda: self.set_target(TargetChoice()),
+        )
+        for name, description in profile_choices():
+            yield SystemCommand(
+                f"Target: {name}" + (" (current)" if current.name == name else ""),
+                description,
+                lambda n=name: self.set_target(TargetChoice(n)),
+            )
+        yield SystemCommand(
+            "Target: custom RAM/VRAM…" + (f" (current: {current.label})" if current.name == CUSTOM else ""),
+            "Size for a machine you describe: RAM, GPU memory, number of GPUs",
+            self.pick_custom_target,
+        )
 
     def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
         self._show_tab(tab)
         self.run_action(action, self.query_one(pane_cls))
+
+
+def run_app(chat_model: str | None = None) -> tuple[list[str], int | None]:
+    """Run the app on this terminal; return what the user should read once it is back (work stopped by
+    quitting, where the debug log is), for the CLI to print, and the app's return code (128 + the signal
+    number when a SIGTERM/SIGHUP closed it)."""
+    app = HubtuiApp(chat_model=chat_model)
+    app.run()
+    notes = list(app.exit_notes)
+    if app.debug_log is not None and app.debug_log.exists() and app.debug_log.stat().st_size:
+        notes.append(f"debug log (tracebacks of background work): {app.debug_log}")
+    return notes, app.return_code

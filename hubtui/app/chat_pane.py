@@ -1,18 +1,31 @@
-"""Chat: load a GGUF in a worker, stream replies as Markdown, Esc stops a reply; history and a system prompt."""
+"""Chat: load a GGUF in a worker, stream replies as Markdown under labelled turns, Esc stops a reply.
+
+The message box has the focus from the start; a message sent while the model loads waits and goes as soon
+as it is ready. The REPL's commands work here too (/save, /reset, /system, /help; the same code), and
+ctrl+o opens another local GGUF.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, Markdown, Static
+from textual.widgets import Input, Markdown, Static
 
 from hubtui.app.imports import load
+from hubtui.app.logs import ReportsWorkerErrors, worker_failed
+from hubtui.app.messages import JobDone, JobStatus, JobUpdate
+from hubtui.app.modals import ModelPicker
+from hubtui.app.session import UsesSession
+
+PLACEHOLDER = "Message (Enter sends; /system TEXT, /reset, /save [FILE], /help; ↑ history)"
 
 
 class PromptInput(Input):
@@ -40,8 +53,9 @@ class PromptInput(Input):
         self.cursor_position = len(self.value)
 
 
-class ChatPane(Vertical):
+class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
     BINDINGS = [
+        Binding("ctrl+o", "pick", "Open GGUF", id="chat.pick", priority=True),
         Binding("escape", "stop", "Stop reply", id="chat.stop", priority=True),
         Binding("ctrl+n", "reset", "New chat", id="chat.reset", priority=True),
     ]
@@ -68,31 +82,62 @@ class ChatPane(Vertical):
         super().__init__()
         self.engine: Any = None
         self.path: str | None = None
-        self.busy = False
+        self.busy = False  # loading a model or streaming a reply
+        self.loading: str | None = None  # the GGUF being loaded
+        self.pending: list[str] = []  # the message sent while the model loads (one at most)
         self.stream: Any = None
         self.reply_md: Markdown | None = None
+        self.system = ""
+
+    @staticmethod
+    def command_rows() -> list[tuple[str, str, str]]:
+        """The message box's commands, for F1."""
+        return [
+            ("/system TEXT", "Set the system prompt (no TEXT: clear it)", "-"),
+            ("/reset", "Forget the conversation (ctrl+n)", "-"),
+            ("/save [FILE]", "Save the conversation as JSON (no FILE: the chats folder)", "-"),
+            ("/help", "List the commands", "-"),
+        ]
 
     def compose(self) -> ComposeResult:
-        yield Static("No model loaded: pick a GGUF on Local (F4) and press t.", id="chat-model")
-        with Horizontal(classes="field"):
-            yield Label("System ", classes="label")
-            yield Input(placeholder="system prompt (Enter sets it)", id="chat-system")
+        yield Static("No model loaded: ctrl+o opens a GGUF (or ctrl+y on Local, F4).", id="chat-model")
+        yield Static(self._system_line(), id="chat-system")
         yield VerticalScroll(id="chat-log")
-        yield PromptInput(placeholder="Message (Enter sends, Esc stops a reply, ↑ history)", id="chat-input")
+        yield PromptInput(placeholder=PLACEHOLDER, id="chat-input")
         yield Static("", id="chat-stats")
 
+    def _system_line(self) -> str:
+        if self.system:
+            return f"[dim]system prompt:[/] {escape(self.system)}"
+        return "[dim]system prompt: none (/system TEXT sets one)[/]"
+
     def on_unmount(self) -> None:
+        self.stop_for_quit()
+
+    def stop_for_quit(self) -> None:
         if self.engine is not None:  # quitting stops a reply being generated
             self.engine.cancel()
 
     # -- model ------------------------------------------------------------------------------------
     def load(self, path: str) -> None:
+        box = self.query_one("#chat-input", PromptInput)
+        self.screen.set_focus(box)  # type at once: kept while the model loads, sent when it is ready
         if self.busy:
-            self.app.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
+            what = "the model is loading" if self.loading else "a reply is streaming (Esc stops it)"
+            self.app.notify(f"Wait: {what}.", severity="warning")
             return
         self.busy = True
-        self.query_one("#chat-model", Static).update(f"Loading {Path(path).name}…")
-        self._load(path, self.query_one("#chat-system", Input).value)
+        self.loading = path
+        self.query_one("#chat-log", VerticalScroll).remove_children()  # a new model, a new conversation
+        self.query_one("#chat-model", Static).update(f"Loading {escape(Path(path).name)}…")
+        self.post_message(
+            JobUpdate(
+                JobStatus(
+                    "chat", "chat", f"Loading {Path(path).name} for chat", None, "llama.cpp", "stops loading"
+                )
+            )
+        )
+        self._load(path, self.system)
 
     @work(thread=True, exit_on_error=False, group="chat-load")
     def _load(self, path: str, system: str) -> None:
@@ -102,54 +147,87 @@ class ChatPane(Vertical):
         try:
             engine = ChatEngine(load_model(path), system=system or None, model_path=path)
         except Exception as exc:
-            self.post_message(self.Loaded(path, None, str(exc)))
+            self.post_message(self.Loaded(path, None, worker_failed(f"loading {path}", exc)))
             return
         self.post_message(self.Loaded(path, engine))
 
     async def on_chat_pane_loaded(self, message: Loaded) -> None:
         self.busy = False
+        self.loading = None
+        self.post_message(JobDone("chat"))
         if message.engine is None:
             self.query_one("#chat-model", Static).update(
-                f"[red]Cannot load {Path(message.path).name}:[/] {message.error}"
+                f"[red]Cannot load {escape(Path(message.path).name)}:[/] {escape(message.error)}"
             )
             self.app.notify(message.error, title="Chat: model did not load", severity="error", timeout=10)
+            if self.pending:
+                self.query_one("#chat-input", PromptInput).value = self.pending[0]  # not lost
+                self.pending.clear()
             return
         if self.engine is not None:
             self._close(self.engine)
         self.engine, self.path = message.engine, message.path
-        await self.query_one("#chat-log", VerticalScroll).remove_children()
         self.query_one("#chat-model", Static).update(
-            f"[b]{Path(message.path).name}[/b]: chat format {self.engine.format.source}, context {self.engine.n_ctx}"
+            f"[b]{escape(Path(message.path).name)}[/b]: chat format {escape(str(self.engine.format.source))}, "
+            f"context {self.engine.n_ctx}"
         )
-        self.query_one("#chat-input", PromptInput).focus()
+        if self.pending:  # typed while it loaded: shown already, sent now
+            await self._send_text(self.pending.pop(), shown=True)
 
     @work(thread=True, exit_on_error=False, group="chat-close")
     def _close(self, engine: Any) -> None:
         engine.close()
 
-    # -- conversation -----------------------------------------------------------------------------
-    @on(Input.Submitted, "#chat-system")
-    def _system(self, event: Input.Submitted) -> None:
-        if self.engine is not None:
-            self.engine.set_system(event.value)
-            self.app.notify("System prompt set." if event.value.strip() else "System prompt cleared.")
+    def action_pick(self) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self.load(path)
 
+        self.app.push_screen(ModelPicker("gguf", self.session.output_dir, self.path), chosen)
+
+    # -- conversation -----------------------------------------------------------------------------
     @on(Input.Submitted, "#chat-input")
-    async def _send(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
-        if self.engine is None:
-            self.app.notify("Load a model first (Local, F4, then t).", severity="warning")
+        box = self.query_one("#chat-input", PromptInput)
+        if text.startswith("/"):
+            box.remember(text)
+            box.value = ""
+            await self._command(text)
             return
-        if self.busy:
+        if self.engine is None and self.loading is None:
+            self.app.notify("Open a model first (ctrl+o).", severity="warning")
+            return
+        if self.busy and self.loading is None:
             self.app.notify("A reply is still streaming (Esc stops it).", severity="warning")
             return
-        box = self.query_one("#chat-input", PromptInput)
+        if self.loading is not None and self.pending:
+            self.app.notify("One message already waits for the model to load.", severity="warning")
+            return
         box.remember(text)
         box.value = ""
+        if self.loading is not None:  # kept, shown, and sent when the model is ready
+            self.pending.append(text)
+            await self._turn("You", text, "user-msg")
+            self.query_one("#chat-stats", Static).update("waiting for the model to load…")
+            return
+        await self._send_text(text)
+
+    async def _turn(self, who: str, text: str, classes: str) -> None:
         log = self.query_one("#chat-log", VerticalScroll)
-        await log.mount(Static(f"[b]you[/b]  {text}", markup=True, classes="user-msg"))
+        await log.mount(Static(f"[b]{escape(who)}[/b]", classes=f"turn-label {classes}"))
+        await log.mount(Static(text, markup=False, classes=f"{classes} msg"))
+        log.scroll_end(animate=False)
+
+    async def _send_text(self, text: str, shown: bool = False) -> None:
+        if not shown:
+            await self._turn("You", text, "user-msg")
+        log = self.query_one("#chat-log", VerticalScroll)
+        await log.mount(
+            Static(f"[b]{escape(Path(self.path or 'model').stem)}[/b]", classes="turn-label assistant-label")
+        )
         self.reply_md = Markdown("", classes="assistant-msg")
         await log.mount(self.reply_md)
         self.stream = Markdown.get_stream(self.reply_md)
@@ -158,12 +236,53 @@ class ChatPane(Vertical):
         self.query_one("#chat-stats", Static).update("generating…")
         self._generate(self.engine, text)
 
+    async def _command(self, text: str) -> None:
+        """The REPL's commands, through the same code; the conversation shown follows."""
+        load("hubtui.runner.chat_commands")
+        from hubtui.runner.chat_commands import run_command
+
+        stats = self.query_one("#chat-stats", Static)
+        if text.split()[0] in ("/quit", "/exit"):
+            stats.update("ctrl+q quits hubtui; the chat stays here.")
+            return
+        if self.engine is None:
+            if text.startswith("/system"):  # before a model: used when one loads
+                self.system = text[len("/system") :].strip()
+                self.query_one("#chat-system", Static).update(self._system_line())
+                stats.update("system prompt set" if self.system else "system prompt cleared")
+            else:
+                stats.update("Open a model first (ctrl+o); /system works before one is loaded.")
+            return
+        if self.busy:
+            stats.update("Wait for the reply (Esc stops it).")
+            return
+        result = run_command(self.engine, text, default_save=self._default_save)
+        if result is None:
+            return
+        if result.reset:
+            await self.query_one("#chat-log", VerticalScroll).remove_children()
+        self.system = self.engine.system or ""
+        self.query_one("#chat-system", Static).update(self._system_line())
+        if result.kind == "usage" and "\n" in result.text:
+            await self._turn("help", result.text, "note-msg")
+            stats.update("")
+        else:
+            colour = "red" if result.kind == "error" else "dim"
+            stats.update(f"[{colour}]{escape(result.text)}[/]")
+
+    def _default_save(self) -> Path:
+        from hubtui.app.services import state_dir
+
+        folder = state_dir() / "chats"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{Path(self.path or 'chat').stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
     @work(thread=True, exit_on_error=False, group="chat")
     def _generate(self, engine: Any, text: str) -> None:
         try:
             reply = engine.send(text, on_token=lambda t: self.post_message(self.Token(t)))
         except Exception as exc:
-            self.post_message(self.Replied(None, str(exc)))
+            self.post_message(self.Replied(None, worker_failed("chat reply", exc)))
             return
         self.post_message(self.Replied(reply))
 
@@ -179,18 +298,18 @@ class ChatPane(Vertical):
         self.busy = False
         stats = self.query_one("#chat-stats", Static)
         if message.reply is None:
-            stats.update(f"[red]{message.error}[/]")
+            stats.update(f"[red]{escape(message.error)}[/]")
             self.app.notify(message.error, title="Chat failed", severity="error")
-            return
-        s = message.reply.stats
-        speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
-        stopped = " (stopped)" if s.stop == "cancelled" else ""
-        stats.update(
-            f"{s.tokens} tokens{speed}; prompt {s.prompt_tokens} tokens, {s.new_prompt_tokens} new{stopped}"
-        )
+        else:
+            s = message.reply.stats
+            speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
+            stopped = " (stopped)" if s.stop == "cancelled" else ""
+            stats.update(
+                f"{s.tokens} tokens{speed}; prompt {s.prompt_tokens} tokens, {s.new_prompt_tokens} new{stopped}"
+            )
 
     def action_stop(self) -> None:
-        if self.busy and self.engine is not None:
+        if self.busy and self.engine is not None and self.loading is None:
             self.engine.cancel()
 
     async def action_reset(self) -> None:

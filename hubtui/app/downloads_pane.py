@@ -1,5 +1,6 @@
 """Downloads: a queue of hub downloads that run in thread workers, survive leaving the screen and resume
-after a restart (the queue is saved on disk; the hub client resumes from the partial files)."""
+after a restart (the queue, with how far each got, is saved on disk; the hub client resumes from the
+partial files)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.widgets import DataTable, Static
 
 from hubtui.app.imports import load
-from hubtui.app.services import QueuedDownload, human_bytes, load_queue, save_queue, state_dir
+from hubtui.app.jobs import bar_text, eta_text
+from hubtui.app.logs import ReportsWorkerErrors, worker_failed
+from hubtui.app.messages import JobDone, JobStatus, JobUpdate, LocalChanged
+from hubtui.app.services import QueuedDownload, load_queue, save_queue, state_dir
+from hubtui.app.session import UsesSession
+from hubtui.units import format_bytes, plural
 
 ACTIVE = ("queued", "running")
+STOPPED = ("paused", "cancelled")
+FINISHED_FILE = ("done", "cached")
+ON_QUIT = "stops now and resumes from its partial files when hubtui starts again"
 
 
 @dataclass
@@ -25,33 +35,21 @@ class Job:
     item: QueuedDownload
     cancel: threading.Event = field(default_factory=threading.Event)
     stop_as: str = "paused"  # what a cancelled run becomes: paused or cancelled
-    done: int = 0
-    total: int = 0
     rate: float = 0.0
     eta: float | None = None
-    files: str = "-"
-    current: str = ""
+    note: str = ""
     result_path: str = ""
     per_file: dict[str, Any] = field(default_factory=dict)  # name -> the latest FileStatus
 
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    s = int(seconds)
-    return f"{s // 60}:{s % 60:02d}"
+    @property
+    def fraction(self) -> float | None:
+        return self.item.done / self.item.total if self.item.total else None
 
 
-def _bar(done: int, total: int, width: int = 12) -> str:
-    filled = round(width * done / total) if total else width
-    return "█" * filled + "░" * (width - filled) + f" {100 * done / total if total else 100:3.0f}%"
-
-
-class DownloadsPane(Vertical):
+class DownloadsPane(UsesSession, ReportsWorkerErrors, Vertical):
     BINDINGS = [
-        Binding("p", "pause", "Pause", id="downloads.pause"),
-        Binding("r", "resume", "Resume/retry", id="downloads.resume"),
-        Binding("x", "cancel", "Cancel", id="downloads.cancel"),
+        Binding("space", "pause_resume", "Pause/resume", id="downloads.pause_resume"),
+        Binding("ctrl+x", "cancel", "Cancel", id="downloads.cancel", priority=True),
         Binding("delete", "forget", "Remove from list", id="downloads.forget"),
     ]
 
@@ -77,16 +75,15 @@ class DownloadsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[str] = DataTable(cursor_type="row", id="dl-table")
-        table.add_columns("Repo", "State", "Progress", "Rate", "ETA", "Files", "Now")
+        table.add_columns("Repo", "State", "Progress", "Size", "Rate", "ETA", "Files")
         yield table
-        yield Static("Total", id="dl-total-label")
-        yield ProgressBar(total=100, show_eta=False, id="dl-total")
-        yield Static("", id="dl-detail")
-        yield Static("p pause · r resume/retry · x cancel · Del forget", id="dl-help")
+        yield Static("", id="dl-total-label")
+        with VerticalScroll(id="dl-detail-box"):
+            yield Static("", id="dl-detail")
 
     def on_mount(self) -> None:
         for item in load_queue(self.queue_file):
-            if item.state in ("running", "queued"):
+            if item.state in ACTIVE:
                 item.state = "queued"  # interrupted by a restart: resume from the partial files
             self.jobs[item.key] = Job(item)
             if item.state == "queued":
@@ -94,10 +91,14 @@ class DownloadsPane(Vertical):
         self.refresh_table()
 
     def on_unmount(self) -> None:
-        """Quitting stops running transfers but keeps them queued: the next start resumes them."""
+        self.stop_for_quit()
+
+    def stop_for_quit(self) -> None:
+        """Running transfers stop but stay queued (saved as they are): the next start resumes them."""
         self._save()
         for job in self.jobs.values():
             if job.item.state == "running":
+                job.stop_as = "queued"
                 job.cancel.set()
 
     # -- queue ------------------------------------------------------------------------------------
@@ -107,6 +108,8 @@ class DownloadsPane(Vertical):
         if job is not None and job.item.state in ACTIVE:
             self.app.notify(f"{item.key} is already downloading.")
             return
+        if job is not None:  # a stopped or failed one: go on from its partial files
+            item = job.item
         job = Job(item)
         self.jobs[item.key] = job
         self._start(job)
@@ -114,8 +117,10 @@ class DownloadsPane(Vertical):
 
     def _start(self, job: Job) -> None:
         job.cancel = threading.Event()
+        job.stop_as = "paused"
         job.item.state = "running"
         job.item.error = ""
+        job.note = ""
         self._save()
         self.refresh_table()
         self._run(job.item.key, job.item.repo_id, job.item.gguf, job.cancel)
@@ -134,13 +139,12 @@ class DownloadsPane(Vertical):
         load("hubtui.hub.errors")
         from hubtui.hub.errors import DownloadCancelledError
 
-        settings = self.app.settings
         try:
             result = download(
                 repo_id,
                 gguf=gguf,
-                local_dir=settings.download_dir or None,
-                endpoint=self.app.endpoint,
+                local_dir=self.session.settings.download_dir or None,
+                endpoint=self.session.endpoint,
                 progress=lambda p: self.post_message(self.Progress(key, p)),
                 cancel=cancel,
             )
@@ -148,10 +152,10 @@ class DownloadsPane(Vertical):
             self.post_message(self.Finished(key, "stopped"))
             return
         except Exception as exc:
-            self.post_message(self.Finished(key, "failed", str(exc)))
+            self.post_message(self.Finished(key, "failed", worker_failed(f"download of {key}", exc)))
             return
         resumed = [f for f in result.files if f.resumed_from]
-        note = f"resumed {len(resumed)} file(s) from partial downloads" if resumed else ""
+        note = f"resumed {plural(len(resumed), 'file')} from partial downloads" if resumed else ""
         self.post_message(self.Finished(key, "done", path=str(result.root), note=note))
 
     def on_downloads_pane_progress(self, message: Progress) -> None:
@@ -159,9 +163,8 @@ class DownloadsPane(Vertical):
         if job is None or job.item.state != "running":
             return
         p = message.progress
-        job.done, job.total, job.rate, job.eta = p.done, p.total, p.rate, p.eta
-        job.files = f"{p.files_done}/{p.files_total}"
-        job.current = f"{p.file.name} {p.file.state}"
+        job.item.done, job.item.total, job.rate, job.eta = p.done, p.total, p.rate, p.eta
+        job.item.files = f"{p.files_done}/{p.files_total}"
         job.per_file[p.file.name] = p.file
         self.refresh_table()
 
@@ -172,14 +175,16 @@ class DownloadsPane(Vertical):
         state = job.stop_as if message.state == "stopped" else message.state
         job.item.state, job.item.error = state, message.error
         job.result_path = message.path
-        job.current = message.note
+        job.note = message.note
         job.eta = None
+        job.rate = 0.0
+        if state == "done":
+            job.item.done = job.item.total
         self._save()
         self.refresh_table()
         if state == "done":
-            job.done = job.total
             self.app.notify(f"{message.key} is ready ({message.path}).", title="Download finished")
-            self.app.local_changed()
+            self.post_message(LocalChanged())
         elif state == "failed":
             self.app.notify(
                 message.error, title=f"Download of {message.key} failed", severity="error", timeout=10
@@ -196,15 +201,15 @@ class DownloadsPane(Vertical):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.jobs.get(key or "")
 
-    def action_pause(self) -> None:
+    def action_pause_resume(self) -> None:
+        """Pause a running download; resume a paused, cancelled or failed one (a retry)."""
         job = self._selected()
-        if job and job.item.state == "running":
+        if job is None:
+            return
+        if job.item.state == "running":
             job.stop_as = "paused"
             job.cancel.set()
-
-    def action_resume(self) -> None:
-        job = self._selected()
-        if job and job.item.state in ("paused", "failed", "cancelled"):
+        elif job.item.state in (*STOPPED, "failed"):
             self._start(job)
 
     def action_cancel(self) -> None:
@@ -232,41 +237,75 @@ class DownloadsPane(Vertical):
         row = table.cursor_row
         table.clear()
         for key, job in self.jobs.items():
-            pct = f"{100 * job.done / job.total:5.1f}% of {human_bytes(job.total)}" if job.total else "-"
-            state = job.item.state + (f": {job.item.error}" if job.item.error else "")
+            item, running = job.item, job.item.state == "running"
+            fraction = job.fraction
             table.add_row(
                 key,
-                state[:20],
-                pct,
-                f"{human_bytes(job.rate)}/s" if job.rate and job.item.state == "running" else "-",
-                _eta(job.eta) if job.item.state == "running" else "-",
-                job.files,
-                job.current[:40],
+                item.state,
+                "-" if fraction is None else f"{bar_text(fraction, 8)} {fraction:5.1%}",
+                f"{format_bytes(item.done)} of {format_bytes(item.total)}" if item.total else "-",
+                f"{format_bytes(job.rate)}/s" if running and job.rate else "-",
+                eta_text(job.eta) if running else "-",
+                item.files or "-",
                 key=key,
             )
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
-        total = sum(j.total for j in self.jobs.values())
-        done = sum(j.done for j in self.jobs.values())
-        bar = self.query_one("#dl-total", ProgressBar)
-        if total:
-            bar.update(total=total, progress=done)
-        self._show_detail()
-        running = sum(j.item.state == "running" for j in self.jobs.values())
+        running = [j for j in self.jobs.values() if j.item.state == "running"]
+        total = sum(j.item.total for j in self.jobs.values())
+        done = sum(j.item.done for j in self.jobs.values())
         self.query_one("#dl-total-label", Static).update(
-            f"Total: {human_bytes(done)} of {human_bytes(total)}, {running} running, {len(self.jobs)} in the list"
+            f"Total: {format_bytes(done)} of {format_bytes(total)}, {len(running)} running, "
+            f"{plural(len(self.jobs), 'download')} in the list"
+        )
+        self._show_detail()
+        self._report(running)
+
+    def _report(self, running: list[Job]) -> None:
+        """The progress line: every running download together."""
+        if not running:
+            self.post_message(JobDone("downloads"))
+            return
+        done = sum(j.item.done for j in running)
+        total = sum(j.item.total for j in running)
+        rate = sum(j.rate for j in running)
+        what = running[0].item.key if len(running) == 1 else plural(len(running), "download")
+        detail = f"{format_bytes(done)} of {format_bytes(total)}" if total else "starting"
+        if rate:
+            eta = (total - done) / rate if total else None
+            detail += f" · {format_bytes(rate)}/s · ETA {eta_text(eta)}"
+        self.post_message(
+            JobUpdate(
+                JobStatus(
+                    "downloads",
+                    "downloads",
+                    f"Downloading {what}",
+                    done / total if total else None,
+                    detail,
+                    ON_QUIT,
+                )
+            )
         )
 
     def _show_detail(self) -> None:
-        """The highlighted download in full: its whole error message (the table cuts it) or its folder."""
+        """The highlighted download in full: its whole error message (the table has no room), its folder,
+        each file."""
         job = self._selected()
-        detail = ""
-        if job is not None:
-            detail = f"[b]{job.item.key}[/b]: {job.item.state}"
-            if job.item.error:
-                detail += f"\n[red]{job.item.error}[/]"
+        if job is None:
+            text = "Nothing downloaded yet: ctrl+d on Browse (F2) downloads the highlighted repo."
+        else:
+            item = job.item
+            text = f"[b]{escape(item.key)}[/b]: {item.state}"
+            if item.state in STOPPED and item.done:
+                text += f"; {format_bytes(item.done)} of {format_bytes(item.total)} kept on disk, resumes from there"
+            if job.note:
+                text += f"; {escape(job.note)}"
+            if item.error:
+                text += f"\n[red]{escape(item.error)}[/]"
             if job.result_path:
-                detail += f"\nin {job.result_path}"
+                text += f"\nin {escape(job.result_path)}"
             for f in job.per_file.values():
-                detail += f"\n  {_bar(f.done, f.size)} {f.name} {human_bytes(f.size)} {f.state}"
-        self.query_one("#dl-detail", Static).update(detail)
+                state = f.state if f.state in FINISHED_FILE or item.state == "running" else item.state
+                fraction = f.done / f.size if f.size else 1.0
+                text += f"\n  {bar_text(fraction)} {fraction:4.0%} {escape(f.name)} {format_bytes(f.size)} {state}"
+        self.query_one("#dl-detail", Static).update(text)

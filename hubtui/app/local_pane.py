@@ -1,11 +1,15 @@
-"""Local: cached checkpoints and GGUF files; inspect, delete (after confirmation), convert, smoke, chat, bundle."""
+"""Local: cached checkpoints, GGUF files (the output folder's and `hubtui demo`'s too); inspect, delete (after
+confirmation), convert, smoke-test, chat, bundle."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,19 +18,42 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from hubtui.app.imports import load
+from hubtui.app.logs import ReportsWorkerErrors, worker_failed
+from hubtui.app.messages import (
+    JobDone,
+    JobStatus,
+    JobUpdate,
+    LocalChanged,
+    OpenConvert,
+    StartChat,
+    StartSmoke,
+)
 from hubtui.app.modals import ConfirmScreen, TextScreen
-from hubtui.app.services import LocalModel, human_bytes
+from hubtui.app.services import LocalModel
+from hubtui.app.session import UsesSession
+from hubtui.units import format_bytes, plural
+
+BUNDLE_STAGES = {
+    "smoke": "smoke test",
+    "header": "smoke test: reading the header",
+    "load": "smoke test: loading the model in llama.cpp",
+    "tokenizer": "smoke test: tokenizer round trip",
+    "generate": "smoke test: a greedy reply",
+    "perplexity": "smoke test: perplexity",
+    "copy": "copying the GGUF",
+    "chat": "writing the chat app",
+    "checksums": "checksums",
+}
 
 
-class LocalPane(Vertical):
+class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
     BINDINGS = [
-        Binding("i", "inspect", "Inspect", id="local.inspect"),
-        Binding("d", "delete", "Delete", id="local.delete"),
-        Binding("c", "convert", "Convert", id="local.convert"),
-        Binding("s", "smoke", "Smoke test", id="local.smoke"),
-        Binding("t", "chat", "Chat", id="local.chat"),
-        Binding("b", "bundle", "Bundle", id="local.bundle"),
-        Binding("g", "reload", "Refresh", id="local.refresh"),
+        Binding("ctrl+e", "inspect", "Inspect", id="local.inspect", priority=True),
+        Binding("ctrl+r", "convert", "Convert", id="local.convert", priority=True),
+        Binding("ctrl+t", "smoke", "Smoke test", id="local.smoke", priority=True),
+        Binding("ctrl+y", "chat", "Chat", id="local.chat", priority=True),
+        Binding("ctrl+b", "bundle", "Bundle", id="local.bundle", priority=True),
+        Binding("delete", "delete", "Delete", id="local.delete"),
     ]
 
     class Listed(Message):
@@ -37,40 +64,71 @@ class LocalPane(Vertical):
             self.error = error
 
     class Done(Message):
-        """A background action finished: show `text` as a panel or a notification."""
+        """A background action finished: show `text` as a notification."""
 
-        def __init__(self, title: str, text: str, *, panel: bool = False, error: bool = False) -> None:
+        def __init__(self, title: str, text: str, *, error: bool = False, changed: bool = False) -> None:
             super().__init__()
             self.title = title
             self.text = text
-            self.panel = panel
             self.error = error
+            self.changed = changed  # files appeared or went away
+
+    class Inspected(Message):
+        def __init__(self, screen: TextScreen, text: str) -> None:
+            super().__init__()
+            self.screen = screen
+            self.text = text
+
+    class BundleStage(Message):
+        def __init__(self, stage: str, text: str) -> None:
+            super().__init__()
+            self.stage = stage
+            self.text = text
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[LocalModel] = []
+        self.listed = False
+        self._listing = False
+        self._prefetched: LocalPane.Listed | None = None
+        self.bundle_cancel: threading.Event | None = None
+        self.bundle_name = ""
+        self.bundle_started = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static("", id="local-note")
         table: DataTable[str] = DataTable(cursor_type="row", id="local-table")
         table.add_columns("Kind", "Name", "Size", "Type/ref", "Last used")
         yield table
-        yield Static(
-            "i inspect · c convert · s smoke · t chat · b bundle · d delete · g refresh", id="local-help"
-        )
 
-    listed = False
+    # -- listing ----------------------------------------------------------------------------------
+    def prefetch(self) -> None:
+        """List in the background right after start-up, so the first visit shows the table at once."""
+        if not self.listed and not self._listing:
+            self._listing = True
+            self._list(Path(self.session.output_dir))
 
     def on_show(self) -> None:
-        if not self.listed:  # first shown; later, downloads and conversions call reload()
-            self.reload()
+        if not self.listed:  # first shown; later, downloads and conversions post LocalChanged
+            self.listed = True
+            if self._prefetched is not None:
+                self._show_listing(self._prefetched)
+            elif not self._listing:
+                self.reload()
+            else:
+                self._loading()
+
+    def _loading(self) -> None:
+        """Said in the note: a loading overlay on the table would take the keyboard focus away from it."""
+        if not self.rows:
+            note = self.session.offline_note + "\n" if self.session.offline_note else ""
+            self.query_one("#local-note", Static).update(note + "Listing local models…")
 
     def reload(self) -> None:
         self.listed = True
-        self._list(Path(self.app.output_dir))
-
-    def action_reload(self) -> None:
-        self.reload()
+        self._loading()
+        self._listing = True
+        self._list(Path(self.session.output_dir))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="local")
     def _list(self, output_dir: Path) -> None:
@@ -79,26 +137,38 @@ class LocalPane(Vertical):
         try:
             rows, notes = list_local(output_dir)
         except Exception as exc:
-            self.post_message(self.Listed(None, [], str(exc)))
+            self.post_message(self.Listed(None, [], worker_failed("listing local models", exc)))
             return
         self.post_message(self.Listed(rows, notes))
 
     def on_local_pane_listed(self, message: Listed) -> None:
+        self._listing = False
+        if not self.listed:  # prefetched before the first visit: shown then
+            self._prefetched = message
+            return
+        self._show_listing(message)
+
+    def _show_listing(self, message: Listed) -> None:
         table = self.query_one("#local-table", DataTable)
         table.clear()
         if message.rows is None:
-            self.query_one("#local-note", Static).update(f"[red]Cannot list local models: {message.error}[/]")
+            self.query_one("#local-note", Static).update(
+                f"[red]Cannot list local models: {escape(message.error)}[/]"
+            )
             return
         self.rows = message.rows
         for i, m in enumerate(self.rows):
             used = dt.datetime.fromtimestamp(m.last_used).strftime("%Y-%m-%d %H:%M") if m.last_used else "-"
-            table.add_row(m.kind, m.name, human_bytes(m.size), m.detail, used, key=str(i))
-        note = self.app.offline_note + "\n" if self.app.offline_note else ""
+            table.add_row(m.kind, m.name, format_bytes(m.size), m.detail, used, key=str(i))
+        note = self.session.offline_note + "\n" if self.session.offline_note else ""
         total = sum(m.size for m in self.rows)
         note += (
-            f"{len(self.rows)} local models, {human_bytes(total)}; GGUFs are written to {self.app.output_dir}"
+            f"{plural(len(self.rows), 'local model')}, {format_bytes(total)}; "
+            f"GGUFs are written to {escape(self.session.output_dir)}"
         )
-        note += "".join(f"\n[yellow]{n}[/]" for n in message.notes)
+        if not self.rows:
+            note += "\nNothing here yet: download a checkpoint on Browse (F2), or run `hubtui demo`."
+        note += "".join(f"\n[yellow]{escape(n)}[/]" for n in message.notes)
         self.query_one("#local-note", Static).update(note)
 
     def selected(self) -> LocalModel | None:
@@ -111,96 +181,156 @@ class LocalPane(Vertical):
     def _gguf(self) -> LocalModel | None:
         m = self.selected()
         if m is not None and m.kind != "gguf":
-            self.app.notify(f"{m.name} is a checkpoint: convert it first (c).", severity="warning")
+            self.app.notify(f"{m.name} is a checkpoint: convert it first (ctrl+r).", severity="warning")
             return None
         return m
 
     # -- actions ----------------------------------------------------------------------------------
     def action_inspect(self) -> None:
+        """The panel opens at once; the header walk fills it (remembered while the file is unchanged)."""
         m = self._gguf()
         if m is not None:
-            self._inspect(m.path)
+            screen = TextScreen(f"inspect {Path(m.path).name}")
+            self.app.push_screen(screen)
+            self._inspect(screen, m.path)
 
-    @work(thread=True, exit_on_error=False, group="local-action")
-    def _inspect(self, path: str) -> None:
+    @work(thread=True, exit_on_error=False, group="local-inspect")
+    def _inspect(self, screen: TextScreen, path: str) -> None:
         from hubtui.app.services import inspect_text
 
         try:
-            self.post_message(self.Done(f"inspect {Path(path).name}", inspect_text(path), panel=True))
+            text = inspect_text(path)
         except Exception as exc:
-            self.post_message(self.Done("Inspect failed", str(exc), error=True))
+            text = f"Inspect failed: {worker_failed(f'inspecting {path}', exc)}"
+        self.post_message(self.Inspected(screen, text))
+
+    async def on_local_pane_inspected(self, message: Inspected) -> None:
+        if message.screen.is_attached:
+            await message.screen.show_text(message.text)
 
     def action_delete(self) -> None:
         m = self.selected()
         if m is None:
             return
-        what = "the cached repo" if m.kind == "checkpoint" else "the file"
+        what = (
+            "the cached repo"
+            if m.remove_target == m.repo_id
+            else ("the folder" if m.kind == "checkpoint" else "the file")
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._delete(m)
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete {what} {m.name} ({human_bytes(m.size)})?\nThis cannot be undone."),
+            ConfirmScreen(f"Delete {what} {m.name} ({format_bytes(m.size)})?\nThis cannot be undone."),
             answered,
         )
 
-    @work(thread=True, exit_on_error=False, group="local-action")
+    @work(thread=True, exit_on_error=False, group="local-delete")
     def _delete(self, m: LocalModel) -> None:
         from hubtui.app.services import remove_local
 
         try:
             freed = remove_local(m)
         except Exception as exc:
-            self.post_message(self.Done("Delete failed", str(exc), error=True))
+            self.post_message(
+                self.Done("Delete failed", worker_failed(f"deleting {m.name}", exc), error=True)
+            )
             return
-        self.post_message(self.Done("Deleted", f"removed {m.name}: freed {human_bytes(freed)}"))
+        self.post_message(
+            self.Done("Deleted", f"removed {m.name}: freed {format_bytes(freed)}", changed=True)
+        )
 
     def action_convert(self) -> None:
         m = self.selected()
         if m is not None and m.kind == "checkpoint":
-            self.app.open_convert(m.path)
+            self.post_message(OpenConvert(m.path))
         elif m is not None:
             self.app.notify("Pick a checkpoint to convert; this is already a GGUF.", severity="warning")
 
     def action_smoke(self) -> None:
         m = self._gguf()
         if m is not None:
-            self.app.start_smoke(m.path)
+            self.post_message(StartSmoke(m.path))
 
     def action_chat(self) -> None:
         m = self._gguf()
         if m is not None:
-            self.app.start_chat(m.path)
+            self.post_message(StartChat(m.path))
 
     def action_bundle(self) -> None:
         m = self._gguf()
         if m is None:
             return
-        out = Path(self.app.output_dir) / (Path(m.path).stem + "-bundle")
-        self.app.notify(f"Building the field bundle in {out} (smoke test included)…", title="Bundle")
-        self._bundle(m.path, out, self.app.target_name)
+        if self.bundle_cancel is not None:
+            self.app.notify(f"A bundle of {self.bundle_name} is being built.", severity="warning")
+            return
+        out = Path(self.session.output_dir) / (Path(m.path).stem + "-bundle")
+        self.bundle_cancel = threading.Event()
+        self.bundle_name = Path(m.path).name
+        self.bundle_started = time.monotonic()
+        self._bundle_stage("start", f"building in {out}")
+        self._bundle(m.path, out, self.bundle_cancel)
 
     @work(thread=True, exit_on_error=False, group="bundle")
-    def _bundle(self, path: str, out: Path, target: str) -> None:
-        from hubtui.app.services import MACHINE
-
+    def _bundle(self, path: str, out: Path, cancel: threading.Event) -> None:
         load("hubtui.runner.bundle")
         from hubtui.runner.bundle import build_bundle
 
         try:
-            summary: dict[str, Any] = build_bundle(path, out, target=None if target == MACHINE else target)
+            target: Any = self.session.target
+            summary: dict[str, Any] = build_bundle(
+                path,
+                out,
+                target=target.profile or (target.resolve() if target.name else None),
+                progress=lambda stage, text: self.post_message(self.BundleStage(stage, text)),
+                cancel=cancel,
+            )
         except Exception as exc:
-            self.post_message(self.Done("Bundle failed", str(exc), error=True))
+            cancelled = cancel.is_set()
+            text = "cancelled; nothing left behind" if cancelled else worker_failed("bundle", exc)
+            self.post_message(
+                self.Done("Bundle cancelled" if cancelled else "Bundle failed", text, error=not cancelled)
+            )
             return
-        self.post_message(self.Done("Bundle ready", f"{out}: verdict {summary.get('verdict', '?')}"))
+        self.post_message(
+            self.Done(
+                "Bundle ready", f"{out}: smoke test verdict {summary.get('verdict', '?')}", changed=True
+            )
+        )
+
+    def on_local_pane_bundle_stage(self, message: BundleStage) -> None:
+        self._bundle_stage(message.stage, message.text)
+
+    def _bundle_stage(self, stage: str, text: str) -> None:
+        if self.bundle_cancel is None:
+            return
+        doing = BUNDLE_STAGES.get(stage, text)
+        elapsed = time.monotonic() - self.bundle_started
+        self.post_message(
+            JobUpdate(
+                JobStatus(
+                    "bundle",
+                    "local",
+                    f"Bundling {self.bundle_name}",
+                    None,
+                    f"{doing} · {elapsed:.0f} s",
+                    "is cancelled; its unfinished folder is removed",
+                )
+            )
+        )
 
     def on_local_pane_done(self, message: Done) -> None:
-        if message.panel:
-            self.app.push_screen(TextScreen(message.title, message.text))
-            return
+        if message.title.startswith("Bundle"):
+            self.bundle_cancel = None
+            self.post_message(JobDone("bundle"))
         self.app.notify(
             message.text, title=message.title, severity="error" if message.error else "information"
         )
-        if not message.error:
-            self.reload()
+        if message.changed:
+            self.post_message(LocalChanged())
+
+    def stop_for_quit(self) -> None:
+        if self.bundle_cancel is not None:
+            self.bundle_cancel.set()

@@ -1,83 +1,141 @@
-"""Glue between the screens and the library: targets, plans, local models, the download queue file.
+"""Glue between the screens and the library: plans and fit tables, local models, inspect, the download queue.
 
-Most of this blocks (disk, hardware probes, the hub cache) and is called from thread workers; only
-`human_bytes` and `target_names` run on the UI thread. Heavy modules come in through `imports.load`.
+Everything here that touches disk, the hub or the sizing modules blocks, and is called from thread workers;
+heavy modules come in through `imports.load`. The screens format with `hubtui.units` and
+`hubtui.formatting`, the same words and units as the CLI.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubtui.app.imports import load
+from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
-    from quant.plan import Plan
+    from quant.plan import ModelSource, Plan
     from quant.profiles import Target
 
-MACHINE = "this machine"
+# -- sizing -----------------------------------------------------------------------------------------
+
+BADGES = {"gpu": "● GPU", "partial": "◐ part GPU", "cpu": "○ CPU", "slow": "✗ pages", "none": "✗ too big"}
 
 
-def target_names() -> list[str]:
-    load("quant.profiles")
-    from quant.profiles import PROFILES
-
-    return [MACHINE, *PROFILES]
-
-
-def resolve_target(name: str) -> Target:
-    """A named profile, or this machine as `hubtui plan` sees it (same probes)."""
-    load("quant.profiles")
-    from quant.profiles import get_profile, machine_target
-
-    if name and name != MACHINE:
-        return get_profile(name)
-    load("hubtui.commands.hw")
-    from hubtui.commands.hw import detect_machine
-
-    return machine_target(detect_machine())
-
-
-def plan_for(src: str | Path, target_name: str) -> Plan:
+def plan_for(src: str | Path | ModelSource, target: Target) -> Plan:
     load("quant.plan")
     from quant.plan import plan
 
-    return plan(src, resolve_target(target_name))
+    return plan(src, target)
 
 
-def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str]]:
-    """(type, file size, memory, fit, max ctx) per type; the recommended one is marked with ★."""
-    load("hubtui.commands.plan")
-    from hubtui.commands.plan import FIT_LABELS
+def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str, str]]:
+    """(type, file size, bits per weight, working set, fit, max ctx) per type, read from the plan; the
+    recommended one has a ★."""
+    from hubtui.formatting import fit_label
 
     rec = p.recommendation.qtype if p.recommendation else None
     rows = []
     for r in p.rows:
         d = r.to_dict()
-        mark = "★ " if r.qtype == rec else "  "
         rows.append(
             (
-                mark + r.qtype,
-                human_bytes(d["file_size"]),
-                human_bytes(d["total"]),
-                FIT_LABELS[d["fit"]],
+                ("★ " if r.qtype == rec else "  ") + r.qtype,
+                format_bytes(d["file_size"]),
+                "-" if d["bpw"] is None else f"{d['bpw']:.2f}",
+                format_bytes(d["working_set"]),
+                fit_label(d),
                 str(d["max_ctx"] or "-"),
             )
         )
     return rows
 
 
-def human_bytes(n: float) -> str:
-    from hubtui.units import format_bytes  # not via hubtui.hub: that would load huggingface_hub here
+def plan_markup(p: Plan) -> str:
+    """The fit table as Rich markup: the same plan `hubtui plan SRC --target ...` prints."""
+    head = ("type", "file", "bpw", "memory", "fit", "max ctx")
+    rows = fit_rows(p)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    out = [f"[b]Fit[/b] for {p.target.name} at context {p.settings.n_ctx} (★ recommended)"]
+    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    for r in rows:
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+        out.append(f"[b]{line}[/b]" if r[0].startswith("★") else line)
+    out += [f"[yellow]{w}[/]" for w in p.warnings]
+    return "\n".join(out)
 
-    return format_bytes(n)
+
+def fit_badge(p: Plan) -> str:
+    """One cell for a search result: the recommended type and how it fits, or why none does."""
+    rec = p.recommendation
+    if rec is None:
+        kinds = {r.placement.kind for r in p.rows}
+        return BADGES["slow" if "slow" in kinds else "none"]
+    return f"{rec.qtype} {BADGES[rec.placement.kind]}"
+
+
+class RepoSources:
+    """Each hub repo's sizes, read once (its downloaded snapshot, or config, tokenizer and safetensors
+    headers alone) and planned for any target afterwards without touching the network again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sources: dict[str, tuple[ModelSource, str]] = {}
+        self._reading: dict[str, threading.Lock] = {}  # one reader per repo: details and badges share it
+
+    def forget(self) -> None:
+        """Drop everything (a download may have added snapshots)."""
+        with self._lock:
+            self._sources.clear()
+
+    def get(self, repo_id: str, endpoint: str | None) -> tuple[ModelSource, str]:
+        """(source, where it came from: "downloaded checkpoint" or "headers; nothing downloaded")."""
+        with self._lock:
+            reading = self._reading.setdefault(repo_id, threading.Lock())
+        with reading:
+            with self._lock:
+                hit = self._sources.get(repo_id)
+            if hit is None:
+                hit = self._read(repo_id, endpoint)
+                with self._lock:
+                    self._sources[repo_id] = hit
+            return hit
+
+    def _read(self, repo_id: str, endpoint: str | None) -> tuple[ModelSource, str]:
+        load("quant.plan")
+        from quant.plan import load_source
+
+        snap = snapshot_dir(repo_id)
+        if snap is not None:
+            return load_source(snap), "downloaded checkpoint"
+        return _headers_source(repo_id, endpoint), "headers; nothing downloaded"
+
+
+def _headers_source(repo_id: str, endpoint: str | None) -> ModelSource:
+    """As `hubtui plan OWNER/NAME`: a stand-in built from the repo's config, tokenizer and safetensors
+    headers, with no weights fetched."""
+    import tempfile
+
+    load("hubtui.hub.standin")
+    from hubtui.hub.standin import headers_only_checkpoint
+    from quant.plan import load_source
+
+    with tempfile.TemporaryDirectory(prefix="hubtui-fit-") as tmp:
+        try:
+            return load_source(headers_only_checkpoint(repo_id, Path(tmp), endpoint=endpoint))
+        except Exception as exc:  # name the repo, not the temporary stand-in folder
+            raise RuntimeError(str(exc).replace(str(Path(tmp) / repo_id.split("/")[-1]), repo_id)) from None
+
+
+# -- local models -----------------------------------------------------------------------------------
 
 
 def snapshot_dir(repo_id: str, cache_dir: str | None = None) -> Path | None:
-    """The newest cached snapshot of `repo_id` that holds a config.json (what convert and plan read)."""
+    """The newest cached snapshot of `repo_id` that holds a checkpoint (config.json or Mistral's params.json)."""
     load("hubtui.hub.download")
     from hubtui.hub.download import storage_folder
 
@@ -87,7 +145,9 @@ def snapshot_dir(repo_id: str, cache_dir: str | None = None) -> Path | None:
     snaps = storage_folder(hf_cache(cache_dir), repo_id) / "snapshots"
     if not snaps.is_dir():
         return None
-    found = [s for s in snaps.iterdir() if (s / "config.json").is_file()]
+    from quant.checkpoint_format import is_checkpoint_dir
+
+    found = [s for s in snaps.iterdir() if is_checkpoint_dir(s)]
     return max(found, key=lambda s: s.stat().st_mtime) if found else None
 
 
@@ -101,11 +161,13 @@ class LocalModel:
     size: int
     detail: str  # type of a GGUF, revision of a checkpoint
     last_used: float
-    remove_target: str  # what `hubtui cache rm` takes, or the file path
+    remove_target: str  # what `hubtui cache rm` takes, or the file or folder path
+    repo_id: str | None = None  # the hub repo it came from
 
 
 def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[LocalModel], list[str]]:
-    """Cached repos, their GGUFs, and GGUFs in the output folder; plus the cache's warnings."""
+    """Cached repos, their GGUFs, GGUFs in the output folder and what `hubtui demo` built; plus the cache's
+    warnings."""
     load("hubtui.hub")
     from hubtui.hub import list_cache
 
@@ -126,6 +188,7 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
                     ",".join(r.refs) or "-",
                     r.last_accessed,
                     r.repo_id,
+                    r.repo_id,
                 )
             )
         for g in r.gguf_files:
@@ -138,38 +201,78 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
                     g.quant or "?",
                     r.last_accessed,
                     str(g.path),
+                    r.repo_id,
                 )
             )
-    if output_dir.is_dir():
-        for f in sorted(output_dir.glob("*.gguf")):
+    folders = [(output_dir, "")]
+    load("hubtui.runner.demo")
+    from hubtui.runner.demo import demo_dir
+
+    demo = demo_dir()
+    if demo.resolve() != output_dir.resolve():
+        folders.append((demo, "demo: "))
+    for folder, prefix in folders:
+        if not folder.is_dir():
+            continue
+        for d in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            rows.append(
+                LocalModel("checkpoint", prefix + d.name, str(d), size, "folder", d.stat().st_mtime, str(d))
+            )
+        for f in sorted(folder.glob("*.gguf")):
             st = f.stat()
             rows.append(
-                LocalModel("gguf", f.name, str(f), st.st_size, gguf_quant(f.name) or "?", st.st_atime, str(f))
+                LocalModel(
+                    "gguf",
+                    prefix + f.name,
+                    str(f),
+                    st.st_size,
+                    gguf_quant(f.name) or "?",
+                    st.st_atime,
+                    str(f),
+                )
             )
     return rows, list(report.warnings)
 
 
 def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
-    """Delete a cached repo or a GGUF file exactly as `hubtui cache rm` does; returns the bytes freed."""
+    """Delete a cached repo or a GGUF file exactly as `hubtui cache rm` does, or a checkpoint folder of the
+    output or demo folder; returns the bytes freed."""
+    folder = Path(model.remove_target)
+    if model.kind == "checkpoint" and folder.is_dir() and (folder / "config.json").is_file():
+        import shutil
+
+        shutil.rmtree(folder)
+        return model.size
     load("hubtui.hub")
     from hubtui.hub import remove
 
     return remove(model.remove_target, cache_dir).freed
 
 
+def local_repo_ids(cache_dir: str | None = None) -> set[str]:
+    """Hub repos with something downloaded (a snapshot or a GGUF): the ✓ on Browse."""
+    load("hubtui.hub")
+    from hubtui.hub import list_cache
+
+    return {r.repo_id for r in list_cache(cache_dir).repos if r.size}
+
+
+_INSPECTED: dict[tuple[str, int, int], str] = {}
+
+
 def inspect_text(path: str) -> str:
-    """Exactly what `hubtui inspect FILE` prints."""
-    from click.testing import CliRunner
+    """Exactly what `hubtui inspect FILE` prints (one header walk, then remembered while the file is
+    unchanged)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _INSPECTED:
+        load("quant.gguf_file")
+        from hubtui.formatting import aligned, inspect_rows
+        from quant.gguf_file import read_gguf_summary
 
-    load("hubtui.commands.inspect")
-    from hubtui.commands.inspect import command
-
-    result = CliRunner().invoke(command, [path])
-    if result.exit_code != 0:
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        raise RuntimeError(result.output.strip())
-    return result.output
+        _INSPECTED[key] = aligned(inspect_rows(read_gguf_summary(path)))
+    return _INSPECTED[key]
 
 
 # -- the download queue, kept on disk so unfinished downloads resume after a restart ---------------
@@ -181,6 +284,9 @@ class QueuedDownload:
     gguf: str | None = None
     state: str = "queued"  # queued, running, paused, done, failed, cancelled
     error: str = ""
+    done: int = 0  # bytes on disk when last seen (what a paused or cancelled download resumes from)
+    total: int = 0
+    files: str = ""  # "2/5" files finished
 
     @property
     def key(self) -> str:
@@ -188,17 +294,19 @@ class QueuedDownload:
 
 
 def state_dir() -> Path:
-    base = os.environ.get("HUBTUI_STATE_DIR") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hubtui"
-    )
-    return Path(base)
+    load("quant.outputs")
+    from quant.outputs import state_dir as hubtui_state_dir
+
+    return hubtui_state_dir()
 
 
 def load_queue(path: Path) -> list[QueuedDownload]:
+    """The saved queue; entries from other versions keep the fields this one knows."""
+    known = {f.name for f in fields(QueuedDownload)}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return [QueuedDownload(**item) for item in data]
-    except (OSError, ValueError, TypeError):
+        return [QueuedDownload(**{k: v for k, v in item.items() if k in known}) for item in data]
+    except (OSError, ValueError, TypeError, AttributeError):
         return []
 
 
@@ -207,21 +315,3 @@ def save_queue(path: Path, items: list[QueuedDownload]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps([asdict(i) for i in items], indent=1), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def fit_table_text(src: str | Path, target_name: str) -> str:
-    """The fit table as Rich markup: the same plan `hubtui plan SRC --target ...` prints."""
-    return plan_markup(plan_for(src, target_name))
-
-
-def plan_markup(p: Plan) -> str:
-    head = ("type", "file", "memory", "fit", "max ctx")
-    rows = fit_rows(p)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    out = [f"[b]Fit[/b] for {p.target.name} at context {p.settings.n_ctx} (★ recommended)"]
-    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    for r in rows:
-        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-        out.append(f"[b]{line}[/b]" if r[0].startswith("★") else line)
-    out += [f"[yellow]{w}[/]" for w in p.warnings]
-    return "\n".join(out)

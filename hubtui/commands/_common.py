@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -44,3 +45,49 @@ def parse_gpu_layers(value: str) -> int | str:
     if n < -1:
         raise click.BadParameter(f"{n} must be -1 (all), 0 or more, or 'auto'")
     return n
+
+
+lora_option = click.option(
+    "--lora",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A LoRA adapter GGUF (hubtui convert ADAPTER --base ...) applied on top of the model at run time.",
+)
+lora_scale_option = click.option(
+    "--lora-scale", type=float, default=1.0, show_default=True, help="Scale of the --lora adapter."
+)
+
+
+lora_scales_option = click.option(
+    "--lora-scale",
+    "lora_scales",
+    multiple=True,
+    type=float,
+    help="Scale of each --lora, in order (default 1.0; one value applies to all).",
+)
+
+
+def lora_merges(loras: tuple[Path, ...], scales: tuple[float, ...]) -> list[tuple[Path, float]]:
+    """(adapter folder, scale) of each --lora; --lora-scale gives one scale per adapter, or one for all."""
+    if scales and not loras:
+        raise click.UsageError("--lora-scale needs --lora")
+    if len(scales) > 1 and len(scales) != len(loras):
+        raise click.UsageError(f"{len(scales)} --lora-scale values for {len(loras)} --lora adapters")
+    each = list(scales) if len(scales) > 1 else [scales[0] if scales else 1.0] * len(loras)
+    return list(zip(loras, each, strict=True))
+
+
+def memory_mode_options(func):
+    """--no-mmap/--mlock, shared by `plan` (sizes for the mode), `smoke` and `chat` (load in it)."""
+    func = click.option(
+        "--mlock",
+        is_flag=True,
+        help="Pin the model in RAM (llama.cpp --mlock): it is never paged out, and with mmap the whole "
+        "mapped span of the file stays resident.",
+    )(func)
+    return click.option(
+        "--no-mmap",
+        "no_mmap",
+        is_flag=True,
+        help="Read the weights into RAM instead of mapping the file (llama.cpp --no-mmap): nothing can be "
+        "paged back to the file, so all of it must fit.",
+    )(func)

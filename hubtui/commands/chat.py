@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from hubtui.commands._common import gpu_layers_option, parse_gpu_layers, seed_option, temperature_option
+from hubtui.commands._common import (
+    gpu_layers_option,
+    lora_option,
+    lora_scale_option,
+    memory_mode_options,
+    parse_gpu_layers,
+    seed_option,
+    temperature_option,
+)
 from hubtui.runner.formats import FALLBACK_TEMPLATES
 
 
@@ -27,6 +35,9 @@ from hubtui.runner.formats import FALLBACK_TEMPLATES
     help="Use this named chat format instead of the model's own template.",
 )
 @click.option("--no-stats", is_flag=True, help="Do not print per-reply token counts and speed.")
+@lora_option
+@lora_scale_option
+@memory_mode_options
 def command(
     file: str,
     system: str | None,
@@ -37,6 +48,10 @@ def command(
     gpu_layers: str,
     chat_format: str | None,
     no_stats: bool,
+    lora: str | None,
+    lora_scale: float,
+    no_mmap: bool,
+    mlock: bool,
 ) -> None:
     """Chat with a GGUF in the terminal using its own chat template.
 
@@ -49,7 +64,15 @@ def command(
     from hubtui.runner.chat import ChatEngine, load_model
     from hubtui.runner.repl import run_repl
 
-    llm = load_model(file, n_ctx=n_ctx, gpu_layers=parse_gpu_layers(gpu_layers))
+    llm = load_model(
+        file,
+        n_ctx=n_ctx,
+        gpu_layers=parse_gpu_layers(gpu_layers),
+        lora=lora,
+        lora_scale=lora_scale,
+        mmap=not no_mmap,
+        mlock=mlock,
+    )
     engine = ChatEngine(
         llm,
         system=system,

@@ -1,4 +1,4 @@
-"""`hubtui convert`: a local safetensors checkpoint to GGUF (F32 ... Q4_K_S), progress on stderr."""
+"""`hubtui convert`: a local safetensors checkpoint to GGUF (F32 ... Q2_K), progress on stderr."""
 
 from __future__ import annotations
 
@@ -6,23 +6,44 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from hubtui.commands._common import echo_json, json_option
+from hubtui.commands._common import echo_json, json_option, lora_merges, lora_scales_option
 from hubtui.commands.plan import target_options
+from hubtui.units import format_bytes
+from quant.filetypes import ALIASES, FILE_TYPES, TENSOR_TYPES
+
+if TYPE_CHECKING:
+    from quant.convert.options import TensorOptions
+
+MMPROJ_TYPES = ("F32", "F16", "BF16", "Q8_0")  # quant.convert.mmproj.MMPROJ_TYPES (not imported: start-up)
 
 TYPE_HELP = (
-    "F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_K_S (Q4_K = Q4_K_M), or auto: the type `hubtui plan` "
-    "recommends for --target/--ram/--vram/--ctx (default: this machine)"
+    "A file type from the list below (aliases: "
+    + ", ".join(f"{a} = {t}" for a, t in ALIASES.items())
+    + "), or auto: the type `hubtui plan` recommends for --target/--ram/--vram/--ctx (default: this machine)"
 )
 
 
-def parse_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Validate --type against the converter's file types (a usage error, exit 2, otherwise)."""
-    from quant.convert import resolve_file_type
-    from quant.errors import QuantError
+def types_epilog() -> str:
+    """The file types with bits per weight (on Llama-3.1-8B) and a quality hint, kept as lines by click."""
+    lines = [
+        "\b",
+        "File types (bits per weight on Llama-3.1-8B; perplexity increase on Llama-3-8B, F16/BF16 Mistral-7B):",
+    ]
+    lines += [f"  {ft.name:<7} {ft.bpw:7.2f}  {ft.hint}" for ft in FILE_TYPES.values()]
+    return "\n".join(lines)
 
+
+def parse_type(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Validate --type against the converter's file types (a usage error, exit 2, otherwise)."""
+    from quant.errors import QuantError
+    from quant.filetypes import resolve_file_type
+
+    if value is None:
+        return None
     if value.lower() == "auto":
         return "auto"
     try:
@@ -31,8 +52,67 @@ def parse_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
+def tensor_options(
+    tensor_types: tuple[str, ...],
+    output_tensor_type: str | None,
+    token_embedding_type: str | None,
+    pure: bool,
+    leave_output_tensor: bool,
+) -> TensorOptions:
+    """llama-quantize's per-tensor options; a malformed one is a usage error (exit 2) naming it."""
+    from quant.convert.options import TensorOptions
+    from quant.errors import OptionError
+
+    try:
+        return TensorOptions.parse(
+            tensor_types,
+            output_tensor_type=output_tensor_type,
+            token_embedding_type=token_embedding_type,
+            pure=pure,
+            leave_output_tensor=leave_output_tensor,
+        )
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def per_tensor_options(func):
+    """--tensor-type, --output-tensor-type, --token-embedding-type, --pure, --leave-output-tensor."""
+    types = ", ".join(TENSOR_TYPES)
+    for opt in reversed(
+        [
+            click.option(
+                "--tensor-type",
+                "tensor_types",
+                multiple=True,
+                metavar="PATTERN=TYPE",
+                help="Give tensors whose name matches the regular expression PATTERN (searched anywhere in "
+                "the GGUF name, lower-cased, first match wins, e.g. 'attn_v=q8_0' or "
+                f"'blk\\.[0-3]\\.ffn_down=q6_k') ggml type TYPE: {types}. Repeatable.",
+            ),
+            click.option(
+                "--output-tensor-type", metavar="TYPE", help="ggml type of output.weight (as llama-quantize)."
+            ),
+            click.option(
+                "--token-embedding-type",
+                metavar="TYPE",
+                help="ggml type of token_embd.weight (as llama-quantize).",
+            ),
+            click.option(
+                "--pure",
+                is_flag=True,
+                help="No mixture: every quantised tensor gets the type's default ggml type.",
+            ),
+            click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantised (F32)."),
+        ]
+    ):
+        func = opt(func)
+    return func
+
+
 def _mb(n: float) -> str:
-    return f"{n / 1e6:,.1f} MB"
+    from hubtui.units import format_bytes
+
+    return format_bytes(n)
 
 
 class StderrProgress:
@@ -81,11 +161,12 @@ def resolve_source(src: Path) -> Path:
     from hubtui.errors import HubtuiError
     from hubtui.hub.download import storage_folder
     from hubtui.hub.settings import cache_dir
+    from quant.checkpoint_format import is_checkpoint_dir
 
     storage = storage_folder(cache_dir(), text)
     ref = storage / "refs" / "main"
     snapshot = storage / "snapshots" / ref.read_text().strip() if ref.is_file() else None
-    if snapshot is None or not (snapshot / "config.json").is_file():
+    if snapshot is None or not is_checkpoint_dir(snapshot):
         raise HubtuiError(
             f"{text}: not a local directory, and not in the hub cache ({cache_dir()}); "
             f"download it first with `hubtui download {text}`"
@@ -93,7 +174,7 @@ def resolve_source(src: Path) -> Path:
     return snapshot
 
 
-@click.command("convert")
+@click.command("convert", epilog=types_epilog())
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", "out", type=click.Path(path_type=Path), help="Output .gguf (default: llama.cpp's name)."
@@ -101,22 +182,57 @@ def resolve_source(src: Path) -> Path:
 @click.option(
     "--type",
     "qtype",
-    default="Q4_K_M",
-    show_default=True,
     callback=parse_type,
     metavar="TYPE",
-    help=TYPE_HELP,
+    help=TYPE_HELP + "; default Q4_K_M, or F32 for an adapter (F32, F16, BF16 or Q8_0)",
 )
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path),
+    help="For a PEFT adapter folder SRC: the base checkpoint folder or cached hub repo (its config.json).",
+)
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Merge this PEFT adapter folder into the weights while converting (repeatable).",
+)
+@lora_scales_option
 @click.option("--threads", type=click.IntRange(min=1), help="Quantisation threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@per_tensor_options
+@click.option(
+    "--mmproj",
+    "mmproj",
+    type=click.Path(path_type=Path),
+    help="Also write the vision projector GGUF here (Mistral 3), for llama.cpp's multimodal tools.",
+)
+@click.option(
+    "--mmproj-type",
+    type=click.Choice(MMPROJ_TYPES, case_sensitive=False),
+    default="F16",
+    show_default=True,
+    help="Type of the --mmproj file.",
+)
 @target_options
 @json_option
 def command(
     src: Path,
     out: Path | None,
-    qtype: str,
+    qtype: str | None,
+    base: Path | None,
+    loras: tuple[Path, ...],
+    lora_scales: tuple[float, ...],
     threads: int | None,
     force: bool,
+    tensor_types: tuple[str, ...],
+    output_tensor_type: str | None,
+    token_embedding_type: str | None,
+    pure: bool,
+    leave_output_tensor: bool,
+    mmproj: Path | None,
+    mmproj_type: str,
     target_name: str | None,
     ram: str | None,
     vram: str | None,
@@ -124,36 +240,125 @@ def command(
     ctx: int | None,
     as_json: bool,
 ) -> None:
-    """Convert a Hugging Face safetensors checkpoint into a GGUF file (Q4_K_M, Q8_0, ...)."""
-    from quant.convert import convert
+    """Convert a safetensors checkpoint (Hugging Face's or Mistral's layout) into a GGUF file (Q4_K_M, Q8_0, ...).
 
+    Quantised types follow llama-quantize's mixture rules and per-tensor options, so the file equals
+    llama-quantize's output from the F32 conversion. SRC may also be a PEFT LoRA adapter folder (with --base):
+    it becomes a llama.cpp LoRA adapter GGUF.
+    """
+    from quant.convert import convert
+    from quant.convert.lora import is_adapter_dir
+    from quant.errors import OptionError
+
+    if is_adapter_dir(src):
+        if loras:
+            raise click.UsageError("--lora merges adapters into a base checkpoint; SRC is an adapter itself")
+        _convert_adapter(src, base, out, qtype or "F32", threads, force, as_json)
+        return
+    if base is not None:
+        raise click.UsageError(
+            f"--base only applies when SRC is a PEFT adapter folder ({src} has no adapter_config.json)"
+        )
+    qtype = qtype or "Q4_K_M"
+    options = tensor_options(
+        tensor_types, output_tensor_type, token_embedding_type, pure, leave_output_tensor
+    )
     src = resolve_source(src)
+    merges = lora_merges(loras, lora_scales)
     auto = None
-    if qtype == "auto":
-        auto = _auto_type(src, target_name, ram, vram, gpus, ctx)
-        qtype = auto["type"]
-    elif target_name or ram or vram or gpus is not None or ctx is not None:
-        raise click.UsageError("--target, --ram, --vram, --gpus and --ctx only apply with --type auto")
-    result = convert(src, out, qtype, threads=threads, progress=StderrProgress(), force=force)
+    projector = None
+    try:
+        if qtype == "auto":
+            auto = _auto_type(src, target_name, ram, vram, gpus, ctx, options)
+            qtype = auto["type"]
+        elif target_name or ram or vram or gpus is not None or ctx is not None:
+            raise click.UsageError("--target, --ram, --vram, --gpus and --ctx only apply with --type auto")
+        if mmproj is not None:  # laid out first: a checkpoint without a vision tower fails before any writing
+            from quant.convert.mmproj import prepare_mmproj
+
+            projector = prepare_mmproj(src, mmproj_type)
+        result = convert(
+            src,
+            out,
+            qtype,
+            threads=threads,
+            progress=StderrProgress(),
+            force=force,
+            options=options,
+            loras=merges,
+        )
+    except OptionError as exc:  # an option that does not fit this checkpoint or type: a usage error
+        raise click.UsageError(str(exc)) from None
+    results = [result]
+    if projector is not None:
+        try:
+            results.append(
+                convert(src, mmproj, mmproj_type, threads=threads, force=force, prepared=projector)
+            )
+        except BaseException:
+            result.path.unlink(missing_ok=True)  # all or nothing: the pair is what the user asked for
+            raise
     if as_json:
-        echo_json(result.to_dict() | ({"auto": auto} if auto else {}))
+        payload = result.to_dict() | ({"auto": auto} if auto else {})
+        if projector is not None:
+            payload["mmproj"] = results[1].to_dict()
+        echo_json(payload)
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.type_counts.items()))
+        for r in results:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(r.type_counts.items()))
+            click.echo(
+                f"wrote {r.path} ({r.type}, {_mb(r.bytes)}, {r.n_tensors} tensors: {counts}) "
+                f"in {r.seconds:.1f} s, peak RSS {_mb(r.peak_rss_bytes)}"
+            )
+
+
+def _convert_adapter(
+    src: Path,
+    base: Path | None,
+    out: Path | None,
+    qtype: str,
+    threads: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """`hubtui convert ADAPTER --base BASE`: the adapter as a llama.cpp LoRA GGUF."""
+    from hubtui.errors import HubtuiError
+    from quant.convert.lora_gguf import ADAPTER_TYPES, convert_adapter
+
+    if qtype not in ADAPTER_TYPES:
+        raise click.BadParameter(
+            f"an adapter converts to {', '.join(ADAPTER_TYPES)}, not {qtype}", param_hint="--type"
+        )
+    if base is None:
+        raise HubtuiError(f"{src}: --base is needed (the base model's checkpoint folder or cached hub repo)")
+    result = convert_adapter(src, resolve_source(base), out, qtype, force=force, threads=threads)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
         click.echo(
-            f"wrote {result.path} ({result.type}, {_mb(result.bytes)}, {result.n_tensors} tensors: {counts}) "
-            f"in {result.seconds:.1f} s, peak RSS {_mb(result.peak_rss_bytes)}"
+            f"wrote {result.path} (LoRA adapter for {result.base}, {result.type}, {result.n_pairs} adapted tensors, "
+            f"alpha {result.alpha:g}, {_mb(result.bytes)}) in {result.seconds:.1f} s"
         )
 
 
 def _auto_type(
-    src: Path, target_name: str | None, ram: str | None, vram: str | None, gpus: int | None, ctx: int | None
+    src: Path,
+    target_name: str | None,
+    ram: str | None,
+    vram: str | None,
+    gpus: int | None,
+    ctx: int | None,
+    options: TensorOptions,
 ) -> dict:
-    """`hubtui plan`'s recommendation for this checkpoint and target (one line about it on stderr)."""
+    """`hubtui plan`'s recommendation for this checkpoint and target (one line about it on stderr); the
+    per-tensor options are sized with each type, and types they cannot apply to are left out."""
     from hubtui.commands.plan import build_plan, resolve_target
     from hubtui.errors import HubtuiError
+    from quant.filetypes import PLAN_TYPES
 
     target = resolve_target(target_name, ram, vram, gpus)
-    p = build_plan(str(src), target, ctx)
+    types = tuple(t for t in PLAN_TYPES if FILE_TYPES[t].quantized) if options.active else None
+    p = build_plan(str(src), target, ctx, types, options=options)
     for warning in p.warnings:
         click.echo(f"hubtui: warning: {warning}", err=True)
     rec = p.to_dict()["recommendation"]
@@ -161,7 +366,7 @@ def _auto_type(
         raise HubtuiError(f"--type auto: no type of {src} fits {target.name} at context {p.settings.n_ctx}")
     click.echo(
         f"auto: {rec['type']} fits {target.name} at context {rec['ctx']} ({rec['fit']}, n_gpu_layers "
-        f"{rec['n_gpu_layers']}, about {rec['total'] / (1 << 20):.0f} MiB)",
+        f"{rec['n_gpu_layers']}, working set {format_bytes(rec['working_set'])})",
         err=True,
     )
     return rec

@@ -46,9 +46,14 @@ def command(
         click.echo(f"\nchat with it: hubtui chat {result.gguf}")
         return
     if sys.stdin.isatty() and sys.stdout.isatty():
-        from hubtui.app.app import HubtuiApp
+        from hubtui.app.app import run_app
+        from hubtui.signals import Terminated
 
-        HubtuiApp(chat_model=str(result.gguf)).run()
+        notes, code = run_app(chat_model=str(result.gguf))
+        for note in notes:
+            click.echo(f"hubtui: {note}", err=True)
+        if code is not None and code > 128:  # a SIGTERM/SIGHUP closed it
+            raise Terminated(code - 128)
         return
     from hubtui.runner.chat import ChatEngine, load_model
     from hubtui.runner.repl import run_repl

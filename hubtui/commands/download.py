@@ -27,7 +27,7 @@ class ProgressBar:
         self._drawn = False
 
     def __call__(self, p: DownloadProgress) -> None:
-        from hubtui.hub.download import format_bytes
+        from hubtui.units import format_bytes
 
         with self._lock:
             eta = f"{int(p.eta) // 60}:{int(p.eta) % 60:02d}" if p.eta is not None else "--:--"
@@ -104,7 +104,8 @@ def command(
     safetensors weights (never pickles). Interrupted downloads resume where they stopped.
     """
     from hubtui.hub import download
-    from hubtui.hub.download import format_bytes
+    from hubtui.signals import Terminated
+    from hubtui.units import format_bytes
 
     bar = None if quiet else ProgressBar()
     try:
@@ -121,11 +122,14 @@ def command(
             max_workers=workers,
             connections=connections,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         if bar is not None:
             bar.close()
-        click.echo("hubtui: download interrupted; run the same command again to resume", err=True)
-        sys.exit(130)
+        how, code = (
+            (f"stopped by {exc.name}", exc.exit_code) if isinstance(exc, Terminated) else ("interrupted", 130)
+        )
+        click.echo(f"hubtui: download {how}; run the same command again to resume", err=True)
+        sys.exit(code)
     finally:
         if bar is not None:
             bar.close()

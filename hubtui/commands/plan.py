@@ -8,20 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hubtui.commands._common import json_option
+from hubtui.commands._common import json_option, memory_mode_options
+from hubtui.formatting import describe_target, fit_label
+from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
+    from quant.convert.options import TensorOptions
     from quant.plan import Plan
     from quant.profiles import Target
 
 BAR_WIDTH = 20
-FIT_LABELS = {
-    "gpu": "full GPU",
-    "partial": "partial GPU",
-    "cpu": "CPU only",
-    "slow": "pages from disk",
-    "none": "does not fit",
-}
 
 
 def _validate_ctx(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -76,7 +72,7 @@ def resolve_target(target_name: str | None, ram: str | None, vram: str | None, g
     except TargetError as exc:
         hint = "--target" if target_name else ("--vram" if vram and "vram" in str(exc).lower() else None)
         raise click.BadParameter(str(exc), param_hint=hint) from None
-    from hubtui.commands.hw import detect_machine
+    from hubtui.runner.machine import detect_machine
 
     return machine_target(detect_machine())
 
@@ -88,23 +84,25 @@ def build_plan(
     types: tuple[str, ...] | None = None,
     *,
     flash_attn: bool = False,
+    options: TensorOptions | None = None,
+    mmap: bool = True,
+    mlock: bool = False,
 ) -> Plan:
-    from quant.convert.mixture import ALIASES, FILE_TYPES
+    from quant.errors import QuantError
+    from quant.filetypes import resolve_file_type
     from quant.plan import DEFAULT_CTX, DEFAULT_TYPES, PlanError, plan
 
     if types:
-        names = [ALIASES.get(t.upper(), t.upper()) for t in types]
-        bad = [t for t, n in zip(types, names, strict=True) if n not in FILE_TYPES]
-        if bad:
-            raise click.BadParameter(
-                f"unknown type {bad[0]!r}; choose from {', '.join(FILE_TYPES)}", param_hint="--type"
-            )
-        types = tuple(dict.fromkeys(names))
+        try:
+            types = tuple(dict.fromkeys(resolve_file_type(t).name for t in types))
+        except QuantError as exc:
+            raise click.BadParameter(str(exc), param_hint="--type") from None
     from hubtui.commands.convert import resolve_source
     from quant.memory import RunSettings
 
-    settings = RunSettings(flash_attn=flash_attn, repack_types=target.repack_types)
+    settings = RunSettings(flash_attn=flash_attn, repack=target.repack, mmap=mmap, mlock=mlock)
     from hubtui.errors import HubtuiError
+    from hubtui.hub.standin import headers_only_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="hubtui-plan-") as tmp:
         try:
@@ -112,57 +110,11 @@ def build_plan(
         except HubtuiError:
             path = headers_only_checkpoint(src, Path(tmp))  # else read only headers and small files
         try:
-            return plan(path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings)
+            return plan(
+                path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings, options=options
+            )
         except PlanError as exc:
             raise click.BadParameter(str(exc), param_hint="SRC") from None
-
-
-def headers_only_checkpoint(repo_id: str, dest: Path, endpoint: str | None = None) -> Path:
-    """A stand-in checkpoint of a hub repo: its config, tokenizer and card, and each safetensors shard as a
-    sparse file holding only the real header (read with HTTP Range requests), so no weight is downloaded."""
-    import json
-    import struct
-
-    from hubtui.hub.client import connect
-    from hubtui.hub.details import fetch_small
-    from hubtui.hub.files import select_for_conversion
-
-    ctx = connect(endpoint, need_network="sizing a hub repo")
-    info = ctx.call(lambda: ctx.api.model_info(repo_id, files_metadata=True), repo_id=repo_id)
-    commit = info.sha or "main"
-    names = select_for_conversion([s.rfilename for s in info.siblings or []], repo_id)
-    out = dest / repo_id.split("/")[-1]  # the converter names the model after its directory
-    out.mkdir(parents=True)
-    for name in names:
-        if name.endswith(".safetensors"):
-            meta = ctx.call(
-                lambda n=name: ctx.api.parse_safetensors_file_metadata(repo_id, n, revision=commit),
-                repo_id=repo_id,
-                filename=name,
-            )
-            header: dict = {"__metadata__": meta.metadata} if meta.metadata else {}
-            end = 0
-            for tname, t in meta.tensors.items():
-                header[tname] = {
-                    "dtype": t.dtype,
-                    "shape": list(t.shape),
-                    "data_offsets": list(t.data_offsets),
-                }
-                end = max(end, t.data_offsets[1])
-            raw = json.dumps(header, separators=(",", ":")).encode()
-            raw += b" " * (-len(raw) % 8)
-            with (out / name).open("wb") as fh:
-                fh.write(struct.pack("<Q", len(raw)) + raw)
-                fh.truncate(8 + len(raw) + end)  # sparse: the weights' bytes are never fetched
-        else:
-            (out / name).write_bytes(fetch_small(ctx, repo_id, commit, name))
-    return out
-
-
-def _mib(n: int) -> str:
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.2f} GiB"
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _bar(fraction: float | None) -> str:
@@ -179,30 +131,45 @@ def _bar(fraction: float | None) -> str:
 
 
 def render(p: Plan) -> str:
+    from quant.memory import MARGIN_FRACTION, MARGIN_MIN
+
     data = p.to_dict()
     model, tgt = data["model"], data["target"]
     lines = [
         f"{p.source.name} ({p.source.kind}): {model['n_layer']} layers, trained context {model['n_ctx_train']}, "
         f"KV cache {model['kv_bytes_per_token'] / 1024:.1f} KiB/token (f16)",
-        f"target: {tgt['name']}: {tgt['description']}"
-        + (f"; usable RAM {_mib(tgt['ram'])}" if tgt["name"] != "this machine" else "")
-        + "".join(f", GPU{i} {_mib(g)}" for i, g in enumerate(tgt["gpus"])),
+        f"target: {describe_target(p.target)}",
         f"context {p.settings.n_ctx}, n_batch {p.settings.n_batch}, flash attention "
-        f"{'on' if p.settings.flash_attn else 'off'}",
+        f"{'on' if p.settings.flash_attn else 'off'}, weights loaded with {p.settings.mode}",
         "",
     ]
+    if model["n_expert"]:
+        lines.insert(
+            1,
+            f"mixture of experts: {model['n_expert']} experts, {model['n_expert_used']} per token; "
+            f"{model['n_active_params'] / 1e9:.2f} B of {model['n_params'] / 1e9:.2f} B parameters active "
+            "(all experts are loaded)",
+        )
+    if model["n_swa"]:
+        lines.insert(
+            1,
+            f"chunked attention: {len(model['swa_layers'])} of {model['n_layer']} layers attend within "
+            f"{model['n_swa']} tokens (their KV cache is full size: llama.cpp's swa_full default)",
+        )
     header = (
         "type",
         "file",
-        "weights",
+        "bpw",
         "KV",
         "compute",
-        "output",
-        "total",
+        "repacked",
+        "working set",
+        "peak RSS",
         "fit",
         "GPU layers",
         "max ctx",
         "budget",
+        "quality",
     )
     rows = []
     for r in data["types"]:
@@ -210,16 +177,18 @@ def render(p: Plan) -> str:
         rows.append(
             (
                 r["type"],
-                _mib(r["file_size"]),
-                _mib(r["weights"]),
-                _mib(r["kv_cache"]),
-                _mib(r["compute_buffer"] + r["cpu_work_buffer"]),
-                _mib(r["output_buffer"]),
-                _mib(r["total"]),
-                FIT_LABELS[r["fit"]],
+                format_bytes(r["file_size"]),
+                "-" if r["bpw"] is None else f"{r['bpw']:.2f}",
+                format_bytes(r["kv_cache"]),
+                format_bytes(r["compute_buffer"] + r["cpu_work_buffer"]),
+                format_bytes(r["repack_buffer"]),
+                format_bytes(r["working_set"]),
+                format_bytes(r["peak_rss"]),
+                fit_label(r),
                 ngl,
                 str(r["max_ctx"] or "-"),
                 _bar(r["budget_fraction"]),
+                r["hint"],
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
@@ -236,8 +205,15 @@ def render(p: Plan) -> str:
         }
         lines.append(
             f"recommended: {rec['type']} at context {rec['ctx']}, {how[rec['fit']]} "
-            f"(n_gpu_layers={rec['n_gpu_layers']}), about {_mib(rec['total'])} in all"
+            f"(n_gpu_layers={rec['n_gpu_layers']}), working set {format_bytes(rec['working_set'])} on the host"
         )
+    where = "used in place from the mapped file" if p.settings.mmap else "loaded into RAM"
+    lines += [
+        f"working set: what must stay in RAM: anonymous memory (repacked copies too) and the weights {where};",
+        f"  a type fits when it and a margin of max({format_bytes(MARGIN_MIN)}, {MARGIN_FRACTION:.0%}) are within the "
+        "budget, tightly when that is over 90 % of it",
+        "peak RSS: what top shows after loading; it also counts mapped file pages the kernel can drop",
+    ]
     for note in tgt["assumptions"]:
         lines.append(f"assumes: {note}")
     return "\n".join(lines)
@@ -252,6 +228,7 @@ def render(p: Plan) -> str:
     is_flag=True,
     help="Size for flash attention (llama-cpp-python's default is off): less compute.",
 )
+@memory_mode_options
 @json_option
 def command(
     src: str,
@@ -262,6 +239,8 @@ def command(
     ctx: int | None,
     types: tuple[str, ...],
     flash_attn: bool,
+    no_mmap: bool,
+    mlock: bool,
     as_json: bool,
 ) -> None:
     """Size a model for this machine or a target profile: file size, memory, GPU offload, context.
@@ -273,11 +252,18 @@ def command(
     from hubtui.commands._common import echo_json
 
     target = resolve_target(target_name, ram, vram, gpus)
-    p = build_plan(src, target, ctx, types or None, flash_attn=flash_attn)
+    p = build_plan(src, target, ctx, types or None, flash_attn=flash_attn, mmap=not no_mmap, mlock=mlock)
     if types and p.source.kind == "gguf":
         click.echo(f"hubtui: warning: --type is ignored for a GGUF file: {src} is sized as it is", err=True)
     for warning in p.warnings:
         click.echo(f"hubtui: warning: {warning}", err=True)
+    if p.source.missing_kernels:
+        kernels = sorted({t for ts in p.source.missing_kernels.values() for t in ts})
+        click.echo(
+            f"hubtui: warning: {', '.join(p.source.missing_kernels)}: sized but never recommended: this build "
+            f"has no kernel for {', '.join(kernels)}",
+            err=True,
+        )
     if as_json:
         echo_json(p.to_dict())
     else:

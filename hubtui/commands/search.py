@@ -7,31 +7,18 @@ from typing import TYPE_CHECKING
 import click
 
 from hubtui.commands._common import echo_json, json_option
+from hubtui.units import format_count, parse_count
 
 if TYPE_CHECKING:
     from hubtui.hub.details import RepoDetails
 
-_SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
-
 
 def _count(text: str | None) -> float | None:
-    """'7B', '500M', '1.5e9' -> a parameter count."""
-    if text is None:
-        return None
-    t = text.strip().upper()
+    """--min-params/--max-params: a parameter count, or a usage error naming the value."""
     try:
-        return float(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else float(t)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a parameter count like 8B or 500M") from None
-
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
+        return parse_count(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("search")
@@ -97,20 +84,40 @@ def command(
     rows = [
         (
             r.id + (" *" if r.official else ""),
-            _human(r.parameters),
+            format_count(r.parameters),
             f"{r.downloads:,}",
             f"{r.likes:,}",
             r.last_modified.date().isoformat() if r.last_modified else "-",
             "gated" if r.gated else "open",
             r.license or "-",
             ",".join(
-                x for x in ("safetensors" if r.has_safetensors else "", "gguf" if r.has_gguf else "") if x
+                x
+                for x in (
+                    "lora" if r.is_adapter else "",
+                    "safetensors" if r.has_safetensors else "",
+                    "gguf" if r.has_gguf else "",
+                )
+                if x
             )
             or "-",
         )
         for r in results
     ]
-    header = ("REPO", "PARAMS", "DOWNLOADS", "LIKES", "UPDATED", "ACCESS", "LICENSE", "FORMATS")
+    header: tuple[str, ...] = (
+        "REPO",
+        "PARAMS",
+        "DOWNLOADS",
+        "LIKES",
+        "UPDATED",
+        "ACCESS",
+        "LICENSE",
+        "FORMATS",
+    )
+    if any(r.is_adapter for r in results):  # adapters run on a base model: name it
+        header += ("BASE",)
+        rows = [
+            (*row, r.base_model or "-" if r.is_adapter else "") for row, r in zip(rows, results, strict=True)
+        ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     for row in (header, *rows):
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
@@ -119,14 +126,31 @@ def command(
 
 
 def _print_details(d: RepoDetails) -> None:
-    from hubtui.hub.download import format_bytes
+    from hubtui.units import format_bytes
 
     click.echo(f"{d.repo_id} @ {d.revision} ({d.commit[:12]})")
     click.echo(f"  licence:    {d.license or '-'}")
     click.echo(f"  access:     {d.access_note}")
     click.echo(f"  layout:     {d.layout.note}")
-    dtypes = ", ".join(f"{k} {_human(v)}" for k, v in d.dtypes.items())
-    click.echo(f"  parameters: {_human(d.parameters)}" + (f" ({dtypes})" if dtypes else ""))
+    if d.base_model or d.adapter is not None:
+        click.echo(f"  base model: {d.base_model or '- (not named in the card)'}")
+    if d.adapter is not None:
+        a = d.adapter
+        targets = a.get("target_modules")
+        targets = ", ".join(targets) if isinstance(targets, list) else targets
+        click.echo(
+            f"  adapter:    {a.get('peft_type', 'LORA')} r={a.get('r', '?')} alpha={a.get('lora_alpha', '?')}"
+            + (" rsLoRA" if a.get("use_rslora") else "")
+            + (" DoRA (not supported by llama.cpp)" if a.get("use_dora") else "")
+            + (f" on {targets}" if targets else "")
+        )
+    dtypes = ", ".join(f"{k} {format_count(v)}" for k, v in d.dtypes.items())
+    click.echo(f"  parameters: {format_count(d.parameters)}" + (f" ({dtypes})" if dtypes else ""))
+    if d.experts:
+        click.echo(
+            f"  experts:    {d.experts}, {d.experts_used} per token: "
+            f"{format_count(d.active_parameters)} parameters active"
+        )
     click.echo(f"  files:      {len(d.files)}, {format_bytes(d.total_size)}")
     for f in d.files:
         click.echo(f"    {f.name}  {format_bytes(f.size or 0)}")

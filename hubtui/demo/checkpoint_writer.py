@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 _SLICE = 1 << 22  # elements encoded at a time
-SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F8_E4M3": np.uint8}
+# one dtype for every tensor, or one per tensor name
+Dtypes = str | Mapping[str, str]
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -25,22 +27,51 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return ((u + rounding) >> 16).astype(np.uint16)
 
 
+def f32_to_e4m3_bits(x: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even float32 → float8 E4M3 ("fn": bias 7, 3 mantissa bits, max 448), as bytes.
+
+    |x| must not exceed 448. Normal values keep 4 significant bits (np.rint rounds half to even); below
+    2^-6 the subnormal step is 2^-9, and rounding up to 8 steps lands on code 0x08, the smallest normal.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    if a.size and not a.max() <= 448.0:
+        raise ValueError("value out of the E4M3 range (|x| <= 448)")
+    frac, exp = np.frexp(a)  # a = frac * 2**exp, frac in [0.5, 1); every step below is exact in float32
+    sig = np.rint(frac * np.float32(16))  # 8..16
+    exp = exp + (sig == 16)
+    sig = np.where(sig == 16, 8, sig)
+    normal = ((exp + 6).astype(np.int64) << 3) | (sig.astype(np.int64) - 8)
+    code = np.where(a < np.float32(2.0**-6), np.rint(a * np.float32(512)).astype(np.int64), normal)
+    return (code | np.where(np.signbit(x), 0x80, 0)).astype(np.uint8)
+
+
 def encode_tensor(x: np.ndarray, dtype: str) -> np.ndarray:
-    """The array as stored on disk for a safetensors dtype ("F32", "F16" or "BF16")."""
+    """The array as stored on disk for a safetensors dtype ("F32", "F16", "BF16" or "F8_E4M3")."""
     if dtype == "BF16":
         return f32_to_bf16_bits(x)
+    if dtype == "F8_E4M3":
+        return f32_to_e4m3_bits(x)
     return np.ascontiguousarray(x, dtype=SAFETENSORS_DTYPES[dtype])
 
 
-def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str) -> int:
-    """Write float tensors as one safetensors file in `dtype`; returns the payload size in bytes."""
-    itemsize = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
+def _dtype_of(dtype: Dtypes, name: str) -> str:
+    return dtype if isinstance(dtype, str) else dtype[name]
+
+
+def _nbytes(tensors: Mapping[str, np.ndarray], dtype: Dtypes, name: str) -> int:
+    return tensors[name].size * np.dtype(SAFETENSORS_DTYPES[_dtype_of(dtype, name)]).itemsize
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: Dtypes) -> int:
+    """Write float tensors as one safetensors file in `dtype` (one for all, or per name); returns the
+    payload size in bytes."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name in sorted(tensors):
-        nbytes = tensors[name].size * itemsize
+        nbytes = _nbytes(tensors, dtype, name)
         header[name] = {
-            "dtype": dtype,
+            "dtype": _dtype_of(dtype, name),
             "shape": list(tensors[name].shape),
             "data_offsets": [offset, offset + nbytes],
         }
@@ -53,12 +84,12 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str)
         for name in sorted(tensors):  # encode in slices to keep peak memory down
             flat = tensors[name].reshape(-1)
             for start in range(0, flat.size, _SLICE):
-                f.write(encode_tensor(flat[start : start + _SLICE], dtype).data)
+                f.write(encode_tensor(flat[start : start + _SLICE], _dtype_of(dtype, name)).data)
     return offset
 
 
 def write_weights(
-    out_dir: Path, tensors: Mapping[str, np.ndarray], dtype: str, shards: int = 1
+    out_dir: Path, tensors: Mapping[str, np.ndarray], dtype: Dtypes, shards: int = 1
 ) -> list[Path]:
     """Write `model.safetensors`, or `model-0000i-of-0000n.safetensors` plus the index when `shards` > 1.
 
@@ -68,9 +99,8 @@ def write_weights(
         path = out_dir / "model.safetensors"
         write_safetensors(path, tensors, dtype)
         return [path]
-    itemsize = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
     names = sorted(tensors)
-    sizes = [tensors[n].size * itemsize for n in names]
+    sizes = [_nbytes(tensors, dtype, n) for n in names]
     budget = sum(sizes) / shards
     groups: list[list[str]] = [[]]
     filled = 0

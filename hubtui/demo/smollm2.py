@@ -8,9 +8,6 @@ SmolLM2's own pre-tokenizer, ChatML template), so the demo and the tests can run
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,18 +242,18 @@ def build_smollm2_checkpoint(
     Deterministic; takes a few seconds. Built in a temporary sibling directory and renamed into place, so a
     failure leaves nothing behind.
     """
+    from quant.errors import OutputError
+    from quant.outputs import claim_output
+
     out_dir = Path(out_dir)
     source = Path(source) if source else bundled_gguf()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise HubtuiError(f"{out_dir}: already exists and is not an empty directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the checkpoint is an ordinary directory
-        _write(tmp, source, progress)
-        os.replace(tmp, out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with claim_output(out_dir, directory=True) as claim:  # no half-built folder, even after SIGTERM
+            _write(claim.create_dir(), source, progress)
+            claim.commit()
+    except OutputError as exc:
+        raise HubtuiError(str(exc)) from None
     except OSError as exc:
         raise HubtuiError(f"{out_dir}: cannot write the checkpoint: {exc.strerror or exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

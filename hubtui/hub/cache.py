@@ -1,7 +1,9 @@
-"""The local Hugging Face cache: what is there (repos, GGUF files, incomplete downloads) and deleting it.
+"""The local Hugging Face cache: what is there (repos, GGUF files, LoRA adapters, incomplete downloads) and
+deleting it.
 
 Built on huggingface_hub's `scan_cache_dir` and its delete strategies, so it agrees with `hf cache ls`.
-Works offline.
+Also lists (and `remove_stale` deletes) the temporaries a killed hubtui left wherever it was writing
+(`quant.outputs`): unlike an incomplete download they resume nothing. Works offline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from hubtui.hub import settings
 from hubtui.hub.errors import HubError
-from hubtui.hub.files import gguf_quant
+from hubtui.hub.files import ADAPTER_CONFIG, base_model_of_card, gguf_quant
+from quant.outputs import StaleTemporary, remove_stale_temporaries, stale_temporaries
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,17 @@ class CachedGGUF:
     path: Path
     size: int
     quant: str | None
+    adapter: bool = False  # a LoRA adapter GGUF (general.type = adapter), not a model
+    base: str | None = None  # the base model an adapter names
+
+
+@dataclass(frozen=True)
+class CachedAdapter:
+    """A PEFT LoRA adapter repo in the cache: its rank, alpha and the base model it was trained on."""
+
+    r: int | None
+    alpha: float | None
+    base: str | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ class CachedRepo:
     refs: list[str]
     gguf_files: list[CachedGGUF] = field(default_factory=list)
     incomplete: list[Incomplete] = field(default_factory=list)
+    adapter: CachedAdapter | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class CacheReport:
     repos: list[CachedRepo]
     incomplete: list[Incomplete]
     warnings: list[str]
+    stale: list[StaleTemporary] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -60,6 +76,10 @@ class CacheReport:
     @property
     def incomplete_size(self) -> int:
         return sum(i.size for i in self.incomplete)
+
+    @property
+    def stale_size(self) -> int:
+        return sum(s.size for s in self.stale)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -78,15 +98,27 @@ class CacheReport:
                     "revisions": r.revisions,
                     "refs": r.refs,
                     "gguf_files": [
-                        {"name": g.name, "path": str(g.path), "size": g.size, "quant": g.quant}
+                        {
+                            "name": g.name,
+                            "path": str(g.path),
+                            "size": g.size,
+                            "quant": g.quant,
+                            "adapter": g.adapter,
+                            "base": g.base,
+                        }
                         for g in r.gguf_files
                     ],
+                    "adapter": r.adapter.__dict__ if r.adapter else None,
                     "incomplete": [{"path": str(i.path), "size": i.size} for i in r.incomplete],
                 }
                 for r in self.repos
             ],
             "incomplete": [
                 {"repo_id": i.repo_id, "path": str(i.path), "size": i.size} for i in self.incomplete
+            ],
+            "stale": [
+                {"path": str(s.path), "output": str(s.output), "size": s.size, "mtime": s.mtime}
+                for s in self.stale
             ],
             "warnings": self.warnings,
         }
@@ -101,13 +133,59 @@ def _repo_of(path: Path, cache: Path) -> str | None:
     return rest.replace("--", "/") if kind in ("models", "datasets", "spaces") and rest else None
 
 
+def _gguf(repo_id: str, rel: str, path: Path, size: int) -> CachedGGUF:
+    """A cached GGUF, with its kind and base read from the header's leading KVs (not the vocabulary)."""
+    from quant.errors import GGUFError
+    from quant.gguf_file import base_model_of, read_gguf_general
+
+    try:
+        kv = read_gguf_general(path)
+    except (GGUFError, OSError, ValueError):  # an odd file in the cache is listed, not fatal
+        kv = {}
+    adapter = kv.get("general.type") == "adapter"
+    return CachedGGUF(
+        repo_id, rel, path, size, None if adapter else gguf_quant(rel), adapter, base_model_of(kv)
+    )
+
+
+def _adapter(snapshot: Path) -> CachedAdapter | None:
+    """The PEFT adapter in a snapshot (adapter_config.json), its base from the card, else from the config."""
+    import json
+
+    import yaml
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        config = json.loads((snapshot / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    base = None
+    if (
+        snapshot / "README.md"
+    ).is_file():  # the card's base_model is a repo id; the config's may be a local path
+        try:
+            base = base_model_of_card((metadata_load(snapshot / "README.md") or {}).get("base_model"))
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+            base = None
+    base = base or base_model_of_card(config.get("base_model_name_or_path"))
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    return CachedAdapter(
+        r if isinstance(r, int) and not isinstance(r, bool) else None,
+        float(alpha) if isinstance(alpha, int | float) and not isinstance(alpha, bool) else None,
+        base,
+    )
+
+
 def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
     """Every cached repo (size, last used, revisions), its GGUF files, and partial downloads."""
     from huggingface_hub import scan_cache_dir
 
     cache = settings.cache_dir(cache_dir)
+    stale = stale_temporaries()
     if not cache.is_dir():
-        return CacheReport(cache, [], [], [])
+        return CacheReport(cache, [], [], [], stale)
     info = scan_cache_dir(cache)
     incomplete = sorted(
         (
@@ -119,11 +197,14 @@ def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
     repos = []
     for r in sorted(info.repos, key=lambda r: r.repo_id):
         ggufs = {}
-        for rev in r.revisions:
+        adapter = None
+        for rev in sorted(r.revisions, key=lambda rev: rev.last_modified):  # the newest revision wins
             for f in rev.files:
                 rel = f.file_path.relative_to(rev.snapshot_path).as_posix()
                 if rel.lower().endswith(".gguf"):
-                    ggufs[rel] = CachedGGUF(r.repo_id, rel, f.file_path, f.size_on_disk, gguf_quant(rel))
+                    ggufs[rel] = _gguf(r.repo_id, rel, f.file_path, f.size_on_disk)
+                elif rel == ADAPTER_CONFIG:
+                    adapter = _adapter(rev.snapshot_path) or adapter
         repos.append(
             CachedRepo(
                 repo_id=r.repo_id,
@@ -137,9 +218,10 @@ def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
                 refs=sorted(ref for rev in r.revisions for ref in rev.refs),
                 gguf_files=sorted(ggufs.values(), key=lambda g: g.name),
                 incomplete=[i for i in incomplete if i.repo_id == r.repo_id],
+                adapter=adapter,
             )
         )
-    return CacheReport(cache, repos, incomplete, [str(w) for w in info.warnings])
+    return CacheReport(cache, repos, incomplete, [str(w) for w in info.warnings], stale)
 
 
 @dataclass(frozen=True)
@@ -202,3 +284,9 @@ def remove(target: str, cache_dir: str | Path | None = None) -> Removal:
     raise HubError(
         f"refusing to delete {target}: only cached repos, files inside {cache} and .gguf files can be removed"
     )
+
+
+def remove_stale() -> Removal:
+    """Delete every temporary a killed hubtui left behind (`quant.outputs.stale_temporaries`)."""
+    removed = remove_stale_temporaries()
+    return Removal("stale temporaries", [s.path for s in removed], sum(s.size for s in removed))

@@ -33,9 +33,11 @@ from hubtui.hub.errors import (  # noqa: E402
     RevisionNotFoundError,
     scrub,
 )
+from hubtui.hub.http import ConnectionRefused, NoAnswer, install  # noqa: E402
 from hubtui.hub.retry import RetryPolicy, retry_after, status_of, with_retries  # noqa: E402
 
 settings.apply_privacy_defaults()
+install()  # timeouts on huggingface_hub's shared session too
 
 T = TypeVar("T")
 
@@ -164,6 +166,26 @@ def translate(
         what = f"{repo_id}/{filename}" if filename else repo_id
         kind = HubServerError
         msg = f"HTTP {status} from {ctx.endpoint} for {what} after {ctx.retry.max_retries} retries; try again later"
+    elif isinstance(exc, ConnectionRefused):
+        kind = HubConnectionError
+        msg = (
+            f"{ctx.endpoint} refused the connection (nothing is listening there); check HF_ENDPOINT or "
+            "--endpoint, or whether the mirror is running"
+        )
+    elif isinstance(exc, NoAnswer):
+        kind = HubConnectionError
+        tries = min(ctx.retry.timeout_retries, ctx.retry.max_retries) + 1
+        what = f" for {repo_id}/{filename}" if filename else ""
+        how = (
+            "did not accept a connection"
+            if exc.phase == "connect"
+            else "accepted the connection but did not answer"
+        )
+        msg = (
+            f"{ctx.endpoint} {how} within {exc.seconds:g} s ({tries} tries){what}; the hub or mirror is down "
+            "or very slow: check HF_ENDPOINT, or allow more time with HUBTUI_HUB_READ_TIMEOUT / "
+            "HUBTUI_HUB_CONNECT_TIMEOUT"
+        )
     elif isinstance(exc, httpx.TransportError):
         kind = HubConnectionError
         detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from hubtui.hub.client import HubContext, connect
 from hubtui.hub.errors import GatedRepoError, HubError, RepoNotFoundError
-from hubtui.hub.files import Layout, detect_layout, gguf_quant
+from hubtui.hub.files import ADAPTER_CONFIG, Layout, base_model_of_card, detect_layout, gguf_quant
 from hubtui.hub.retry import RetryPolicy
+from hubtui.hub.search import base_model_of_info
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,18 @@ class RepoDetails:
     layout: Layout
     parameters: int | None
     dtypes: dict[str, int] = field(default_factory=dict)  # dtype -> parameter count
+    # a mixture of experts (from config.json): experts, experts per token, parameters one token runs through
+    experts: int | None = None
+    experts_used: int | None = None
+    active_parameters: int | None = None
     gguf_files: list[GGUFFile] = field(default_factory=list)
     downloads: int = 0
     likes: int = 0
     last_modified: datetime | None = None
     tags: list[str] = field(default_factory=list)
     library: str | None = None
+    base_model: str | None = None  # from the card's base_model (else the hub's base_model:* tag)
+    adapter: dict[str, object] | None = None  # a PEFT adapter's adapter_config.json facts (r, alpha, targets)
 
     @property
     def total_size(self) -> int:
@@ -70,6 +77,9 @@ class RepoDetails:
             "convertible": self.layout.convertible,
             "parameters": self.parameters,
             "dtypes": self.dtypes,
+            "experts": self.experts,
+            "experts_used": self.experts_used,
+            "active_parameters": self.active_parameters,
             "files": [f.__dict__ for f in self.files],
             "gguf_files": [g.__dict__ for g in self.gguf_files],
             "total_size": self.total_size,
@@ -78,6 +88,8 @@ class RepoDetails:
             "last_modified": self.last_modified.isoformat() if self.last_modified else None,
             "tags": self.tags,
             "library": self.library,
+            "base_model": self.base_model,
+            "adapter": self.adapter,
             "card": self.card,
         }
 
@@ -123,29 +135,52 @@ def details(
         card = _read_text(ctx, repo_id, commit, "README.md")
 
     dtypes: dict[str, int] = {}
+    expert_params = 0
     if access and read_headers:
         shards = [n for n in layout.weights if n.endswith(".safetensors")]
 
-        def header(name: str) -> dict[str, int]:
+        def header(name: str) -> tuple[dict[str, int], int]:
+            from quant.convert.fp8 import is_scale_tensor
+
             meta = ctx.call(
                 lambda: ctx.api.parse_safetensors_file_metadata(repo_id, name, revision=commit),
                 repo_id=repo_id,
                 revision=commit,
                 filename=name,
             )
-            return meta.parameter_count
+            counts: dict[str, int] = {}
+            experts = 0
+            for tname, t in meta.tensors.items():
+                if not is_scale_tensor(tname):  # an FP8 checkpoint's scales are not parameters
+                    counts[t.dtype] = counts.get(t.dtype, 0) + t.parameter_count
+                    if ".experts." in tname:  # routed experts (Mixtral, Llama 4, ...), not shared ones
+                        experts += t.parameter_count
+            return counts, experts
 
         # One or two small Range reads per shard; in parallel, since big repos have dozens of shards.
         with ThreadPoolExecutor(
             max_workers=min(8, max(1, len(shards))), thread_name_prefix="hubtui-hdr"
         ) as pool:
-            for counts in pool.map(header, shards):
+            for counts, experts in pool.map(header, shards):
+                expert_params += experts
                 for dtype, n in counts.items():
                     dtypes[dtype] = dtypes.get(dtype, 0) + n
     parameters = sum(dtypes.values()) if dtypes else None
     if parameters is None and info.safetensors is not None:
         parameters = info.safetensors.total
+    moe = (
+        _experts(ctx, repo_id, commit)
+        if expert_params and any(f.name == "config.json" for f in files)
+        else None
+    )
+    active = None
+    if moe is not None and parameters is not None:
+        active = parameters - expert_params + expert_params * moe[1] // moe[0]
 
+    adapter = _adapter_facts(ctx, repo_id, commit) if access and layout.kind == "adapter" else None
+    base = base_model_of_info(info, tags)
+    if base is None and adapter is not None:
+        base = base_model_of_card(adapter.get("base_model_name_or_path"))
     sizes = {f.name: f.size for f in files}
     ggufs = [GGUFFile(n, sizes.get(n), gguf_quant(n)) for n in layout.gguf_files]
     return RepoDetails(
@@ -161,12 +196,17 @@ def details(
         layout=layout,
         parameters=parameters,
         dtypes=dtypes,
+        experts=moe[0] if moe else None,
+        experts_used=moe[1] if moe else None,
+        active_parameters=active,
         gguf_files=ggufs,
         downloads=info.downloads or 0,
         likes=info.likes or 0,
         last_modified=info.last_modified,
         tags=tags,
         library=info.library_name,
+        base_model=base,
+        adapter=adapter,
     )
 
 
@@ -183,6 +223,49 @@ def fetch_small(ctx: HubContext, repo_id: str, commit: str, name: str) -> bytes:
         return r.content
 
     return ctx.call(get, repo_id=repo_id, revision=commit, filename=name)
+
+
+def _adapter_facts(ctx: HubContext, repo_id: str, commit: str) -> dict[str, object] | None:
+    """Rank, alpha, rsLoRA, target modules and base of a PEFT adapter (its small adapter_config.json)."""
+    import json
+
+    try:
+        config = json.loads(fetch_small(ctx, repo_id, commit, ADAPTER_CONFIG))
+    except (HubError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    keys = (
+        "peft_type",
+        "r",
+        "lora_alpha",
+        "use_rslora",
+        "use_dora",
+        "target_modules",
+        "base_model_name_or_path",
+    )
+    return {k: config[k] for k in keys if k in config}
+
+
+def _experts(ctx: HubContext, repo_id: str, commit: str) -> tuple[int, int] | None:
+    """(experts, experts per token) from config.json (its text_config for multimodal models), or None."""
+    import json
+
+    try:
+        config = json.loads(fetch_small(ctx, repo_id, commit, "config.json"))
+    except (HubError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("text_config"), dict):
+        config = {**config, **config["text_config"]}
+    n = next(
+        (config[k] for k in ("num_local_experts", "num_experts", "n_routed_experts") if k in config), None
+    )
+    used = next((config[k] for k in ("num_experts_per_tok", "num_experts_per_token") if k in config), None)
+    if isinstance(n, int) and isinstance(used, int) and 0 < used <= n:
+        return n, used
+    return None
 
 
 def _read_text(ctx: HubContext, repo_id: str, commit: str, name: str, limit: int = 1 << 20) -> str | None:

@@ -31,6 +31,7 @@ from hubtui.hub.retry import RetryPolicy
 from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges, sidecar_path
 from hubtui.hub.transfer import Expected, Interrupter, fetch
 from hubtui.units import format_bytes
+from quant.outputs import fsync_dir, fsync_file, output_lock, write_bytes
 
 DiskFree = Callable[[Path], int]
 
@@ -235,9 +236,20 @@ def _prepare_cache(storage: Path, commit: str, revision: str | None) -> None:
         ref_path = storage / "refs" / ref
         ref_path.parent.mkdir(parents=True, exist_ok=True)
         if not ref_path.is_file() or ref_path.read_text() != commit:
-            tmp = ref_path.with_name(ref_path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(commit)
-            os.replace(tmp, ref_path)
+            write_bytes(ref_path, commit.encode())
+
+
+def _place(it: _Item) -> None:
+    """Rename a verified partial file into place, durably. In a --local-dir (the user's folder) the final
+    name is claimed too, so two downloads writing the same file there cannot interleave."""
+    it.final.parent.mkdir(parents=True, exist_ok=True)
+    fsync_file(it.partial)
+    if it.pointer is None:
+        with output_lock(it.final):
+            os.replace(it.partial, it.final)
+    else:
+        os.replace(it.partial, it.final)
+    fsync_dir(it.final.parent)
 
 
 def _link(blob: Path, pointer: Path) -> None:
@@ -347,8 +359,7 @@ def _run(
             except Exception as exc:
                 raise ctx.translate(exc, repo_id=repo_id, revision=commit, filename=it.name) from exc
             tracker.state(it.name, "verifying")
-            it.final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(it.partial, it.final)
+            _place(it)
             _finish_cached(it, local_dir, commit)
             tracker.state(it.name, "done", it.expected.size)
         except BaseException:

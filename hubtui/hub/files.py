@@ -32,6 +32,18 @@ SUPPORT_PATTERNS = (
 )
 
 
+# A PEFT adapter repo: its config (r, alpha, targets, base_model_name_or_path) and weights.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def base_model_of_card(value: object) -> str | None:
+    """The first repo id in a model card's `base_model` (a string or a list of them), else None."""
+    if isinstance(value, list | tuple):
+        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def check_name(name: str) -> str:
     """Reject names that would land outside the target directory (absolute, drive, UNC, `..`, NUL)."""
     bad = (
@@ -85,20 +97,22 @@ def gguf_quant(name: str) -> str | None:
 class Layout:
     """Which checkpoint formats a repo holds; `kind` is what the converter will use."""
 
-    kind: str  # "hf", "mistral", "gguf", "pickle" or "none"
+    kind: str  # "hf", "mistral", "adapter" (PEFT LoRA), "gguf", "pickle" or "none"
     hf_weights: list[str] = field(default_factory=list)
     mistral_weights: list[str] = field(default_factory=list)
     gguf_files: list[str] = field(default_factory=list)
     pickle_files: list[str] = field(default_factory=list)
+    adapter_files: list[str] = field(default_factory=list)
 
     @property
     def convertible(self) -> bool:
-        return self.kind in ("hf", "mistral")
+        """`hubtui convert` takes it: a checkpoint, or an adapter (with --base, or merged with --lora)."""
+        return self.kind in ("hf", "mistral", "adapter")
 
     @property
     def weights(self) -> list[str]:
-        return (
-            self.hf_weights if self.kind == "hf" else self.mistral_weights if self.kind == "mistral" else []
+        return {"hf": self.hf_weights, "mistral": self.mistral_weights, "adapter": self.adapter_files}.get(
+            self.kind, []
         )
 
     @property
@@ -108,6 +122,8 @@ class Layout:
         return {
             "hf": "HF layout (model-*.safetensors)",
             "mistral": "Mistral-native layout (consolidated*.safetensors)",
+            "adapter": "PEFT LoRA adapter (adapter_model.safetensors): convert ADAPTER --base BASE, "
+            "or merge with convert BASE --lora ADAPTER",
             "gguf": "GGUF files only (already converted)",
             "pickle": "pickle weights only (.bin/.pt): not convertible, and unsafe to load",
             "none": "no weights found",
@@ -124,21 +140,25 @@ def detect_layout(names: Iterable[str]) -> Layout:
     gguf = sorted(n for n in names if n.lower().endswith(".gguf"))
     pickles = sorted(n for n in names if n.lower().endswith(PICKLE_SUFFIXES))
     hf_shards = [n for n in hf if n.endswith(".safetensors")]
+    adapter = sorted(n for n in top if n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
     if hf_shards:
         kind = "hf"
     elif mistral:
         kind = "mistral"
+    elif len(adapter) == 2:
+        kind = "adapter"
     elif gguf:
         kind = "gguf"
     elif pickles:
         kind = "pickle"
     else:
         kind = "none"
-    return Layout(kind, hf if hf_shards else [], mistral, gguf, pickles)
+    return Layout(kind, hf if hf_shards else [], mistral, gguf, pickles, adapter if kind == "adapter" else [])
 
 
 def select_for_conversion(names: Iterable[str], repo_id: str) -> list[str]:
-    """The files the converter needs: config, tokenizer, card and one copy of the safetensors weights."""
+    """The files the converter needs: config, tokenizer, card and one copy of the safetensors weights (for an
+    adapter repo: adapter_config.json, adapter_model.safetensors and the card)."""
     names = list(names)
     layout = detect_layout(names)
     if not layout.convertible:
@@ -150,6 +170,8 @@ def select_for_conversion(names: Iterable[str], repo_id: str) -> list[str]:
     support = [n for n in names if "/" not in n and any(fnmatch.fnmatch(n, p) for p in SUPPORT_PATTERNS)]
     if layout.kind == "hf":
         support = [n for n in support if n != "params.json"]
+    elif layout.kind == "adapter":  # the adapter's config and weights, and its card (base_model, licence)
+        support = [n for n in support if n == "README.md"]
     return sorted(set(support) | set(layout.weights))
 
 

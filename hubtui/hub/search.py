@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hubtui.hub.client import HubContext, connect
+from hubtui.hub.files import base_model_of_card
 from hubtui.hub.retry import RetryPolicy
 
 # family -> (official orgs, architecture tags community repos carry)
@@ -26,6 +27,7 @@ EXPAND = [
     "safetensors",
     "gguf",
     "trendingScore",
+    "cardData",  # base_model: what an adapter or fine-tune was trained on
 ]
 
 
@@ -53,6 +55,12 @@ class SearchResult:
     library: str | None
     tags: list[str] = field(default_factory=list)
     official: bool = False
+    base_model: str | None = None  # the card's base_model (else the hub's base_model:* tag)
+
+    @property
+    def is_adapter(self) -> bool:
+        """A PEFT adapter repo: the hub tags those `base_model:adapter:<base>` (library peft)."""
+        return self.library == "peft" or any(t.startswith("base_model:adapter:") for t in self.tags)
 
     @property
     def has_safetensors(self) -> bool:
@@ -75,6 +83,8 @@ class SearchResult:
             "library": self.library,
             "tags": self.tags,
             "official": self.official,
+            "adapter": self.is_adapter,
+            "base_model": self.base_model,
         }
 
 
@@ -98,6 +108,7 @@ def _result(info: object, official: bool) -> SearchResult:
     if params is None and isinstance(gg, dict):
         params = gg.get("total")
     return SearchResult(
+        base_model=base_model_of_info(info, tags),
         id=info.id,  # type: ignore[attr-defined]
         author=getattr(info, "author", None) or info.id.split("/")[0],  # type: ignore[attr-defined]
         parameters=params,
@@ -110,6 +121,18 @@ def _result(info: object, official: bool) -> SearchResult:
         tags=tags,
         official=official,
     )
+
+
+def base_model_of_info(info: object, tags: list[str]) -> str | None:
+    """The base model a repo names: its card's `base_model`, else the hub's `base_model:[relation:]<id>` tag."""
+    card = getattr(info, "card_data", None)
+    base = base_model_of_card(card.get("base_model") if card is not None else None)
+    if base is None:
+        for tag in tags:
+            if tag.startswith("base_model:"):
+                base = tag.split(":")[-1] or None
+                break
+    return base
 
 
 def _keep(r: SearchResult, f: SearchFilters) -> bool:

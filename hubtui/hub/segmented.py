@@ -19,7 +19,7 @@ from pathlib import Path
 from huggingface_hub.utils import httpx
 
 from hubtui.hub.errors import ChecksumMismatchError, DownloadCancelledError, HubError
-from hubtui.hub.retry import RetryPolicy, is_transient, wait_for
+from hubtui.hub.retry import RetryPolicy, wait_for
 from hubtui.hub.transfer import Expected, Interrupter, hash_prefix, open_stream
 
 MAGIC = b"HUBTUIR1"
@@ -183,7 +183,7 @@ def _fetch_range(
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelledError("download cancelled") from None
             attempt += 1
-            if not is_transient(exc) or attempt > retry.max_retries:
+            if not retry.should_retry(exc, attempt):
                 raise
             retry.wait(wait_for(exc, attempt, retry), cancel)
 

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub.utils import httpx
 
 _TRUE = {"1", "true", "yes", "on"}
+
+# Seconds. A live host connects in milliseconds; 10 s leaves room for a slow VPN or satellite link. A read
+# timeout counts seconds without a byte, not the whole transfer: 60 s lets a slow mirror assemble a large
+# repo listing, and a dead one is still reported within about two minutes (one retry).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
 
 
 def _flag(name: str) -> bool:
@@ -49,6 +59,43 @@ def cache_dir(explicit: str | Path | None = None) -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
     )
     return Path(home).expanduser() / "hub"
+
+
+def _seconds(name: str, fallback: str | None, default: float) -> float:
+    from hubtui.hub.errors import HubError
+
+    raw = os.environ.get(name) or (os.environ.get(fallback) if fallback else None)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise HubError(
+            f"{name if os.environ.get(name) else fallback} must be a positive number of seconds, got {raw!r}"
+        )
+    return value
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a hub connection: HUBTUI_HUB_CONNECT_TIMEOUT (default 10)."""
+    return _seconds("HUBTUI_HUB_CONNECT_TIMEOUT", None, DEFAULT_CONNECT_TIMEOUT)
+
+
+def read_timeout() -> float:
+    """Seconds without a byte before a hub request counts as unanswered: HUBTUI_HUB_READ_TIMEOUT, else
+    huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT if set (the usual advice for slow mirrors), else 60."""
+    return _seconds("HUBTUI_HUB_READ_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT", DEFAULT_READ_TIMEOUT)
+
+
+def timeouts(read: float | None = None) -> httpx.Timeout:
+    """The connect/read/write/pool timeouts of one hub request (`read` overrides the configured one)."""
+    from huggingface_hub.utils import httpx
+
+    connect = connect_timeout()
+    read = read if read is not None else read_timeout()
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
 
 
 def is_offline() -> bool:

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from huggingface_hub.utils import hf_raise_for_status, httpx
 
+from hubtui.hub import settings
 from hubtui.hub.errors import ChecksumMismatchError, DownloadCancelledError, HubError
-from hubtui.hub.retry import RetryPolicy, is_transient, wait_for
+from hubtui.hub.http import OWN_TIMEOUT
+from hubtui.hub.retry import RetryPolicy, wait_for
 
 _HASH_CHUNK = 8 << 20
 
@@ -121,7 +123,11 @@ def open_stream(
 ) -> Iterator[httpx.Response]:
     """A streamed GET whose HTTP errors are raised as the hub's errors (gated, missing, rate-limited, ...)."""
     with session.stream(
-        "GET", url, headers=headers, follow_redirects=True, timeout=httpx.Timeout(read_timeout)
+        "GET",
+        url,
+        headers=headers,
+        follow_redirects=True,
+        extensions={"timeout": settings.timeouts(read=read_timeout).as_dict(), OWN_TIMEOUT: True},
     ) as response:
         if response.status_code >= 400:
             response.read()
@@ -192,10 +198,8 @@ def fetch(
                 raise DownloadCancelledError(
                     "download cancelled; the partial file is kept and resumes next time"
                 ) from None
-            if not is_transient(exc):
-                raise
             attempt += 1
-            if attempt > retry.max_retries:
+            if not retry.should_retry(exc, attempt):
                 raise
             have, h = _resume_point(partial, expected)
             retry.wait(wait_for(exc, attempt, retry), cancel)

@@ -59,14 +59,26 @@ def prompt_tokens(llm: Any, fmt: ChatFormat, messages: list[dict[str, str]]) -> 
 
 
 def load_model(
-    path: str | os.PathLike[str], *, n_ctx: int | None = None, gpu_layers: int | str = "auto"
+    path: str | os.PathLike[str],
+    *,
+    n_ctx: int | None = None,
+    gpu_layers: int | str = "auto",
+    lora: str | os.PathLike[str] | None = None,
+    lora_scale: float = 1.0,
+    mmap: bool = True,
+    mlock: bool = False,
 ) -> Any:
-    """Load a GGUF in this process, quietly; header problems become one-line RunnerErrors first."""
+    """Load a GGUF in this process, quietly; header problems become one-line RunnerErrors first.
+
+    `lora`: a LoRA adapter GGUF applied at run time with `lora_scale`. `mmap=False` reads the weights into
+    anonymous memory (nothing can be paged back to the file); `mlock` pins the model's memory so it is never
+    paged out. `hubtui plan --no-mmap/--mlock` sizes these modes.
+    """
     from hubtui.runner import llama_log
     from hubtui.runner.gguf_check import check_facts, read_facts
 
     try:
-        import gguf  # noqa: F401  (absent in the field bundle's standalone hubtui-chat.pyz)
+        import quant.gguf_file  # noqa: F401  (absent in the field bundle's standalone hubtui-chat.pyz)
     except ImportError:
         facts = None
     else:
@@ -76,6 +88,12 @@ def load_model(
                 raise RunnerError(finding.message)
     if not Path(path).is_file():
         raise RunnerError(f"{path}: no such file")
+    if lora is not None and facts is not None:
+        from hubtui.runner.adapters import check_adapter
+
+        problem = check_adapter(lora, facts.architecture)
+        if problem:
+            raise RunnerError(problem)
     from llama_cpp import Llama
 
     llama_log.install()
@@ -84,9 +102,18 @@ def load_model(
     if gpu_layers == "auto":
         from hubtui.runner.offload import auto_gpu_layers
 
-        gpu_layers, _why = auto_gpu_layers(path, n_ctx)
+        gpu_layers, _why = auto_gpu_layers(path, n_ctx, mmap=mmap, mlock=mlock)
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=int(gpu_layers), verbose=False)
+        extra = {"lora_path": str(lora), "lora_scale": lora_scale} if lora is not None else {}
+        return Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_gpu_layers=int(gpu_layers),
+            use_mmap=mmap,
+            use_mlock=mlock,
+            verbose=False,
+            **extra,
+        )
     except Exception as exc:
         reason = llama_log.last_error() or str(exc)
         raise RunnerError(f"{Path(path).name}: llama.cpp could not load it: {reason}") from None

@@ -25,13 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gpu-layers", default="auto", help="layers to offload to the GPU, -1 for all, or auto"
     )
+    parser.add_argument("--lora", help="a LoRA adapter GGUF to apply to the model")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="the adapter's scale (default 1)")
+    parser.add_argument(
+        "--no-mmap", action="store_true", help="read the weights into RAM instead of mapping the file"
+    )
+    parser.add_argument("--mlock", action="store_true", help="pin the model in RAM")
     args = parser.parse_args(argv)
     from hubtui.runner.chat import ChatEngine, load_model
     from hubtui.runner.repl import run_repl
 
     gpu = args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers)
     try:
-        llm = load_model(args.model, n_ctx=args.ctx, gpu_layers=gpu)
+        llm = load_model(
+            args.model,
+            n_ctx=args.ctx,
+            gpu_layers=gpu,
+            lora=args.lora,
+            lora_scale=args.lora_scale,
+            mmap=not args.no_mmap,
+            mlock=args.mlock,
+        )
         engine = ChatEngine(
             llm, system=args.system, temperature=args.temp, max_tokens=args.max_tokens, model_path=args.model
         )

@@ -27,6 +27,11 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "hubtui" / "demo"
 
 
+def demo_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where this version's demo keeps its checkpoint and GGUF (the TUI's Local screen lists them)."""
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / f"v{__version__}"
+
+
 @dataclass
 class DemoResult:
     checkpoint: Path
@@ -53,8 +58,7 @@ def run_demo(cache_dir: str | os.PathLike[str] | None = None, progress: Progress
         if progress:
             progress(stage, msg)
 
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    root = root / f"v{__version__}"
+    root = demo_dir(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
 
@@ -75,7 +79,7 @@ def run_demo(cache_dir: str | os.PathLike[str] | None = None, progress: Progress
 
     gguf = root / f"{CHECKPOINT_NAME}-{DEMO_QTYPE}.gguf"
     t0 = time.perf_counter()
-    if gguf.is_file():  # the converter writes OUT.part and renames it: present means complete
+    if gguf.is_file():  # the converter renames a finished temporary: present means complete
         say("convert", f"reusing {gguf}")
         steps.append({"step": "convert", "action": "reused", "seconds": 0.0})
     else:

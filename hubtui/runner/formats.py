@@ -3,6 +3,10 @@
 Both paths render through llama-cpp-python's `Jinja2ChatFormatter`, which uses Jinja's
 `ImmutableSandboxedEnvironment`: a template from a downloaded file can format text but cannot
 call into Python or mutate our objects.
+
+A GGUF's template may also be the *name* of one of llama.cpp's built-in templates (llama.cpp's converter
+writes `mistral-v3-tekken` and the like for Mistral-layout checkpoints without a chat_template.jinja);
+those are rendered by llama.cpp itself (`llama_chat_apply_template`), as llama.cpp's own tools do.
 """
 
 from __future__ import annotations
@@ -41,18 +45,58 @@ FALLBACK_TEMPLATES: dict[str, str] = {
 _MARKERS = (("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama-3"), ("[INST]", "mistral-instruct"))
 
 
+def builtin_templates() -> frozenset[str]:
+    """The names of llama.cpp's built-in chat templates (`llama_chat_builtin_templates`)."""
+    import ctypes
+
+    import llama_cpp
+
+    n = llama_cpp.llama_chat_builtin_templates((ctypes.c_char_p * 0)(), 0)
+    names = (ctypes.c_char_p * max(n, 0))()
+    llama_cpp.llama_chat_builtin_templates(names, n)
+    return frozenset(name.decode() for name in names[:n])
+
+
+def render_builtin(name: str, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    """`messages` through llama.cpp's built-in template `name`."""
+    import ctypes
+
+    import llama_cpp
+
+    chat = (llama_cpp.llama_chat_message * len(messages))(
+        *(llama_cpp.llama_chat_message(m["role"].encode(), m["content"].encode()) for m in messages)
+    )
+    size = 2 * sum(len(m["content"]) + len(m["role"]) for m in messages) + 256
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_chat_apply_template(
+            name.encode(), chat, len(messages), add_generation_prompt, buf, size
+        )
+        if n < 0:
+            raise RunnerError(f"llama.cpp's built-in chat template {name!r} failed to render")
+        if n <= size:
+            return buf.raw[:n].decode("utf-8", "replace")
+        size = n
+    raise RunnerError(f"llama.cpp's built-in chat template {name!r} failed to render")
+
+
 @dataclass
 class ChatFormat:
-    """A renderer for one model: `source` is "gguf" or the fallback name."""
+    """A renderer for one model: `source` is "gguf" or the fallback name; `builtin`: `template` names one of
+    llama.cpp's built-in templates."""
 
     source: str
     template: str
     bos_token: str
     eos_token: str
     _cache: Any = field(default=None, repr=False, compare=False)
+    builtin: bool = False
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if self.builtin:
+            return render_builtin(self.template, messages, add_generation_prompt)
 
         try:
             key = (self.template, add_generation_prompt)
@@ -91,7 +135,7 @@ def chat_format_for(llm: Any, fallback: str | None = None, force: str | None = N
     eos = llama_text.piece(vocab, eos_id, special=True).decode("utf-8", "replace") if eos_id >= 0 else ""
     template = (llm.metadata or {}).get("tokenizer.chat_template")
     if force is None and template:
-        return ChatFormat("gguf", template, bos, eos)
+        return ChatFormat("gguf", template, bos, eos, builtin=template in builtin_templates())
     name = force or fallback
     if name is None:
         markers = {m for m, _ in _MARKERS}

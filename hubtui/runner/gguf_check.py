@@ -14,9 +14,6 @@ from typing import Any
 
 from hubtui.runner.errors import RunnerError
 
-# llama.cpp runs Llama, Mistral and Mixtral under the "llama" architecture; hubtui supports that family.
-SUPPORTED_ARCHITECTURES = ("llama",)
-
 
 @dataclass
 class GGUFFacts:
@@ -61,78 +58,65 @@ class Finding:
     message: str
 
 
-def _scalar(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:
-        return None
-
-
 def read_facts(path: str | os.PathLike[str]) -> GGUFFacts:
-    """Parse the header of `path`; raise RunnerError with one line when it is not a readable GGUF."""
-    import numpy as np
-    from gguf import GGUFReader
+    """Parse the header of `path`; raise RunnerError with one line when it is not a readable GGUF.
+
+    Read with `quant.gguf_file` (bounds-checked, one decode per vocabulary string): gguf-py's GGUFReader
+    takes seconds on a 128k-token Llama 3 vocabulary, and this runs before every smoke test and chat."""
+    from quant.errors import GGUFError
+    from quant.gguf_file import read_gguf_summary
+    from quant.inputs import require_regular
 
     p = Path(path)
-    if not p.is_file():
-        raise RunnerError(f"{p}: no such file")
+    require_regular(p, RunnerError)
     size = p.stat().st_size
     with open(p, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
         raise RunnerError(f"{p}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
     try:
-        reader = GGUFReader(p)
-    except Exception as exc:  # gguf raises ValueError, IndexError, struct errors... on corrupt headers
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RunnerError(f"{p}: truncated or corrupt GGUF ({size} bytes; reader failed: {msg})") from None
-
-    n_params = 0
-    tensor_bytes = 0
+        summary = read_gguf_summary(p)
+    except GGUFError as exc:
+        detail = str(exc).removeprefix(f"{p}: ")
+        if "general.architecture" in detail:
+            raise RunnerError(f"{p}: GGUF lacks general.architecture") from None
+        raise RunnerError(f"{p}: truncated or corrupt GGUF ({size} bytes): {detail}") from None
+    kv = summary.kv
     types: dict[str, int] = {}
     embed_rows = embed_width = out_rows = None
-    for t in reader.tensors:
-        end = int(t.data_offset) + int(t.n_bytes)
-        if end > size:
-            raise RunnerError(
-                f"{p}: truncated: tensor {t.name} ends at byte {end} but the file has {size} bytes"
-            )
-        n_params += int(np.prod(t.shape))
-        tensor_bytes += int(t.n_bytes)
-        tname = t.tensor_type.name
-        types[tname] = types.get(tname, 0) + 1
+    for t in summary.tensors:
+        types[t.ggml_type] = types.get(t.ggml_type, 0) + 1
         if t.name == "token_embd.weight" and len(t.shape) == 2:
-            embed_width, embed_rows = int(t.shape[0]), int(t.shape[1])
+            embed_width, embed_rows = t.shape
         elif t.name == "output.weight" and len(t.shape) == 2:
-            out_rows = int(t.shape[1])
-
-    arch = _scalar(reader, "general.architecture")
-    if not isinstance(arch, str):
-        raise RunnerError(f"{p}: GGUF lacks general.architecture")
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+            out_rows = t.shape[1]
+    arch = summary.architecture
     special: dict[str, int] = {}
     for kind in ("bos", "eos", "eot", "unknown", "padding", "eom"):
-        v = _scalar(reader, f"tokenizer.ggml.{kind}_token_id")
-        if isinstance(v, int):
+        v = kv.get(f"tokenizer.ggml.{kind}_token_id")
+        if isinstance(v, int) and not isinstance(v, bool):
             special[kind] = v
 
     def arch_int(key: str) -> int | None:
-        v = _scalar(reader, f"{arch}.{key}")
+        v = kv.get(f"{arch}.{key}")
         return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
-    template = _scalar(reader, "tokenizer.chat_template")
+    def text(key: str) -> str | None:
+        v = kv.get(key)
+        return v if isinstance(v, str) else None
+
+    tokens = kv.get("tokenizer.ggml.tokens")
+    template = text("tokenizer.chat_template")
+    file_type = kv.get("general.file_type")
     return GGUFFacts(
         path=str(p),
         file_bytes=size,
         architecture=arch,
-        name=_scalar(reader, "general.name"),
-        n_tensors=len(reader.tensors),
-        n_params=n_params,
-        tensor_bytes=tensor_bytes,
-        n_vocab_tokens=len(tokens.data) if tokens is not None else 0,
+        name=text("general.name"),
+        n_tensors=len(summary.tensors),
+        n_params=summary.n_params,
+        tensor_bytes=summary.tensor_bytes,
+        n_vocab_tokens=len(tokens) if isinstance(tokens, list) else 0,
         embedding_rows=embed_rows,
         embedding_width=embed_width,
         output_rows=out_rows,
@@ -143,11 +127,11 @@ def read_facts(path: str | os.PathLike[str]) -> GGUFFacts:
         head_count_kv=arch_int("attention.head_count_kv"),
         embedding_length=arch_int("embedding_length"),
         expert_count=arch_int("expert_count"),
-        file_type=_scalar(reader, "general.file_type"),
-        tokenizer_model=_scalar(reader, "tokenizer.ggml.model"),
-        chat_template=template if isinstance(template, str) and template.strip() else None,
+        file_type=file_type if isinstance(file_type, int) and not isinstance(file_type, bool) else None,
+        tokenizer_model=text("tokenizer.ggml.model"),
+        chat_template=template if template is not None and template.strip() else None,
         special_tokens=special,
-        tensor_types=types,
+        tensor_types=summary.type_counts,
     )
 
 
@@ -155,16 +139,21 @@ def check_facts(facts: GGUFFacts) -> list[Finding]:
     """Metadata sanity: architecture, vocabulary vs embedding, special tokens, chat template."""
     out: list[Finding] = []
     name = Path(facts.path).name
-    if facts.architecture not in SUPPORTED_ARCHITECTURES:
+    try:
+        from quant.convert.archs import gguf_architectures
+
+        supported: tuple[str, ...] | None = gguf_architectures()
+    except ImportError:  # the field bundle's standalone chat app carries hubtui.runner, not quant
+        supported = None
+    if supported is not None and facts.architecture not in supported:
         out.append(
             Finding(
                 "architecture",
                 "fail",
-                f"{name}: unsupported architecture {facts.architecture!r} "
-                f"(hubtui runs {', '.join(SUPPORTED_ARCHITECTURES)}: Llama, Mistral, Mixtral)",
+                f"{name}: unsupported architecture {facts.architecture!r} (hubtui runs {', '.join(supported)})",
             )
         )
-    else:
+    elif supported is not None:
         out.append(Finding("architecture", "ok", f"architecture {facts.architecture}"))
 
     n_vocab = facts.n_vocab_tokens
@@ -226,13 +215,3 @@ def check_facts(facts: GGUFFacts) -> list[Finding]:
     else:
         out.append(Finding("chat_template", "ok", "chat template present"))
     return out
-
-
-def kv_cache_bytes(facts: GGUFFacts, n_ctx: int) -> int:
-    """f16 KV cache for `n_ctx` tokens, padded as llama.cpp pads it (memory-fit.md §1.2)."""
-    if not (facts.block_count and facts.head_count and facts.embedding_length):
-        return 0
-    head_dim = facts.embedding_length // facts.head_count
-    kv_heads = facts.head_count_kv or facts.head_count
-    kv_size = -(-max(n_ctx, 1) // 256) * 256
-    return facts.block_count * kv_size * 2 * head_dim * kv_heads * 2

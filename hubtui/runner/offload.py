@@ -6,20 +6,25 @@ import os
 from typing import Any
 
 
-def auto_gpu_layers(path: str | os.PathLike[str], n_ctx: int) -> tuple[int, str]:
+def auto_gpu_layers(
+    path: str | os.PathLike[str], n_ctx: int, *, mmap: bool = True, mlock: bool = False
+) -> tuple[int, str]:
     """(n_gpu_layers, why). 0 when this llama.cpp build cannot offload; else what quant.plan fits in free VRAM."""
     import llama_cpp
 
     if not llama_cpp.llama_supports_gpu_offload():
         return 0, "this llama-cpp-python build has no GPU support"
     try:
-        from quant.hardware import detect_hardware
+        from hubtui.runner.machine import detect_machine
+        from quant.memory import RunSettings
         from quant.plan import load_source, plan
         from quant.profiles import machine_target
     except ImportError:  # the standalone chat app in a field bundle carries no sizing code
         return -1, "GPU build, no sizing code: offloading every layer"
     try:
-        p = plan(load_source(path), machine_target(detect_hardware()), ctx=n_ctx)
+        target = machine_target(detect_machine())
+        settings = RunSettings(repack=target.repack, mmap=mmap, mlock=mlock)
+        p = plan(load_source(path), target, ctx=n_ctx, settings=settings)
     except Exception as exc:  # sizing is advice: a failure must not stop the run
         return 0, f"sizing failed ({exc}); running on the CPU"
     row: Any = p.rows[0]

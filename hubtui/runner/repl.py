@@ -14,15 +14,11 @@ import threading
 from typing import IO
 
 from hubtui.runner.chat import ChatEngine
+from hubtui.runner.chat_commands import HELP as COMMANDS_HELP
+from hubtui.runner.chat_commands import run_command
 from hubtui.runner.errors import RunnerError
 
-HELP = """commands:
-  /reset          forget the conversation (keeps the system prompt)
-  /system [TEXT]  set the system prompt (no TEXT: clear it)
-  /save FILE      save the conversation as JSON
-  /help           this help
-  /quit           leave (so does end of input)
-Ctrl-C stops the reply being generated."""
+HELP = COMMANDS_HELP + "\nCtrl-C stops the reply being generated."
 
 
 def run_repl(
@@ -57,31 +53,12 @@ def run_repl(
         text = line.rstrip("\n")
         if not text.strip():
             continue
-        if text.startswith("/"):
-            cmd, _, arg = text[1:].partition(" ")
-            arg = arg.strip()
-            if cmd in ("quit", "exit"):
+        result = run_command(engine, text)
+        if result is not None:
+            if result.kind == "quit":
                 return 0
-            if cmd == "reset":
-                engine.reset()
-                err.write("(conversation cleared)\n")
-            elif cmd == "system":
-                engine.set_system(arg)
-                err.write("(system prompt set)\n" if engine.system else "(system prompt cleared)\n")
-            elif cmd == "save":
-                if not arg:
-                    err.write("usage: /save FILE\n")
-                    continue
-                try:
-                    saved = engine.save(arg)
-                except RunnerError as exc:
-                    err.write(f"error: {exc}\n")
-                else:
-                    err.write(f"(saved {len(engine.history)} messages to {saved})\n")
-            elif cmd == "help":
-                err.write(HELP + "\n")
-            else:
-                err.write(f"unknown command /{cmd} (/help lists them)\n")
+            message = HELP if result.text == COMMANDS_HELP else result.text
+            err.write({"notice": "({})", "error": "error: {}"}.get(result.kind, "{}").format(message) + "\n")
             err.flush()
             continue
         _reply(engine, text, out, err, interactive=interactive, stats=stats)

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hubtui.runner.errors import RunnerError
-from hubtui.runner.gguf_check import Finding, GGUFFacts, check_facts, kv_cache_bytes, read_facts
+from hubtui.runner.gguf_check import Finding, GGUFFacts, check_facts, read_facts
+from hubtui.signals import deferred_signals
+from hubtui.units import format_bytes
 
 ProgressCallback = Callable[[str, str], None]
 
@@ -48,6 +50,9 @@ class SmokeReport:
     facts: GGUFFacts | None = None
     n_ctx: int = DEFAULT_CTX
     measurements: dict[str, Any] = field(default_factory=dict)
+    mmap: bool = True
+    mlock: bool = False
+    plan: dict[str, Any] | None = None  # the sizing row for this machine and mode (quant.plan)
 
     def add(self, check: str, level: str, message: str) -> None:
         self.checks.append(Finding(check, level, message))
@@ -70,6 +75,9 @@ class SmokeReport:
             "checks": [{"check": c.check, "level": c.level, "message": c.message} for c in self.checks],
             "gguf": self.facts.to_dict() if self.facts else None,
             "n_ctx": self.n_ctx,
+            "mmap": self.mmap,
+            "mlock": self.mlock,
+            "memory_plan": self.plan,
             "load_seconds": m.get("load_seconds"),
             "peak_rss_bytes": m.get("peak_rss_bytes"),
             "prompt_tokens_per_s": (m.get("perplexity") or {}).get("prompt_tokens_per_s"),
@@ -92,11 +100,12 @@ def run_child(
     request: dict[str, Any],
     timeout: float,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """Run `python -m module REQ OUT` with a deadline.
+    """Run `python -m module REQ OUT` with a deadline; `cancel` set kills the child within half a second.
 
     Returns (result, failure, last_stage): failure is a one-line reason when the child crashed,
-    timed out or wrote no result.
+    timed out, was cancelled or wrote no result.
     """
     with tempfile.TemporaryDirectory(prefix="hubtui-smoke-") as tmp:
         req_path, out_path, err_path = (os.path.join(tmp, n) for n in ("req.json", "out.json", "stderr.txt"))
@@ -105,14 +114,15 @@ def run_child(
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_repo_root(), env.get("PYTHONPATH")) if p)
         with open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, req_path, out_path],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the child
-            )
+            with deferred_signals() as deferred:  # no signal between the fork and knowing the child
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", module, req_path, out_path],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the child
+                )
             events: queue.Queue[dict[str, str] | None] = queue.Queue()
 
             def pump() -> None:
@@ -130,12 +140,16 @@ def run_child(
             reader.start()
             deadline = time.monotonic() + timeout
             stage: str | None = None
-            timed_out = False
+            timed_out = cancelled = False
             try:
+                deferred.deliver()  # a Ctrl-C or SIGTERM that came during the spawn: now the child is stopped
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         timed_out = True
+                        break
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
                         break
                     try:
                         ev = events.get(timeout=min(left, 0.5))
@@ -146,12 +160,12 @@ def run_child(
                     stage = ev["stage"]
                     if on_progress:
                         on_progress(ev["stage"], ev.get("message", ""))
-                if not timed_out:
+                if not timed_out and not cancelled:
                     try:  # stdout closed; a child that then hangs on exit still meets the deadline
                         proc.wait(timeout=max(5.0, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:
                         timed_out = True
-                if timed_out:
+                if timed_out or cancelled:
                     proc.kill()
                 rc = proc.wait(timeout=30)
             except BaseException:
@@ -159,6 +173,8 @@ def run_child(
                 proc.wait()
                 raise
             reader.join(timeout=5)
+        if cancelled:
+            return None, "cancelled", stage
         if timed_out:
             return None, f"timed out after {timeout:g} s" + (f" during {stage}" if stage else ""), stage
         if rc != 0:
@@ -176,32 +192,59 @@ def run_child(
             return json.load(fh), None, stage
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+# The smoke test's own memory beyond a chat's: with logits for every passage token, llama.cpp's output buffer,
+# the numpy copy of the scores and their log-softmax each hold tokens × n_vocab floats.
+SMOKE_LOGITS_COPIES = 3
 
 
-def _memory_check(report: SmokeReport, facts: GGUFFacts, n_ctx: int, gpu_layers: int | str) -> None:
-    """Refuse files that cannot fit before llama.cpp tries (mmap would otherwise thrash or OOM)."""
-    import psutil
+def _memory_check(
+    report: SmokeReport, path: str | os.PathLike[str], n_ctx: int, gpu_layers: int | str
+) -> None:
+    """Refuse a file that cannot fit before llama.cpp tries: the plan's working set for this machine and
+    load mode (mmap or not, mlock), plus the perplexity pass's logits. Paging is a warning, not a failure."""
+    import llama_cpp
 
-    need = facts.tensor_bytes + kv_cache_bytes(facts, n_ctx)
-    avail = psutil.virtual_memory().available
-    on_cpu = gpu_layers in (0, "0")
-    if gpu_layers == "auto":
-        import llama_cpp
+    from hubtui.runner.machine import detect_machine
+    from quant.errors import QuantError
+    from quant.memory import RunSettings
+    from quant.plan import plan
+    from quant.profiles import machine_target
 
-        on_cpu = not llama_cpp.llama_supports_gpu_offload()
-    if on_cpu and need > avail:
+    target = machine_target(detect_machine())
+    settings = RunSettings(repack=target.repack, mmap=report.mmap, mlock=report.mlock)
+    try:
+        row = plan(path, target, ctx=n_ctx, settings=settings).rows[0]
+    except QuantError as exc:
+        report.add("memory", "warn", f"cannot size it: {exc}")
+        return
+    on_cpu = gpu_layers in (0, "0") or (gpu_layers == "auto" and not llama_cpp.llama_supports_gpu_offload())
+    report.plan = row.to_dict()
+    if not on_cpu:
+        report.add("memory", "ok", f"sized for the GPU: {row.placement.verdict} ({row.placement.kind})")
+        return
+    facts = report.facts
+    n_vocab = facts.n_vocab_tokens if facts else 0
+    extra = SMOKE_LOGITS_COPIES * min(n_ctx, 512) * n_vocab * 4
+    need = report.plan["working_set"] + report.plan["margin"] + extra
+    avail = target.ram
+    mode = settings.mode
+    name = Path(path).name
+    what = f"working set {format_bytes(report.plan['working_set'])} at ctx {n_ctx} with {mode}"
+    if row.placement.kind == "none" or report.plan["anonymous"] + extra > avail:
         report.add(
             "memory",
             "fail",
-            f"{Path(facts.path).name} needs about {_size(need)} (weights + KV at ctx {n_ctx}) "
-            f"but only {_size(avail)} of RAM is available",
+            f"{name} needs about {format_bytes(need)} ({what}, plus {format_bytes(extra)} for the perplexity logits) "
+            f"but only {format_bytes(avail)} of RAM is available",
+        )
+    elif need > avail:
+        report.add(
+            "memory",
+            "warn",
+            f"{name}: {what} is more than the {format_bytes(avail)} available: weights will page from disk (slow)",
         )
     else:
-        report.add(
-            "memory", "ok", f"needs about {need / 2**20:.0f} MiB; {avail / 2**30:.1f} GiB RAM available"
-        )
+        report.add("memory", "ok", f"{what}; {format_bytes(avail)} RAM available")
 
 
 def _judge(report: SmokeReport, res: dict[str, Any]) -> None:
@@ -291,13 +334,23 @@ def run_smoke(
     baseline: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
+    lora: str | os.PathLike[str] | None = None,
+    lora_scale: float = 1.0,
+    mmap: bool = True,
+    mlock: bool = False,
+    cancel: threading.Event | None = None,
 ) -> SmokeReport:
-    """Smoke-test `path`; never raises for a bad model file (the report says fail), only for bad arguments."""
+    """Smoke-test `path`; never raises for a bad model file (the report says fail), only for bad arguments.
+
+    `lora`: a LoRA adapter GGUF applied at run time (scaled by `lora_scale`); a `baseline` equal to `path`
+    then means the same model without the adapter. `mmap`/`mlock` are llama.cpp's load modes; the memory
+    check sizes for the same mode. `cancel` set stops the llama.cpp child; the report then fails with
+    "cancelled"."""
     from hubtui.runner.passage import passage_text
 
     if n_ctx < 128:
         raise RunnerError(f"--ctx {n_ctx} is too small for the smoke test (at least 128)")
-    report = SmokeReport(path=str(path), n_ctx=n_ctx)
+    report = SmokeReport(path=str(path), n_ctx=n_ctx, mmap=mmap, mlock=mlock)
     if on_progress:
         on_progress("header", f"reading {path}")
     try:
@@ -309,7 +362,16 @@ def run_smoke(
     report.facts = facts
     report.add("gguf", "ok", f"GGUF with {facts.n_tensors} tensors, {facts.n_params / 1e6:.1f} M parameters")
     report.checks.extend(check_facts(facts))
-    _memory_check(report, facts, n_ctx, gpu_layers)
+    _memory_check(report, path, n_ctx, gpu_layers)
+    if lora is not None:
+        from hubtui.runner.adapters import check_adapter
+
+        problem = check_adapter(lora, facts.architecture)
+        report.add(
+            "adapter",
+            "fail" if problem else "ok",
+            problem or f"LoRA adapter {Path(lora).name} x {lora_scale:g}",
+        )
     if baseline is not None:
         try:
             bfacts = read_facts(baseline)
@@ -332,8 +394,14 @@ def run_smoke(
         "gpu_layers": gpu_layers,
         "passage": passage_text(),
         "baseline": str(Path(baseline).resolve()) if baseline else None,
+        "lora": str(Path(lora).resolve()) if lora else None,
+        "lora_scale": lora_scale,
+        "mmap": mmap,
+        "mlock": mlock,
     }
-    res, failure, _stage = run_child("hubtui.runner.smoke_worker", request, timeout, on_progress)
+    if on_progress:  # the child's first word comes after llama.cpp's import, seconds from now
+        on_progress("load", f"starting llama.cpp to load {Path(path).name}")
+    res, failure, _stage = run_child("hubtui.runner.smoke_worker", request, timeout, on_progress, cancel)
     if failure is not None:
         report.add("load", "fail", f"{Path(path).name}: {failure}")
         report.decide()

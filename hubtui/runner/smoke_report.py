@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hubtui.runner.smoke import SmokeReport
+from hubtui.units import format_bytes
 
 
 def _fmt(value: Any, spec: str, unit: str = "") -> str:
@@ -19,7 +20,7 @@ def figures(report: SmokeReport) -> list[tuple[str, str]]:
         ("load time", _fmt(d["load_seconds"], ".2f", " s")),
         (
             "peak RSS",
-            _fmt(None if d["peak_rss_bytes"] is None else d["peak_rss_bytes"] / 2**20, ".0f", " MiB"),
+            "n/a" if d["peak_rss_bytes"] is None else format_bytes(d["peak_rss_bytes"]),
         ),
         ("prompt speed", _fmt(d["prompt_tokens_per_s"], ".1f", " tokens/s")),
         ("generation speed", _fmt(d["generation_tokens_per_s"], ".1f", " tokens/s")),
@@ -76,7 +77,7 @@ def render_markdown(report: SmokeReport, plan_lines: list[str] | None = None) ->
             "",
             "## File",
             "",
-            f"- architecture {g['architecture']}, {g['n_params'] / 1e6:.1f} M parameters, {g['file_bytes'] / 2**20:.1f} MiB",
+            f"- architecture {g['architecture']}, {g['n_params'] / 1e6:.1f} M parameters, {format_bytes(g['file_bytes'])}",
             f"- trained context {g['context_length']}, vocabulary {g['n_vocab_tokens']} tokens",
         ]
     return "\n".join(out) + "\n"

@@ -44,7 +44,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def resolve_gpu_layers(requested: int | str, path: str, n_ctx: int) -> tuple[int, bool, str]:
+def resolve_gpu_layers(
+    requested: int | str, path: str, n_ctx: int, *, mmap: bool = True, mlock: bool = False
+) -> tuple[int, bool, str]:
     """(layers to offload, whether this llama.cpp build can offload at all, why that many)."""
     import llama_cpp
 
@@ -52,22 +54,48 @@ def resolve_gpu_layers(requested: int | str, path: str, n_ctx: int) -> tuple[int
 
     supported = bool(llama_cpp.llama_supports_gpu_offload())
     if requested == "auto":
-        ngl, why = auto_gpu_layers(path, n_ctx)
+        ngl, why = auto_gpu_layers(path, n_ctx, mmap=mmap, mlock=mlock)
         return ngl, supported, why
     return int(requested), supported, "as requested"
 
 
-def load(path: str, n_ctx: int, n_gpu_layers: int) -> Any:
+def load(
+    path: str,
+    n_ctx: int,
+    n_gpu_layers: int,
+    lora: str | None = None,
+    lora_scale: float = 1.0,
+    *,
+    mmap: bool = True,
+    mlock: bool = False,
+) -> Any:
     from llama_cpp import Llama
 
     return Llama(
         model_path=path,
         n_ctx=n_ctx,
         n_gpu_layers=n_gpu_layers,
+        use_mmap=mmap,
+        use_mlock=mlock,
         logits_all=True,
         verbose=False,
         seed=0,
+        **({"lora_path": lora, "lora_scale": lora_scale} if lora else {}),
     )
+
+
+def memory_status() -> dict[str, int]:
+    """Resident anonymous and file-backed memory, and what is locked, from /proc/self/status."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("RssAnon", "RssFile", "VmLck"):
+                    out[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
 
 
 def log_softmax_rows(logits: Any) -> Any:
@@ -197,7 +225,8 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     llama_log.install()
     result: dict[str, Any] = {"import_seconds": time.perf_counter() - t_import}
     n_ctx = int(req["n_ctx"])
-    ngl, supported, why = resolve_gpu_layers(req["gpu_layers"], req["path"], n_ctx)
+    mode = {"mmap": bool(req.get("mmap", True)), "mlock": bool(req.get("mlock", False))}
+    ngl, supported, why = resolve_gpu_layers(req["gpu_layers"], req["path"], n_ctx, **mode)
     result["gpu_layers"] = ngl
     result["gpu_layers_reason"] = why
     result["gpu_offload_supported"] = supported
@@ -205,12 +234,13 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     emit("load", f"loading {req['path']}")
     t0 = time.perf_counter()
     try:
-        llm = load(req["path"], n_ctx, ngl)
+        llm = load(req["path"], n_ctx, ngl, req.get("lora"), float(req.get("lora_scale", 1.0)), **mode)
     except Exception as exc:
         result["error"] = {"stage": "load", "message": llama_log.last_error() or str(exc)}
         return result
     result["load_seconds"] = time.perf_counter() - t0
     result["rss_after_load_bytes"] = peak_rss_bytes()
+    result["memory_after_load"] = memory_status()
 
     import llama_cpp as lc
 
@@ -243,7 +273,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("baseline"):
         emit("baseline", f"baseline {req['baseline']}")
         try:
-            base = load(req["baseline"], n_ctx, ngl)
+            base = load(req["baseline"], n_ctx, ngl, **mode)
         except Exception as exc:
             result["baseline"] = {"error": llama_log.last_error() or str(exc)}
             return result

@@ -40,6 +40,7 @@ _LAZY = {
     "plan_layout": "quant.convert.layout",
     "TYPE_CHOICES": "quant.convert.mixture",
     "resolve_file_type": "quant.convert.mixture",
+    "TensorOptions": "quant.convert.options",
     "ConversionCancelled": "quant.convert.writer",
 }
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from quant.convert.api import ConvertResult, convert, default_output_path
     from quant.convert.layout import Layout, TensorLayout, plan_layout
     from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
+    from quant.convert.options import TensorOptions
     from quant.convert.writer import ConversionCancelled
 
 
@@ -65,6 +67,7 @@ __all__ = [
     "ConvertResult",
     "Layout",
     "TensorLayout",
+    "TensorOptions",
     "convert",
     "default_output_path",
     "plan_layout",

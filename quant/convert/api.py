@@ -1,15 +1,15 @@
 """`convert`: a Hugging Face safetensors checkpoint to a GGUF file in one streaming step.
 
-The output is written to `OUT.part` and renamed at the end; any error, a KeyboardInterrupt or the cancel
-event removes the partial file, so a failed conversion leaves nothing behind.
+The output is claimed through `quant.outputs` (one writer per output, a unique temporary beside it, fsync,
+then a rename that never replaces a file created meanwhile unless `force`, nor a file of the checkpoint);
+any error, a KeyboardInterrupt, a SIGTERM/SIGHUP or the cancel event removes the temporary, so a failed
+conversion leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.convert.tokenizer_probe import start_tokenizer_probe
-from quant.errors import ConversionError, OutputExistsError
+from quant.errors import ConversionError
+from quant.outputs import OutputClaim, claim_output, free_disk_bytes
 
 if TYPE_CHECKING:  # imported in `convert`, after the tokenizer probe has started
-    from quant.convert.layout import Prepared
+    from quant.convert.layout import Layout, Prepared
+    from quant.convert.options import TensorOptions
     from quant.convert.writer import CancelToken, Progress
 
 
@@ -38,11 +40,6 @@ class ConvertResult:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
-
-
-def free_disk_bytes(directory: Path) -> int:
-    """Free bytes on the filesystem holding `directory` (tests replace this probe)."""
-    return shutil.disk_usage(directory).free
 
 
 def peak_rss_bytes() -> int:
@@ -71,9 +68,32 @@ def default_output_path(prep: Prepared, directory: Path | None = None) -> Path:
     return (directory or Path.cwd()) / name
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def checkpoint_inputs(src: Path) -> list[Path]:
+    """The files of a checkpoint folder that a conversion may read (everything but GGUFs already there)."""
+    try:
+        return [p for p in src.iterdir() if not p.name.lower().endswith(".gguf") and p.is_file()]
+    except OSError:
+        return []
+
+
+def _explicit_output(out: str | Path | None) -> Path | None:
+    """`out` when it names the output file itself (not a folder for llama.cpp's default name)."""
+    if out is None:
+        return None
+    path = Path(out)
+    return None if path.is_dir() else path
+
+
+def check_kernels(layout: Layout) -> None:
+    """Every ggml type the layout uses has a registered kernel, checked before anything is written."""
+    from quant.kernels import QUANT_TYPES
+
+    for t in layout.tensors:
+        if t.type not in QUANT_TYPES:
+            raise ConversionError(
+                f"{layout.file_type.name}: tensor {t.name} needs ggml type {t.type}, which has no kernel in "
+                f"this build (kernels: {', '.join(QUANT_TYPES)})"
+            )
 
 
 def convert(
@@ -86,53 +106,37 @@ def convert(
     force: bool = False,
     cancel: CancelToken | None = None,
     prepared: Prepared | None = None,
+    options: TensorOptions | None = None,
+    loras: list[tuple[Path, float]] | None = None,
 ) -> ConvertResult:
     """Convert the checkpoint directory `src` to `out` (default: llama.cpp's naming convention in the cwd).
 
     `progress(tensor_name, bytes_done, total_bytes)` is called as data is written; `cancel.is_set()` is polled
-    between chunks. Raises ConversionError (one line naming the file/tensor/key at fault).
+    between chunks; `options` are llama-quantize's per-tensor options; `loras`: (PEFT adapter folder, scale)
+    pairs added to the weights as they stream (float32, before quantising). Raises ConversionError (one line
+    naming the file/tensor/key at fault; OptionError for an option that does not apply).
     """
     t0 = time.perf_counter()
-    if prepared is None:
-        # The tokenizer helper starts before the heavy imports (numba, kernels), which it then overlaps.
-        with start_tokenizer_probe(src) as probe:
-            from quant.convert.layout import prepare
+    src_dir = Path(src) if prepared is None else prepared.layout.src
+    inputs = checkpoint_inputs(src_dir) + [p for d, _ in loras or [] for p in checkpoint_inputs(Path(d))]
+    with contextlib.ExitStack() as stack:
+        out_path = _explicit_output(out)
+        claim = None
+        if out_path is not None:  # claimed before the checkpoint is read: a second writer fails at once
+            claim = stack.enter_context(claim_output(out_path, force=force, inputs=inputs))
+        if prepared is None:
+            # The tokenizer helper starts before the heavy imports (numba, kernels), which it then overlaps.
+            with start_tokenizer_probe(src) as probe:
+                from quant.convert.layout import prepare
 
-            prepared = prepare(src, qtype, probe=probe)
-    from quant.convert.writer import write_data
-
-    prep = prepared
-    out_path = Path(out) if out is not None else default_output_path(prep)
-    if out_path.is_dir():
-        out_path = default_output_path(prep, out_path)
-    if out_path.exists() and not force:
-        raise OutputExistsError(out_path)
-    directory = out_path.parent if str(out_path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ConversionError(f"{directory}: output directory does not exist")
-    need = prep.layout.file_size
-    free = free_disk_bytes(directory)
-    if free < need:
-        raise ConversionError(
-            f"{directory}: not enough free disk space for {out_path.name}: need {need} bytes, {free} available"
-        )
-    part = out_path.with_name(out_path.name + ".part")
-    try:
-        with part.open("wb") as f:
-            f.write(prep.header)
-            write_data(f, prep, threads=threads, progress=progress, cancel=cancel)
-            size = f.tell()
-        if size != need:
-            raise ConversionError(f"{part}: wrote {size} bytes but the layout says {need}")
-        os.replace(part, out_path)
-    except OSError as exc:
-        _remove(part)
-        raise ConversionError(f"{part}: write failed: {exc.strerror or exc}") from exc
-    except BaseException:
-        _remove(part)
-        raise
+                prepared = prepare(src, qtype, probe=probe, options=options, loras=loras)
+        prep = prepared
+        if claim is None:
+            out_path = default_output_path(prep, Path(out) if out is not None else None)
+            claim = stack.enter_context(claim_output(out_path, force=force, inputs=inputs))
+        size = _write(claim, prep, threads=threads, progress=progress, cancel=cancel)
     return ConvertResult(
-        path=out_path,
+        path=claim.final,
         type=prep.layout.file_type.name,
         bytes=size,
         seconds=time.perf_counter() - t0,
@@ -140,3 +144,34 @@ def convert(
         type_counts=prep.layout.type_counts(),
         peak_rss_bytes=peak_rss_bytes(),
     )
+
+
+def _write(
+    claim: OutputClaim,
+    prep: Prepared,
+    *,
+    threads: int | None,
+    progress: Progress | None,
+    cancel: CancelToken | None,
+) -> int:
+    """Check free space, stream header and tensors into the claim's temporary, and commit it."""
+    from quant.convert.writer import write_data
+
+    check_kernels(prep.layout)
+    need = prep.layout.file_size
+    free = free_disk_bytes(claim.parent)
+    if free < need:
+        raise ConversionError(
+            f"{claim.parent}: not enough free disk space for {claim.final.name}: need {need} bytes, {free} available"
+        )
+    try:
+        with claim.create_file() as f:
+            f.write(prep.header)
+            write_data(f, prep, threads=threads, progress=progress, cancel=cancel)
+            size = f.tell()
+    except OSError as exc:
+        raise ConversionError(f"{claim.temp}: write failed: {exc.strerror or exc}") from exc
+    if size != need:
+        raise ConversionError(f"{claim.temp}: wrote {size} bytes but the layout says {need}")
+    claim.commit()
+    return size

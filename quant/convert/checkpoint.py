@@ -9,37 +9,32 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quant.checkpoint_format import HF, MISTRAL, hf_weights, mistral_weights
 from quant.errors import ConversionError
+from quant.inputs import not_regular
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+if TYPE_CHECKING:
+    from quant.convert.archs import Architecture
+    from quant.convert.fp8 import ScaleGrid
+
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 INDEX_NAME = "model.safetensors.index.json"
 
-# safetensors dtype -> (numpy storage dtype, bytes per element); BF16 is kept as raw uint16 bits.
+# safetensors dtype -> (numpy storage dtype, bytes per element); BF16 is kept as raw uint16 bits, FP8 as
+# raw bytes (quant.convert.fp8 scales them).
 _DTYPES: dict[str, tuple[np.dtype, int]] = {
     "F32": (np.dtype("<f4"), 4),
     "F16": (np.dtype("<f2"), 2),
     "BF16": (np.dtype("<u2"), 2),
-}
-
-# transformers' config-class defaults for keys config.json may omit (AutoConfig would add them).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "LlamaForCausalLM": {"max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0},
-    "MistralForCausalLM": {"max_position_embeddings": 4096 * 32, "rms_norm_eps": 1e-6, "rope_theta": 10000.0},
-    "MixtralForCausalLM": {
-        "max_position_embeddings": 4096 * 32,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 1e6,
-        "num_local_experts": 8,
-        "num_experts_per_tok": 2,
-    },
+    "F8_E4M3": (np.dtype("u1"), 1),
 }
 
 
@@ -48,14 +43,16 @@ class SourceTensor:
     """One tensor of a safetensors shard: where its bytes are and how to view them."""
 
     name: str
-    dtype: str  # "F32" | "F16" | "BF16"
+    dtype: str  # "F32" | "F16" | "BF16" | "F8_E4M3"
     shape: tuple[int, ...]
     shard: Path
     start: int  # absolute byte offset in the shard file
     nbytes: int
+    scale: SourceTensor | None = None  # an FP8 weight's `_scale_inv` tensor (quant.convert.fp8)
+    scale_grid: ScaleGrid | None = None  # which scale multiplies which element
 
     def array(self, mm: np.memmap) -> np.ndarray:
-        """Zero-copy view of this tensor inside its shard's memory map (BF16 as uint16 bits)."""
+        """Zero-copy view of this tensor inside its shard's memory map (BF16 as uint16 bits, FP8 as bytes)."""
         np_dtype, _ = _DTYPES[self.dtype]
         return mm[self.start : self.start + self.nbytes].view(np_dtype).reshape(self.shape)
 
@@ -98,7 +95,7 @@ def read_safetensors_header(path: Path) -> list[SourceTensor]:
             raise ConversionError(f"{path}: corrupt safetensors header entry for tensor {name!r}") from exc
         if dtype not in _DTYPES:
             raise ConversionError(
-                f"{path}: tensor {name!r} has dtype {dtype}; only F32, F16 and BF16 checkpoints are supported"
+                f"{path}: tensor {name!r} has dtype {dtype}; supported: F32, F16, BF16 and F8_E4M3 (fp8 checkpoints)"
             )
         if (
             not (isinstance(begin, int) and isinstance(end, int))
@@ -134,8 +131,32 @@ def _refuse_pickle(src: Path) -> None:
     raise ConversionError(f"{src}: no model*.safetensors weights found")
 
 
-def find_shards(src: Path) -> tuple[list[Path], dict[str, str] | None]:
-    """The shard files in conversion order (sorted by name) and the index weight map, if there is one."""
+def _check_shard_name(index_path: Path, src: Path, name: object) -> None:
+    """An index entry must name a file inside the checkpoint folder (no absolute path, no `..`, no link out)."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ConversionError(f"{index_path}: weight_map names an invalid shard {name!r}")
+    target = src / name
+    inside = not Path(name).is_absolute() and ".." not in Path(name).parts
+    if inside and target.exists():
+        # a symlink to a blob is fine (the hub cache is made of them); a path that resolves out of the folder
+        # through a symlinked directory is not
+        inside = Path(os.path.realpath(target.parent)).is_relative_to(os.path.realpath(src))
+    if not inside:
+        raise ConversionError(
+            f"{index_path}: weight_map names shard {name!r}, which is outside the checkpoint folder {src}"
+        )
+
+
+def find_shards(src: Path, fmt: str = HF) -> tuple[list[Path], dict[str, str] | None]:
+    """The shard files in conversion order (sorted by name) and the index weight map, if there is one.
+
+    Mistral's layout has no index: every consolidated*.safetensors, sorted.
+    """
+    if fmt == MISTRAL:
+        shards = mistral_weights(src)
+        if not shards:
+            raise ConversionError(f"{src}: no consolidated*.safetensors weights found next to params.json")
+        return shards, None
     index_path = src / INDEX_NAME
     if index_path.is_file():
         try:
@@ -145,20 +166,22 @@ def find_shards(src: Path) -> tuple[list[Path], dict[str, str] | None]:
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise ConversionError(f"{index_path}: missing or empty 'weight_map'")
+        for n in weight_map.values():
+            _check_shard_name(index_path, src, n)
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (src / n).is_file()]
         if missing:
             raise ConversionError(f"{index_path}: names shard {missing[0]!r}, which does not exist in {src}")
         return [src / n for n in names], weight_map
-    shards = sorted(p for p in src.glob("model*.safetensors") if p.is_file())
+    shards = hf_weights(src)
     if not shards:
         _refuse_pickle(src)
     return shards, None
 
 
-def index_tensors(src: Path) -> list[SourceTensor]:
+def index_tensors(src: Path, fmt: str = HF) -> list[SourceTensor]:
     """Every tensor of the checkpoint in convert_hf_to_gguf's order: shards by name, then names sorted."""
-    shards, weight_map = find_shards(src)
+    shards, weight_map = find_shards(src, fmt)
     tensors: list[SourceTensor] = []
     seen: dict[str, Path] = {}
     for shard in shards:
@@ -191,16 +214,16 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class HParams:
-    """The hyperparameters the converter needs, validated."""
+    """The hyperparameters the converter needs, validated; `arch` is the family that converts them."""
 
-    architecture: str
+    architecture: str  # config.json's architectures[0]
     n_layer: int
     n_embd: int
     n_ff: int
     n_head: int
     n_head_kv: int
     head_dim: int
-    head_dim_explicit: bool
+    head_dim_explicit: bool  # llama.cpp writes attention.key_length/value_length
     n_ctx_train: int
     n_vocab: int
     rms_eps: float
@@ -210,22 +233,47 @@ class HParams:
     n_expert_used: int
     tied: bool
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    arch: Architecture | None = field(repr=False, compare=False, default=None)
+    extras: dict[str, Any] = field(default_factory=dict)  # the family's own hparams (parse_extras)
+
+    @property
+    def family(self) -> Architecture:
+        assert self.arch is not None, "HParams made without an architecture family"
+        return self.arch
+
+    @property
+    def arch_name(self) -> str:
+        """llama.cpp's general.architecture of the output."""
+        return self.family.arch_name(self)
 
 
-def read_config(src: Path) -> dict[str, Any]:
-    """config.json as a dict (text_config merged into the root, as the converter does)."""
-    path = src / "config.json"
+def read_json_object(path: Path, missing: str) -> dict[str, Any]:
+    """A JSON object file; `missing` says why it is needed when it is not there."""
     if not path.is_file():
-        raise ConversionError(f"{path}: missing (a Hugging Face checkpoint directory needs config.json)")
+        why = "missing" if not path.exists() else not_regular(path)
+        raise ConversionError(f"{path}: {why} ({missing})")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConversionError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict):
         raise ConversionError(f"{path}: not a JSON object")
-    if isinstance(config.get("text_config"), dict):
-        config = {**config, **config["text_config"]}
     return config
+
+
+def read_config(src: Path) -> dict[str, Any]:
+    """config.json as a dict (text_config merged into the root, as the converter does)."""
+    config = read_json_object(src / "config.json", "a Hugging Face checkpoint directory needs config.json")
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        # llama.cpp takes the architecture from the root unless text_config names one
+        config = {**config, **{k: v for k, v in text.items() if not (k == "architectures" and v is None)}}
+    return config
+
+
+def read_params(src: Path) -> dict[str, Any]:
+    """Mistral's params.json as a dict (raw: llama.cpp reads it without any config class)."""
+    return read_json_object(src / "params.json", "Mistral's own layout describes the model in params.json")
 
 
 def _int(path: Path, config: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -250,15 +298,14 @@ def _float(path: Path, value: Any, key: str) -> float:
 
 def parse_hparams(src: Path, config: dict[str, Any]) -> HParams:
     """Validate config.json for the supported architectures; errors name the key at fault."""
+    from quant.convert.archs import for_hf_architecture
+
     path = src / "config.json"
     archs = config.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs else None
-    if arch not in SUPPORTED_ARCHITECTURES:
-        shown = arch if arch is not None else f"missing ('architectures' is {archs!r})"
-        raise ConversionError(
-            f"{path}: unsupported architecture {shown}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    cfg = {**_DEFAULTS[arch], **{k: v for k, v in config.items() if v is not None}}
+    family = for_hf_architecture(path, arch)
+    cfg = {**family.config_defaults(arch, config), **{k: v for k, v in config.items() if v is not None}}
+    cfg = family.adjust_config(cfg)
     n_embd = _int(path, cfg, "hidden_size")
     n_head = _int(path, cfg, "num_attention_heads")
     n_head_kv = _int(path, cfg, "num_key_value_heads", n_head)
@@ -266,7 +313,7 @@ def parse_hparams(src: Path, config: dict[str, Any]) -> HParams:
         raise ConversionError(
             f"{path}: key 'num_key_value_heads' ({n_head_kv}) must divide 'num_attention_heads' ({n_head})"
         )
-    explicit = "head_dim" in config and config["head_dim"] is not None
+    explicit = cfg.get("head_dim") is not None  # from config.json or the config class's default
     if explicit:
         head_dim = _int(path, cfg, "head_dim")
     elif n_embd % n_head:
@@ -297,7 +344,7 @@ def parse_hparams(src: Path, config: dict[str, Any]) -> HParams:
             raise ConversionError(f"{path}: yarn rope scaling needs key 'original_max_position_embeddings'")
         scaling = RopeScaling(kind, factor, dict(rope))
 
-    is_moe = arch == "MixtralForCausalLM"
+    is_moe = arch in family.moe_architectures
     n_expert = _int(path, cfg, "num_local_experts") if is_moe else 0
     n_expert_used = _int(path, cfg, "num_experts_per_tok") if is_moe else 0
     if is_moe and n_expert_used > n_expert:
@@ -322,4 +369,6 @@ def parse_hparams(src: Path, config: dict[str, Any]) -> HParams:
         n_expert_used=n_expert_used,
         tied=bool(cfg.get("tie_word_embeddings", False)),
         raw=config,
+        arch=family,
+        extras=family.parse_extras(path, cfg, rope),
     )

@@ -7,17 +7,20 @@ stream tensor data after it, check free disk space exactly, and the sizing code 
 
 from __future__ import annotations
 
-import math
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gguf  # quant/convert/__init__.py imported it already, without mistral_common
 import numpy as np
 
-from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config
+from quant.checkpoint_format import MISTRAL, checkpoint_format
+from quant.convert.archs.base import QUANTIZATION_VERSION
+from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config, read_params
+from quant.convert.config_check import check_config_against_tensors
+from quant.convert.fp8 import attach_scales, read_quantization
 from quant.convert.mixture import (
     FileType,
     TensorSpec,
@@ -26,12 +29,13 @@ from quant.convert.mixture import (
     resolve_file_type,
     row_nbytes,
 )
+from quant.convert.options import TensorOptions
 from quant.convert.tensors import OutTensor, plan_tensors
 from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
 from quant.errors import ConversionError
+from quant.gguf_file import GGUF_NUMPY_DTYPES
 
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # 32; the converter never sets general.alignment
-QUANTIZATION_VERSION = 2
 
 
 def _pad(n: int, align: int = ALIGNMENT) -> int:
@@ -56,6 +60,7 @@ class Layout:
 
     src: Path
     file_type: FileType
+    options: TensorOptions
     hparams: HParams
     tensors: list[TensorLayout]
     data_offset: int  # absolute offset of the data section (header + KVs + tensor infos, padded)
@@ -108,6 +113,17 @@ class Layout:
     def type_counts(self) -> dict[str, int]:
         return dict(Counter(t.type for t in self.tensors))
 
+    @property
+    def by_quantize(self) -> bool:
+        """Laid out as llama-quantize writes it: its file types, and any type given per-tensor options."""
+        return quantize_layout(self.file_type, self.options)
+
+
+def quantize_layout(ft: FileType, options: TensorOptions) -> bool:
+    """llama.cpp makes the file with llama-quantize (its tensor order and KV placement), not convert_hf_to_gguf:
+    the K-quant and legacy mixtures, and Q8_0 when per-tensor options ask for llama-quantize's controls."""
+    return ft.by_quantize or options.active
+
 
 @dataclass
 class Prepared:
@@ -119,74 +135,8 @@ class Prepared:
     general: Any  # D's GeneralInfo (for the default output name)
 
 
-def _param_counts(tensors: list[OutTensor]) -> tuple[int, int, int, int]:
-    """(total, shared, expert, expert_count) the way gguf-py's GGUFWriter counts parameters."""
-    total = shared = expert = expert_sum = n_expert_tensors = 0
-    for t in tensors:
-        size = math.prod(t.shape)
-        if "_exps." in t.name and len(t.shape) >= 3:
-            expert += size // t.shape[-3]
-            expert_sum += t.shape[-3]
-            n_expert_tensors += 1
-        else:
-            shared += size
-        total += size
-    return total, shared, expert, (expert_sum // n_expert_tensors if n_expert_tensors else 0)
-
-
-def _add_hparams(w: gguf.GGUFWriter, hp: HParams, ft: FileType) -> None:
-    """The llama.* KVs and general.file_type in convert_hf_to_gguf's order (reference §5.9 items 4-10)."""
-    w.add_block_count(hp.n_layer)
-    w.add_context_length(hp.n_ctx_train)
-    w.add_embedding_length(hp.n_embd)
-    w.add_feed_forward_length(hp.n_ff)
-    w.add_head_count(hp.n_head)
-    w.add_head_count_kv(hp.n_head_kv)
-    rs = hp.rope_scaling
-    if rs is not None and rs.type == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(rs.factor)
-    elif rs is not None and rs.type == "yarn":
-        p = rs.params
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(rs.factor)
-        w.add_rope_scaling_orig_ctx_len(int(p["original_max_position_embeddings"]))
-        if (v := p.get("extrapolation_factor")) is not None:
-            w.add_rope_scaling_yarn_ext_factor(v)
-        if (v := p.get("attention_factor", p.get("attn_factor"))) is not None:
-            w.add_rope_scaling_yarn_attn_factor(v)
-        if (v := p.get("beta_fast")) is not None:
-            w.add_rope_scaling_yarn_beta_fast(v)
-        if (v := p.get("beta_slow")) is not None:
-            w.add_rope_scaling_yarn_beta_slow(v)
-    w.add_rope_freq_base(hp.rope_theta)
-    w.add_layer_norm_rms_eps(hp.rms_eps)
-    if hp.n_expert:
-        w.add_expert_count(hp.n_expert)
-        w.add_expert_used_count(hp.n_expert_used)
-    if hp.head_dim_explicit:
-        w.add_key_length(hp.head_dim)
-        w.add_value_length(hp.head_dim)
-    if not ft.by_quantize:
-        w.add_file_type(ft.ftype)
-    w.add_vocab_size(hp.n_vocab)
-    w.add_rope_dimension_count(hp.head_dim)
-    if not ft.by_quantize:
-        w.add_quantization_version(QUANTIZATION_VERSION)
-
-
-_NUMPY_TYPES = {
-    gguf.GGUFValueType.UINT8: "<u1",
-    gguf.GGUFValueType.INT8: "<i1",
-    gguf.GGUFValueType.UINT16: "<u2",
-    gguf.GGUFValueType.INT16: "<i2",
-    gguf.GGUFValueType.UINT32: "<u4",
-    gguf.GGUFValueType.INT32: "<i4",
-    gguf.GGUFValueType.FLOAT32: "<f4",
-    gguf.GGUFValueType.UINT64: "<u8",
-    gguf.GGUFValueType.INT64: "<i8",
-    gguf.GGUFValueType.FLOAT64: "<f8",
-}
+# the numeric array types packed with numpy here (bools go through gguf-py's own packing)
+_NUMPY_TYPES = {k: v for k, v in GGUF_NUMPY_DTYPES.items() if k is not gguf.GGUFValueType.BOOL}
 
 
 def _pack_strings(items: list[bytes]) -> bytes:
@@ -239,71 +189,146 @@ def _header_bytes(w: gguf.GGUFWriter, tensors: list[TensorLayout]) -> bytes:
     return bytes(buf)
 
 
-def prepare(src: str | Path, qtype: str = "Q4_K_M", *, probe: TokenizerProbe | None = None) -> Prepared:
+def prepare(
+    src: str | Path,
+    qtype: str = "Q4_K_M",
+    *,
+    probe: TokenizerProbe | None = None,
+    options: TensorOptions | None = None,
+    loras: list[tuple[Path, float]] | None = None,
+) -> Prepared:
     """Read headers, config and tokenizer (never weights) and lay out the whole output file.
 
     `probe`: a `start_tokenizer_probe(src)` the caller started earlier (and closes); by default one is
     started here, so the tokenizers half of reading tokenizer.json overlaps the rest of this function.
+    `options`: llama-quantize's per-tensor options (OptionError when they do not apply).
+    `loras`: (PEFT adapter folder, scale) pairs merged into the weights while writing (`lora_merge`).
     """
     src = Path(src)
     ft = resolve_file_type(qtype)
+    options = options or TensorOptions()
+    options.check_file_type(ft)
     if not src.is_dir():
         raise ConversionError(f"{src}: not a checkpoint directory")
     if probe is not None:
-        return _prepare(src, ft, probe)
+        return _prepare(src, ft, options, probe, loras or [])
     with start_tokenizer_probe(src) as own:
-        return _prepare(src, ft, own)
+        return _prepare(src, ft, options, own, loras or [])
 
 
-def _prepare(src: Path, ft: FileType, probe: TokenizerProbe) -> Prepared:
+def natural_tensors(src: str | Path) -> list[OutTensor]:
+    """The output tensors in convert_hf_to_gguf's order (before llama-quantize's layer sort), from headers."""
+    return _read_model(Path(src))[4]
+
+
+def _read_model(src: Path) -> tuple[str, dict[str, Any], HParams, Any, list[OutTensor]]:
+    """(layout format, metadata config, hparams, Mistral vocabulary or None, output tensors) from the headers."""
+    fmt = checkpoint_format(src)
+    vocab = None
+    if fmt == MISTRAL:  # Mistral's layout: params.json, and the tokenizer decides the vocabulary size
+        from quant.convert.archs import family
+        from quant.convert.mistral_vocab import load_mistral_vocab
+
+        config = read_params(src)
+        hp = family("MistralNative").parse(src, config)
+        vocab = load_mistral_vocab(src, hp.arch_name, native=True)
+        if hp.n_vocab not in (0, vocab.n_tokens):
+            raise ConversionError(
+                f"{src / 'params.json'}: key 'vocab_size' is {hp.n_vocab} but {vocab.source} has "
+                f"{vocab.n_tokens} tokens"
+            )
+        hp = replace(hp, n_vocab=vocab.n_tokens)
+        card_config: dict = {}  # llama.cpp's metadata reads config.json, which this layout has not
+        fp8 = None
+    else:
+        config = read_config(src)
+        fp8 = read_quantization(src, config)  # before the headers: other methods' tensors have other dtypes
+        hp = parse_hparams(src, config)
+        card_config = config
+    sources = attach_scales(index_tensors(src, fmt), fp8)
+    if fmt != MISTRAL:  # config.json's keys, named in its messages
+        check_config_against_tensors(src, hp, sources)  # before anything proportional to a declared size
+    return fmt, card_config, hp, vocab, plan_tensors(hp, sources)
+
+
+def _prepare(
+    src: Path, ft: FileType, options: TensorOptions, probe: TokenizerProbe, loras: list[tuple[Path, float]]
+) -> Prepared:
     from quant.convert.metadata import load_general
     from quant.convert.vocab import load_vocab
 
-    config = read_config(src)
-    hp = parse_hparams(src, config)
-    out_tensors = plan_tensors(hp, index_tensors(src))
-    if ft.by_quantize:  # llama-quantize writes tensors in its weights_map order (layer, then name)
+    fmt, card_config, hp, vocab, out_tensors = _read_model(src)
+    if loras:
+        from quant.convert.lora_merge import attach_loras
+
+        attach_loras(hp, out_tensors, loras)
+    by_quantize = quantize_layout(ft, options)
+    if by_quantize:  # llama-quantize writes tensors in its weights_map order (layer, then name)
         out_tensors.sort(key=lambda t: layer_key(t.name))
     specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in out_tensors]
     types = choose_types(
-        specs, ft, n_layer=hp.n_layer, n_expert=hp.n_expert, n_head=hp.n_head, n_head_kv=hp.n_head_kv
+        specs,
+        ft,
+        n_layer=hp.n_layer,
+        n_expert=hp.n_expert,
+        n_head=hp.n_head,
+        n_head_kv=hp.n_head_kv,
+        options=options,
     )
-    layouts: list[TensorLayout] = []
-    offset = 0
     for t in out_tensors:
         t.type = types[t.name]
+
+    total, _shared, expert, n_exp = hp.family.param_counts(out_tensors)
+    general = load_general(
+        src, card_config, n_params=total, n_experts=n_exp or None, expert_params=expert if n_exp else None
+    )
+    if fmt != MISTRAL:
+        vocab = load_vocab(src, card_config, probe=probe, arch=hp.arch_name)
+    w = gguf.GGUFWriter(None, hp.arch_name)
+    w.add_type(gguf.GGUFType.MODEL)
+    general.write_to(w)
+    hp.family.add_hparams(w, hp, replace(ft, by_quantize=by_quantize))
+    vocab.write_to(w)
+    if by_quantize:  # where llama-quantize puts them: it sets both anew, which appends them
+        w.add_quantization_version(QUANTIZATION_VERSION)
+        w.add_file_type(ft.ftype)
+    return finish(src, ft, hp, w, out_tensors, general, n_expert_params=expert, options=options)
+
+
+def finish(
+    src: Path,
+    ft: FileType,
+    hp: HParams,
+    w: gguf.GGUFWriter,
+    tensors: list[OutTensor],
+    general: Any,
+    *,
+    n_expert_params: int = 0,
+    options: TensorOptions | None = None,
+) -> Prepared:
+    """Offsets of typed `tensors` after the header of KVs `w`: the exact file and what writes it."""
+    layouts: list[TensorLayout] = []
+    offset = 0
+    for t in tensors:
         nbytes = t.n_rows * row_nbytes(t.type, t.n_cols)
         layouts.append(TensorLayout(t.name, t.shape, tuple(reversed(t.shape)), t.type, nbytes, offset))
         offset += _pad(nbytes)
-
-    total, _shared, expert, n_exp = _param_counts(out_tensors)
-    general = load_general(
-        src, config, n_params=total, n_experts=n_exp or None, expert_params=expert if n_exp else None
-    )
-    vocab = load_vocab(src, config, probe=probe)
-    w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    w.add_type(gguf.GGUFType.MODEL)
-    general.write_to(w)
-    _add_hparams(w, hp, ft)
-    vocab.write_to(w)
-    if ft.by_quantize:  # where llama-quantize puts them: it sets both anew, which appends them
-        w.add_quantization_version(QUANTIZATION_VERSION)
-        w.add_file_type(ft.ftype)
     header = _header_bytes(w, layouts)
     layout = Layout(
         src=src,
         file_type=ft,
+        options=options or TensorOptions(),
         hparams=hp,
         tensors=layouts,
         data_offset=len(header),
         file_size=len(header) + offset,  # every tensor, the last included, is padded
-        n_params=total,
-        n_expert_params=expert,
+        n_params=sum(t.n_elements for t in tensors),
+        n_expert_params=n_expert_params,
         kv={k: v.value for k, v in w.kv_data[0].items()},
     )
-    return Prepared(layout, header, out_tensors, general)
+    return Prepared(layout, header, tensors, general)
 
 
-def plan_layout(src: str | Path, qtype: str = "Q4_K_M") -> Layout:
-    """The exact layout (tensors, types, offsets, file size) `convert(src, ..., qtype)` would write."""
-    return prepare(src, qtype).layout
+def plan_layout(src: str | Path, qtype: str = "Q4_K_M", options: TensorOptions | None = None) -> Layout:
+    """The exact layout (tensors, types, offsets, file size) `convert(src, ..., qtype, options=)` would write."""
+    return prepare(src, qtype, options=options).layout

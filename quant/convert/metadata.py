@@ -18,6 +18,7 @@ import gguf
 import yaml
 
 from quant.errors import ConversionError
+from quant.inputs import not_regular
 
 # generation_config.json key -> Metadata field, as gguf-py's Metadata.load maps them.
 _SAMPLING_KEYS = {
@@ -82,7 +83,7 @@ class GeneralInfo:
         return out
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
-        """Add `general.type` and the `general.*` KVs that follow general.architecture (reference §5.9 items 2-3)."""
+        """Add `general.type` and the `general.*` KVs that follow general.architecture (convert_hf_to_gguf.py's order)."""
         if gguf.Keys.General.TYPE not in writer.kv_data[0]:
             writer.add_type(gguf.GGUFType.MODEL)
         self.metadata.set_gguf_meta_model(writer)
@@ -229,6 +230,8 @@ def _model_card(src: Path) -> dict[str, Any]:
 def _generation_config(src: Path) -> dict[str, Any]:
     # llama.cpp ignores an unreadable generation_config.json (many checkpoints ship broken ones).
     path = src / "generation_config.json"
+    if not_regular(path) is not None:  # absent, or a FIFO/device that would block the read
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):

@@ -1,9 +1,10 @@
 """The per-tensor ggml types of each file type, exactly as llama.cpp chooses them.
 
-F32/F16/BF16 follow convert_hf_to_gguf's --outtype rules; the quantised file types follow llama-quantize
-(`llama_tensor_get_type` in src/llama-quant.cpp) applied to the F32 conversion: categories by name, the
-attn_v / ffn_down counters in llama-quantize's sorted processing order, use_more_bits, the output and tied
-embedding rule, the 8-expert rules, the LLaMA-70B attn_v bump and the shape fallbacks.
+F32/F16/BF16 follow convert_hf_to_gguf's --outtype rules. The quantised file types follow llama-quantize
+(`llama_tensor_get_type` and `llama_tensor_get_type_impl` in src/llama-quant.cpp) applied to the F32
+conversion: per-tensor options first, then the mixture rules by tensor category (with the attn_v / ffn_down
+counters in llama-quantize's sorted processing order), then the shape fallback (`tensor_type_fallback`) for
+a type whose block does not divide a row. The file-type list itself lives in quant.filetypes.
 """
 
 from __future__ import annotations
@@ -12,44 +13,23 @@ from dataclasses import dataclass
 
 import gguf
 
-from quant.errors import ConversionError
+from quant.convert.options import TensorOptions, TensorTypeRule
+from quant.errors import ConversionError, OptionError
+from quant.filetypes import ALIASES, FILE_TYPES, TYPE_CHOICES, FileType, resolve_file_type
 
-
-@dataclass(frozen=True)
-class FileType:
-    name: str
-    ftype: int  # general.file_type (llama_ftype)
-    default: str  # ggml type of ordinary weights
-    # llama.cpp makes this type only with llama-quantize (convert_hf_to_gguf cannot), so the file is laid out
-    # the way llama-quantize writes it: tensors in its weights_map order, quantization_version and
-    # file_type moved to the end of the KVs
-    by_quantize: bool = False
-
-
-FILE_TYPES: dict[str, FileType] = {
-    ft.name: ft
-    for ft in (
-        FileType("F32", 0, "F32"),
-        FileType("F16", 1, "F16"),
-        FileType("BF16", 32, "BF16"),
-        FileType("Q8_0", 7, "Q8_0"),
-        FileType("Q6_K", 18, "Q6_K", by_quantize=True),
-        FileType("Q5_K_M", 17, "Q5_K", by_quantize=True),
-        FileType("Q4_K_M", 15, "Q4_K", by_quantize=True),
-        FileType("Q4_K_S", 14, "Q4_K", by_quantize=True),
-    )
-}
-ALIASES = {"Q4_K": "Q4_K_M"}
-TYPE_CHOICES = (*FILE_TYPES, *ALIASES)
-
-
-def resolve_file_type(qtype: str) -> FileType:
-    """Look up a user-given type name (case-insensitive; Q4_K means Q4_K_M)."""
-    key = qtype.upper()
-    key = ALIASES.get(key, key)
-    if key not in FILE_TYPES:
-        raise ConversionError(f"unknown type {qtype!r}; choose one of {', '.join(TYPE_CHOICES)}")
-    return FILE_TYPES[key]
+__all__ = [
+    "ALIASES",
+    "FILE_TYPES",
+    "TYPE_CHOICES",
+    "FileType",
+    "TensorSpec",
+    "block_size",
+    "choose_types",
+    "layer_key",
+    "resolve_file_type",
+    "row_nbytes",
+    "use_more_bits",
+]
 
 
 def block_size(type_name: str) -> int:
@@ -81,9 +61,11 @@ def layer_key(name: str) -> tuple[int, str]:
     return -1, name
 
 
-def _category(name: str) -> str:
+def category(name: str) -> str:
+    """llama-quantize's broad tensor category (tensor_get_category): exact names, then substrings in order."""
     if name == "output.weight":
         return "output"
+    # (llama.cpp also counts Gemma 3n's per_layer_token_embd.weight here, a tensor our converter never writes)
     if name == "token_embd.weight":
         return "token_embd"
     for cat in ("attn_qkv.weight", "attn_kv_b.weight", "attn_v.weight", "attn_k.weight", "attn_q.weight"):
@@ -95,6 +77,9 @@ def _category(name: str) -> str:
         if cat in name:
             return cat
     return "other"
+
+
+ATTN_V_LIKE = ("attn_v", "attn_qkv", "attn_kv_b")  # the tensors the attn_v rules and counter cover
 
 
 def allows_quantization(name: str, n_dims: int) -> bool:
@@ -115,71 +100,214 @@ class TensorSpec:
     shape: tuple[int, ...]
     keep_f32: bool
 
+    @property
+    def n_cols(self) -> int:
+        return self.shape[-1]
+
 
 def choose_types(
-    tensors: list[TensorSpec], ft: FileType, *, n_layer: int, n_expert: int, n_head: int, n_head_kv: int
+    tensors: list[TensorSpec],
+    ft: FileType,
+    *,
+    n_layer: int,
+    n_expert: int,
+    n_head: int,
+    n_head_kv: int,
+    options: TensorOptions | None = None,
 ) -> dict[str, str]:
-    """The ggml type name of every tensor for file type `ft`."""
-    if ft.name in ("F32", "F16", "BF16"):
+    """The ggml type name of every tensor for file type `ft` (and llama-quantize's per-tensor `options`)."""
+    options = options or TensorOptions()
+    options.check_file_type(ft)
+    if not ft.quantized:
         return {t.name: "F32" if t.keep_f32 else ft.default for t in tensors}
-    names = {t.name for t in tensors}
-    tied = "output.weight" not in names
-    n_attention_wv = sum(_category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in tensors)
-    is_70b = n_expert <= 1 and n_layer == 80 and n_head != n_head_kv
-    i_attention_wv = i_ffn_down = 0
-    types: dict[str, str] = {}
-    for t in sorted(tensors, key=lambda t: layer_key(t.name)):
-        if t.keep_f32 or not allows_quantization(t.name, len(t.shape)):
-            types[t.name] = "F32"
-            continue
-        cat = _category(t.name)
-        new = ft.default
-        n_cols = t.shape[-1]
-        if cat == "output" or (tied and cat == "token_embd"):
-            if n_cols % block_size(new) != 0:
-                new = "Q8_0"
-            elif new != "Q8_0":
-                new = "Q6_K"
-        elif cat == "token_embd":
-            pass
-        elif cat in ("attn_v", "attn_qkv", "attn_kv_b"):
-            if ft.name in ("Q4_K_M", "Q5_K_M") and use_more_bits(i_attention_wv, n_attention_wv):
-                new = "Q6_K"
-            elif ft.name == "Q4_K_S" and i_attention_wv < 4:
-                new = "Q5_K"
-            if is_70b and new in ("Q3_K", "Q4_K"):
-                new = "Q5_K"
-            if n_expert == 8:
-                new = "Q8_0"
-            i_attention_wv += 1
-        elif cat == "attn_k":
-            if n_expert == 8:
-                new = "Q8_0"
-        elif cat == "ffn_down":
-            i_layer = layer_key(t.name)[0] if n_expert > 1 else i_ffn_down
-            if n_expert > 1 and not 0 <= i_layer < n_layer:
-                raise ConversionError(
-                    f"tensor {t.name!r}: bad layer {i_layer} (num_hidden_layers is {n_layer})"
-                )
-            if ft.name in ("Q4_K_M", "Q5_K_M") and use_more_bits(i_layer, n_layer):
-                new = "Q6_K"
-            elif ft.name == "Q4_K_S" and i_layer < n_layer // 8:
-                new = "Q5_K"
-            i_ffn_down += 1
-        elif cat == "attn_output" and n_expert == 8 and ft.name in ("Q4_K_S", "Q4_K_M"):
-            new = "Q5_K"
-        types[t.name] = _fallback(new, n_cols)
+    mixture = Mixture(ft, tensors, n_layer=n_layer, n_expert=n_expert, n_head=n_head, n_head_kv=n_head_kv)
+    chooser = _Chooser(mixture, options)
+    types = {t.name: chooser.tensor_type(t) for t in sorted(tensors, key=lambda t: layer_key(t.name))}
+    chooser.check_rules_used(tensors)
     return types
 
 
-_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+class Mixture:
+    """llama_tensor_get_type_impl for one file: the model facts its rules read and its running counters.
+
+    `rule_type` must see the tensors in llama-quantize's processing order (`layer_key`), each once.
+    """
+
+    def __init__(
+        self,
+        ft: FileType,
+        tensors: list[TensorSpec],
+        *,
+        n_layer: int,
+        n_expert: int,
+        n_head: int,
+        n_head_kv: int,
+    ) -> None:
+        self.ft = ft
+        self.n_layer = n_layer
+        self.n_expert = n_expert
+        self.n_gqa = n_head // n_head_kv if n_head_kv else 0
+        # llama.cpp's LLM_TYPE_70B: a LLaMA with 80 layers and grouped KV heads (not an 8-expert model)
+        self.is_70b = n_expert != 8 and n_layer == 80 and n_head != n_head_kv
+        self.tied = all(t.name != "output.weight" for t in tensors)
+        self.n_attention_wv = sum(category(t.name) in ATTN_V_LIKE for t in tensors)
+        self.i_attention_wv = self.i_ffn_down = self.i_ffn_gate = self.i_ffn_up = 0
+
+    def _layer(self, t: TensorSpec, counter: int) -> int:
+        """The layer an FFN rule reads: the running counter, or for MoE models the number in the name."""
+        if self.n_expert <= 1:
+            return counter
+        i = layer_key(t.name)[0]
+        if not 0 <= i < self.n_layer:
+            raise ConversionError(f"tensor {t.name!r}: bad layer {i} (num_hidden_layers is {self.n_layer})")
+        return i
+
+    def rule_type(self, t: TensorSpec, cat: str, new: str, output_tensor_type: str | None) -> str:
+        """The mixture's type for `t`, starting from the file type's default `new`."""
+        ft, n = self.ft.name, self.n_layer
+        if cat == "output" or (self.tied and cat == "token_embd"):
+            if output_tensor_type:
+                return output_tensor_type
+            if t.n_cols % block_size(new) != 0:
+                return "Q8_0"
+            return new if new == "Q8_0" else "Q6_K"
+        if cat == "token_embd":
+            return new
+        if cat in ATTN_V_LIKE:
+            i = self.i_attention_wv
+            if ft == "Q2_K":
+                new = "Q4_K" if self.n_gqa >= 4 else "Q3_K"
+            elif ft == "Q3_K_M":
+                new = "Q5_K" if i < 2 else "Q4_K"
+            elif ft == "Q3_K_L" or (ft in ("IQ4_NL", "IQ4_XS") and self.n_gqa >= 4):
+                new = "Q5_K"
+            elif ft in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, self.n_attention_wv):
+                new = "Q6_K"
+            elif ft == "Q4_K_S" and i < 4:
+                new = "Q5_K"
+            if self.is_70b and new in ("Q3_K", "Q4_K"):  # attn_v is 8x smaller there: more bits are cheap
+                new = "Q5_K"
+            if self.n_expert == 8:
+                new = "Q8_0"
+            self.i_attention_wv += 1
+        elif cat == "attn_k":
+            if self.n_expert == 8:
+                new = "Q8_0"
+        elif cat == "ffn_down":
+            i = self._layer(t, self.i_ffn_down)
+            if ft == "Q2_K":
+                new = "Q3_K"
+            elif ft == "Q3_K_M":
+                new = "Q5_K" if i < n // 16 else "Q4_K"
+            elif ft == "Q3_K_L":
+                new = "Q5_K"
+            elif ft == "Q4_K_M":
+                if use_more_bits(i, n):
+                    new = "Q6_K"
+            elif i < n // 8 and ft in ("IQ4_NL", "IQ4_XS"):  # llama.cpp: only without an imatrix
+                new = "Q5_K"
+            elif ft == "Q5_K_M" and use_more_bits(i, n):
+                new = "Q6_K"
+            elif ft == "Q4_K_S" and i < n // 8:
+                new = "Q5_K"
+            self.i_ffn_down += 1
+        elif cat == "attn_output":
+            if self.n_expert == 8:
+                if ft in ("Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ4_XS"):
+                    new = "Q5_K"
+            elif ft == "Q2_K":
+                new = "Q3_K"
+            elif ft == "Q3_K_M":
+                new = "Q4_K"
+            elif ft == "Q3_K_L":
+                new = "Q5_K"
+        elif cat == "ffn_gate":
+            self._layer(t, self.i_ffn_gate)
+            self.i_ffn_gate += 1
+        elif cat == "ffn_up":
+            self._layer(t, self.i_ffn_up)
+            self.i_ffn_up += 1
+        return new
 
 
-def _fallback(type_name: str, n_cols: int) -> str:
-    """tensor_type_fallback: a type whose block does not divide the row length falls back, then to F16."""
-    if n_cols % block_size(type_name) == 0:
+class _Chooser:
+    """llama_tensor_get_type: the per-tensor options, then the mixture rules, then the shape fallback."""
+
+    def __init__(self, mixture: Mixture, options: TensorOptions) -> None:
+        self.mixture, self.options = mixture, options
+        self.used: set[int] = set()  # indices of the --tensor-type rules that decided a tensor
+
+    def tensor_type(self, t: TensorSpec) -> str:
+        opts, default = self.options, self.mixture.ft.default
+        if t.keep_f32 or not allows_quantization(t.name, len(t.shape)):
+            return "F32"
+        if opts.leave_output_tensor and t.name == "output.weight":
+            return "F32"  # left as the F32 conversion has it
+        cat = category(t.name)
+        if opts.token_embedding_type and cat == "token_embd":
+            return self._exact(t, opts.token_embedding_type, "--token-embedding-type")
+        if opts.output_tensor_type and cat == "output":
+            return self._exact(t, opts.output_tensor_type, "--output-tensor-type")
+        rule = self._first_rule(t.name)
+        if rule is not None:
+            new = rule.type
+        elif opts.pure:
+            new = default
+        else:
+            new = self.mixture.rule_type(t, cat, default, opts.output_tensor_type)
+        return fallback(new, t.n_cols)
+
+    def _first_rule(self, name: str) -> TensorTypeRule | None:
+        for i, rule in enumerate(self.options.tensor_types):
+            if rule.matches(name):
+                self.used.add(i)
+                return rule
+        return None
+
+    @staticmethod
+    def _exact(t: TensorSpec, type_name: str, option: str) -> str:
+        """A type the user named for one tensor is used as is (llama-quantize has no fallback for it)."""
+        bs = block_size(type_name)
+        if t.n_cols % bs:
+            raise OptionError(
+                f"{option} {type_name}: {t.name} has rows of {t.n_cols} values, not a multiple of "
+                f"{type_name}'s block of {bs}"
+            )
         return type_name
-    new = _FALLBACK.get(type_name, type_name)
+
+    def check_rules_used(self, tensors: list[TensorSpec]) -> None:
+        """A --tensor-type rule that decides no tensor is almost always a typo: say so instead of ignoring it."""
+        for i, rule in enumerate(self.options.tensor_types):
+            if i in self.used:
+                continue
+            if any(rule.matches(t.name) for t in tensors if allows_quantization(t.name, len(t.shape))):
+                why = "every tensor it matches is decided by another option first"
+            else:
+                why = "it matches no quantisable tensor (names look like blk.0.attn_v.weight)"
+            raise OptionError(f"--tensor-type {rule.text!r} has no effect: {why}")
+
+
+# tensor_type_fallback: a type whose block does not divide the row length gives way to a 32-block type
+_FALLBACK = {
+    "IQ4_XS": "IQ4_NL",
+    "Q2_K": "Q4_0",
+    "Q3_K": "Q4_0",
+    "Q4_K": "Q5_0",
+    "Q5_K": "Q5_1",
+    "Q6_K": "Q8_0",
+}
+
+
+def fallback(type_name: str, n_cols: int) -> str:
+    """tensor_type_fallback: the 32-block stand-in when the type's block does not divide the row, then F16."""
+    bs = block_size(type_name)
+    if n_cols % bs == 0:
+        return type_name
+    new = _FALLBACK.get(type_name)
+    if new is None:
+        if bs > 32:
+            raise ConversionError(f"no tensor type fallback is defined for type {type_name}")
+        new = type_name
     if n_cols % block_size(new) != 0:
         new = "F16"
     return new

@@ -1,6 +1,8 @@
-"""Numba helpers for the converter's hot loop: widen BF16 rows to float32 and find non-finite rows, on all cores.
+"""Numba helpers for the converter's hot loop: widen BF16 rows or dequantise FP8 rows to float32 and find
+non-finite rows, on all cores.
 
-Both work on float32 bit patterns (uint32) so the widening is exact and NaN/inf detection needs no float ops.
+The BF16 helpers work on float32 bit patterns (uint32), so the widening is exact and NaN/inf detection needs
+no float ops.
 """
 
 from __future__ import annotations
@@ -8,9 +10,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.kernels.bits import cvt_i32, f32_to_f16, roundf
+from quant.kernels.simple import q8_0_block
 
 F32_EXP_MASK = np.uint32(0x7F800000)
+
+
+@njit(cache=True)
+def first_flagged(flags):  # pragma: no cover - compiled
+    """Index of the first non-zero flag, or -1 (rows flagged in parallel, reported in order)."""
+    for i in range(flags.shape[0]):
+        if flags[i]:
+            return i
+    return -1
 
 
 @njit(cache=True, parallel=True)
@@ -28,21 +39,18 @@ def bf16_rows_to_f32_bits(src, rows, out):  # pragma: no cover - compiled
                 bad = True
         if bad:
             flags[i] = 1
-    for i in range(n):
-        if flags[i]:
-            return i
-    return -1
+    return first_flagged(flags)
 
 
 @njit(cache=True, parallel=True)
-def bf16_rows_to_q8_0(src, rows, out, ntasks):  # pragma: no cover - compiled
+def bf16_rows_to_q8_0(src, rows, out, type_size, ntasks):  # pragma: no cover - compiled
     """out[i] = Q8_0 of src[rows[i]] (bf16 bits): each row is widened into a small per-task float32 buffer
-    (cache-resident) instead of a float32 copy of the whole chunk.
-
-    The arithmetic is quant.kernels.simple's Q8_0 kernel (ggml's quantize_row_q8_0_ref), so the bytes are the
-    same. Returns (first output row holding NaN/inf, first row with a block scale that is inf as fp16, which
-    llama.cpp's row validation rejects), each -1 when there is none; a row with NaN/inf has meaningless bytes.
-    The scale check is done here rather than in a second pass so a chunk is one parallel region.
+    (cache-resident) instead of a float32 copy of the whole chunk, then encoded by the Q8_0 type's own block
+    routine (quant.kernels.simple.q8_0_block, ggml's quantize_row_q8_0_ref), `type_size` bytes per block, so
+    the bytes are the same. Returns (first output row holding NaN/inf, first row with a block scale that is
+    inf as fp16, which llama.cpp's row validation rejects), each -1 when there is none; a row with NaN/inf has
+    meaningless bytes. The scale check is done here rather than in a second pass so a chunk is one parallel
+    region.
     """
     n = rows.shape[0]
     c = src.shape[1]
@@ -63,21 +71,9 @@ def bf16_rows_to_q8_0(src, rows, out, ntasks):  # pragma: no cover - compiled
             if bad:
                 flags[i] = 1
             for b in range(nb):
-                xb = b * 32
-                o = b * 34
-                amax = np.float32(0.0)
-                for j in range(32):
-                    v = np.float32(abs(x[xb + j]))
-                    amax = amax if amax > v else v
-                d = amax / np.float32(127.0)
-                idd = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-                h = f32_to_f16(d)
+                h = q8_0_block(x, b * 32, out[i], b * type_size)
                 if (h & np.uint16(0x7C00)) == np.uint16(0x7C00):
                     over[i] = 1
-                out[i, o] = np.uint8(h & np.uint16(0xFF))
-                out[i, o + 1] = np.uint8(h >> np.uint16(8))
-                for j in range(32):
-                    out[i, o + 2 + j] = np.uint8(cvt_i32(roundf(x[xb + j] * idd)) & 0xFF)
     first_bad = -1
     first_over = -1
     for i in range(n):
@@ -86,3 +82,30 @@ def bf16_rows_to_q8_0(src, rows, out, ntasks):  # pragma: no cover - compiled
         if over[i] and first_over < 0:
             first_over = i
     return first_bad, first_over
+
+
+@njit(cache=True, parallel=True)
+def fp8_rows_to_f32(
+    src, rows, lut, scale, srow0, grid_rows, grid_srows, block_rows, block_cols, out
+):  # pragma: no cover - compiled
+    """out[i, j] = lut[src[rows[i], j]] * scale[srow(rows[i]) - srow0, j // block_cols] in float32 (one
+    rounding, like torch's `weight.float() * scale`); returns the first output row holding NaN/inf, or -1."""
+    n, c = out.shape
+    nb = scale.shape[1]
+    flags = np.zeros(n, dtype=np.uint8)
+    for i in prange(n):
+        r = rows[i]
+        sr = (r // grid_rows) * grid_srows + (r % grid_rows) // block_rows - srow0
+        bad = False
+        for kb in range(nb):
+            s = scale[sr, kb]
+            lo = kb * block_cols
+            hi = min(c, lo + block_cols)
+            for j in range(lo, hi):
+                v = lut[src[r, j]] * s
+                out[i, j] = v
+                if not np.isfinite(v):
+                    bad = True
+        if bad:
+            flags[i] = 1
+    return first_flagged(flags)

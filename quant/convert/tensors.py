@@ -1,4 +1,4 @@
-"""Which tensors a Llama/Mistral/Mixtral GGUF holds, in convert_hf_to_gguf's order, and how to produce their rows.
+"""Which tensors a GGUF holds, in convert_hf_to_gguf's order, and how to produce their rows.
 
 Nothing here reads weights: an `OutTensor` describes where its data lives (one source tensor, or one per
 expert for Mixtral's stacked `ffn_*_exps`), the Q/K row permutation, and the shape; `rows()` produces float32
@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
 
+from quant.convert.archs.base import is_multimodal_tensor
 from quant.convert.checkpoint import HParams, SourceTensor
+from quant.convert.fp8 import dequantize_rows
 from quant.convert.rowkernels import F32_EXP_MASK, bf16_rows_to_f32_bits
 from quant.errors import ConversionError
 from quant.kernels.bits import first_row_with_all_ones
 
-_DROPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
-_EXPERT_WEIGHTS = ("w1", "w2", "w3")
+if TYPE_CHECKING:
+    from quant.convert.lora_merge import LoraDelta
 
 
 @dataclass
@@ -33,6 +36,24 @@ class OutTensor:
     data: np.ndarray | None = None  # generated tensors (rope_freqs)
     keep_f32: bool = False  # the converter always writes it as F32 (1-D, norms, router, biases)
     type: str = "F32"  # ggml type name, set by the mixture
+    # rows are source columns [first, first + count) of each [A, B] matrix of the one part (FusedSlice)
+    columns: tuple[int, int] | None = None
+    deltas: tuple[LoraDelta, ...] = ()  # LoRA adapters merged into this tensor while converting
+
+    def merged_rows(
+        self,
+        start: int,
+        stop: int,
+        arrays: list[np.ndarray],
+        scales: list[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """`rows` with every merged adapter's delta added (float32, before any quantisation)."""
+        x, bad = self.rows(start, stop, arrays, scales)
+        for d in self.deltas:
+            if not x.flags.writeable or (self.data is not None and np.shares_memory(x, self.data)):
+                x = x.copy()
+            d.add(x, start, stop, self.n_rows)
+        return x, bad
 
     @property
     def n_rows(self) -> int:
@@ -57,20 +78,35 @@ class OutTensor:
         idx = np.arange(rows).reshape(h, 2, d // 2).swapaxes(1, 2).reshape(rows)
         return idx
 
-    def rows(self, start: int, stop: int, arrays: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    def rows(
+        self,
+        start: int,
+        stop: int,
+        arrays: list[np.ndarray],
+        scales: list[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Float32 rows [start, stop) and the index (within them) of the first row holding NaN/inf, or -1.
 
-        `arrays` are the memory-mapped views of `parts`; BF16 is widened and checked in one parallel pass.
+        `arrays` are the memory-mapped views of `parts`, `scales` those of their FP8 scales (None for a part
+        without); BF16 is widened and checked in one parallel pass, FP8 dequantised in one.
         """
         if self.data is not None:
             x = np.ascontiguousarray(
                 self.data.reshape(self.n_rows, self.n_cols)[start:stop], dtype=np.float32
             )
             return x, first_row_with_all_ones(x.view(np.uint32), F32_EXP_MASK)
+        if self.columns is not None:
+            return self._column_rows(start, stop, arrays[0])
         rmap = self.row_map()
+        scales = scales or [None] * len(arrays)
         if len(self.shape) == 1:  # 1-D (norms, biases): one row; a q/k bias is permuted along it
-            vec = arrays[0][rmap] if rmap is not None else arrays[0]
-            x = _to_f32(vec.reshape(1, -1))
+            if scales[0] is not None:
+                x = np.empty((1, self.n_cols), dtype=np.float32)
+                dequantize_rows(self.parts[0], arrays[0].reshape(1, -1), scales[0], np.zeros(1, np.int64), x)
+                x = np.ascontiguousarray(x[:, rmap]) if rmap is not None else x
+            else:
+                vec = arrays[0][rmap] if rmap is not None else arrays[0]
+                x = _to_f32(vec.reshape(1, -1))
             return x, first_row_with_all_ones(x.view(np.uint32), F32_EXP_MASK)
         per_part = self.n_rows // len(arrays)
         out = np.empty((stop - start, self.n_cols), dtype=np.float32)
@@ -82,7 +118,10 @@ class OutTensor:
             r1 = min(per_part, r0 + (stop - pos))
             src = arrays[p].reshape(per_part, self.n_cols)
             o0 = pos - start
-            if src.dtype == np.uint16:
+            if scales[p] is not None:
+                idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
+                bad = dequantize_rows(self.parts[p], src, scales[p], idx, out[o0 : o0 + (r1 - r0)])
+            elif src.dtype == np.uint16:
                 idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
                 bad = bf16_rows_to_f32_bits(src, idx, bits[o0 : o0 + (r1 - r0)])
             else:
@@ -94,72 +133,30 @@ class OutTensor:
             pos += r1 - r0
         return out, first_bad
 
+    def column_matrix(self, row: int) -> int:
+        """For a `columns` tensor: which [A, B] matrix of the source output row `row` comes from."""
+        assert self.columns is not None
+        return row // self.columns[1]
+
+    def _column_rows(self, start: int, stop: int, src: np.ndarray) -> tuple[np.ndarray, int]:
+        """Rows [start, stop) of a `columns` tensor: per matrix, a strided column block, transposed."""
+        first, count = self.columns  # type: ignore[misc]
+        a, b = src.shape[-2], src.shape[-1]
+        mats = src.reshape(-1, a, b)
+        out = np.empty((stop - start, self.n_cols), dtype=np.float32)
+        pos = start
+        while pos < stop:
+            m, r0 = divmod(pos, count)
+            r1 = min(count, r0 + (stop - pos))
+            out[pos - start : pos - start + (r1 - r0)] = _to_f32(mats[m, :, first + r0 : first + r1].T)
+            pos += r1 - r0
+        return out, first_row_with_all_ones(out.view(np.uint32), F32_EXP_MASK)
+
 
 def _to_f32(block: np.ndarray) -> np.ndarray:
     if block.dtype == np.uint16:  # bf16 bits -> f32, exact
         return (block.astype(np.uint32) << 16).view(np.float32)
     return np.ascontiguousarray(block, dtype=np.float32)
-
-
-def llama3_rope_factors(hp: HParams) -> np.ndarray:
-    """`rope_freqs.weight` for llama3 rope scaling, computed in float32 like the converter (torch f32)."""
-    assert hp.rope_scaling is not None
-    p = hp.rope_scaling.params
-    dim = hp.head_dim
-    base = np.float32(p.get("rope_theta", hp.rope_theta))
-    freqs = np.float32(1.0) / (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
-    factor = float(hp.rope_scaling.factor)
-    low = float(p.get("low_freq_factor", 1.0))
-    high = float(p.get("high_freq_factor", 4.0))
-    old_ctx = float(p.get("original_max_position_embeddings", 8192))
-    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-    out = []
-    for freq in freqs:
-        wavelen = np.float32(2 * math.pi) / freq
-        if wavelen < high_wavelen:
-            out.append(1.0)
-        elif wavelen > low_wavelen:
-            out.append(factor)
-        else:
-            smooth = (np.float32(old_ctx) / wavelen - np.float32(low)) / np.float32(high - low)
-            out.append(np.float32(1) / ((np.float32(1) - smooth) / np.float32(factor) + smooth))
-    return np.array(out, dtype=np.float32)
-
-
-def _expected_shapes(hp: HParams) -> dict[str, tuple[tuple[int, ...], str]]:
-    """GGUF base name (no blk prefix) -> (expected numpy shape, the config keys that determine it)."""
-    q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
-    return {
-        "token_embd.weight": ((hp.n_vocab, hp.n_embd), "vocab_size, hidden_size"),
-        "output.weight": ((hp.n_vocab, hp.n_embd), "vocab_size, hidden_size"),
-        "output_norm.weight": ((hp.n_embd,), "hidden_size"),
-        "attn_norm.weight": ((hp.n_embd,), "hidden_size"),
-        "ffn_norm.weight": ((hp.n_embd,), "hidden_size"),
-        "attn_q.weight": ((q, hp.n_embd), "num_attention_heads x head_dim, hidden_size"),
-        "attn_k.weight": ((kv, hp.n_embd), "num_key_value_heads x head_dim, hidden_size"),
-        "attn_v.weight": ((kv, hp.n_embd), "num_key_value_heads x head_dim, hidden_size"),
-        "attn_output.weight": ((hp.n_embd, q), "hidden_size, num_attention_heads x head_dim"),
-        "attn_q.bias": ((q,), "num_attention_heads x head_dim"),
-        "attn_k.bias": ((kv,), "num_key_value_heads x head_dim"),
-        "attn_v.bias": ((kv,), "num_key_value_heads x head_dim"),
-        "attn_output.bias": ((hp.n_embd,), "hidden_size"),
-        "ffn_gate.weight": ((hp.n_ff, hp.n_embd), "intermediate_size, hidden_size"),
-        "ffn_up.weight": ((hp.n_ff, hp.n_embd), "intermediate_size, hidden_size"),
-        "ffn_down.weight": ((hp.n_embd, hp.n_ff), "hidden_size, intermediate_size"),
-        "ffn_gate_inp.weight": ((hp.n_expert, hp.n_embd), "num_local_experts, hidden_size"),
-        "ffn_gate_exps.weight": (
-            (hp.n_expert, hp.n_ff, hp.n_embd),
-            "num_local_experts, intermediate_size, hidden_size",
-        ),
-        "ffn_up_exps.weight": (
-            (hp.n_expert, hp.n_ff, hp.n_embd),
-            "num_local_experts, intermediate_size, hidden_size",
-        ),
-        "ffn_down_exps.weight": (
-            (hp.n_expert, hp.n_embd, hp.n_ff),
-            "num_local_experts, hidden_size, intermediate_size",
-        ),
-    }
 
 
 def _layer_of(name: str) -> int | None:
@@ -169,123 +166,111 @@ def _layer_of(name: str) -> int | None:
     return None
 
 
+def shape_mismatch(
+    expected: dict[str, tuple[tuple[int, ...], str]], gguf_name: str, shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], str] | None:
+    """(the shape the config implies, the config keys it comes from) when `gguf_name`'s `shape` differs from it;
+    `expected` is keyed by the name without its `blk.N.` prefix (the family's `expected_shapes`)."""
+    base = gguf_name.split(".", 2)[2] if gguf_name.startswith("blk.") else gguf_name
+    if base in expected and shape != expected[base][0]:
+        return expected[base]
+    return None
+
+
 def plan_tensors(hp: HParams, sources: list[SourceTensor]) -> list[OutTensor]:
-    """The output tensors in the converter's order; validates names, shapes and completeness."""
-    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, hp.n_layer)
-    expected = _expected_shapes(hp)
-    out: list[OutTensor] = []
-    if hp.rope_scaling is not None and hp.rope_scaling.type == "llama3":
-        factors = llama3_rope_factors(hp)
-        out.append(OutTensor("rope_freqs.weight", factors.shape, data=factors, keep_f32=True))
+    """The output tensors in the converter's order; validates names, shapes and completeness.
+
+    What each architecture contributes (renames, skipped and generated tensors, stacked experts, expected
+    shapes, required tensors) comes from its family in `quant.convert.archs`.
+    """
+    family = hp.family
+    tmap = gguf.get_tensor_name_map(family.gguf_arch(hp), hp.n_layer)
+    expected = family.expected_shapes(hp)
+    out: list[OutTensor] = list(family.extra_tensors(hp))
+    stack = family.expert_stack
     experts: dict[int, dict[tuple[str, int], SourceTensor]] = {}
 
-    def add(hf_name: str, parts: tuple[SourceTensor, ...], shape: tuple[int, ...], bid: int | None) -> None:
+    def add(
+        hf_name: str,
+        parts: tuple[SourceTensor, ...],
+        shape: tuple[int, ...],
+        bid: int | None,
+        columns: tuple[int, int] | None = None,
+    ) -> None:
         gguf_name = tmap.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ConversionError(
                 f"{parts[0].shard}: cannot map tensor {parts[0].name!r} to a GGUF tensor name"
             )
-        base = gguf_name.split(".", 2)[2] if gguf_name.startswith("blk.") else gguf_name
-        if base in expected and shape != expected[base][0]:
-            want, keys = expected[base]
+        want_keys = shape_mismatch(expected, gguf_name, shape)
+        if want_keys is not None:
+            want, keys = want_keys
             raise ConversionError(
-                f"{parts[0].shard}: tensor {parts[0].name!r} has shape {list(shape)} but config.json "
+                f"{parts[0].shard}: tensor {parts[0].name!r} has shape {list(shape)} but {family.config_file} "
                 f"({keys}) implies {list(want)}"
             )
         if bid is not None and bid >= hp.n_layer:
             raise ConversionError(
                 f"{parts[0].shard}: tensor {parts[0].name!r} is in layer {bid} but num_hidden_layers is {hp.n_layer}"
             )
-        permute = 0
-        if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            permute = hp.n_head
-        elif hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            permute = hp.n_head_kv
-        keep_f32 = (
-            len(shape) <= 1
-            or gguf_name.endswith("_norm.weight")
-            or not gguf_name.endswith(".weight")
-            or "ffn_gate_inp" in gguf_name
-        )
-        out.append(OutTensor(gguf_name, shape, parts, permute, keep_f32=keep_f32))
+        permute = family.permute_heads(hf_name, hp)
+        keep = family.keep_f32(gguf_name, shape)
+        out.append(OutTensor(gguf_name, shape, parts, permute, keep_f32=keep, columns=columns))
 
+    skipped: list[SourceTensor] = []
     for t in sources:
-        name = t.name.replace("text_model.", "")
-        if name.endswith(_DROPPED_SUFFIXES):
+        name = family.source_name(t.name)
+        if name is None:
+            skipped.append(t)
             continue
         bid = _layer_of(name)
-        if "block_sparse_moe.experts" in name:
-            pieces = name.split(".")
-            try:
-                i = pieces.index("experts")
-                xid, wid = int(pieces[i + 1]), pieces[i + 2]
-            except (ValueError, IndexError):
+        slices = family.fused_slices(name, t, hp)
+        if slices is not None:
+            for sl in slices:
+                add(sl.hf_name, (t,), sl.shape, bid, sl.columns)
+            continue
+        if stack is not None and stack.marker in name:
+            where = stack.locate(name)
+            if where is None:
+                raise ConversionError(f"{t.shard}: cannot map tensor {t.name!r} to a GGUF tensor name")
+            bid, xid, wid = where
+            if not stack.holds(xid, wid, hp.n_expert):
                 raise ConversionError(
-                    f"{t.shard}: cannot map tensor {t.name!r} to a GGUF tensor name"
-                ) from None
-            if not hp.n_expert or bid is None or xid >= hp.n_expert or wid not in _EXPERT_WEIGHTS:
-                raise ConversionError(
-                    f"{t.shard}: unexpected expert tensor {t.name!r} (num_local_experts is {hp.n_expert})"
+                    f"{t.shard}: unexpected expert tensor {t.name!r} ({stack.count_key} is {hp.n_expert})"
                 )
             layer = experts.setdefault(bid, {})
             layer[(wid, xid)] = t
-            if len(layer) == 3 * hp.n_expert:
-                for wid in _EXPERT_WEIGHTS:
+            if len(layer) == len(stack.weights) * hp.n_expert:
+                for wid in stack.weights:
                     parts = tuple(layer[(wid, x)] for x in range(hp.n_expert))
                     shapes = {p.shape for p in parts}
                     if len(shapes) != 1:
                         raise ConversionError(
                             f"{parts[0].shard}: experts of layer {bid} {wid} differ in shape"
                         )
-                    add(
-                        f"layers.{bid}.feed_forward.experts.{wid}.weight",
-                        parts,
-                        (hp.n_expert, *parts[0].shape),
-                        bid,
-                    )
+                    add(stack.merged.format(bid=bid, wid=wid), parts, (hp.n_expert, *parts[0].shape), bid)
                 del experts[bid]
             continue
         add(name, (t,), t.shape, bid)
     if experts:
+        assert stack is not None
         bid, layer = next(iter(experts.items()))
         have = {f"experts.{x}.{w}" for (w, x) in layer}
         missing = next(
-            f"model.layers.{bid}.block_sparse_moe.experts.{x}.{w}.weight"
+            f"model.layers.{bid}.{stack.marker}.{x}.{w}.weight"
             for x in range(hp.n_expert)
-            for w in _EXPERT_WEIGHTS
+            for w in stack.weights
             if f"experts.{x}.{w}" not in have
         )
         raise ConversionError(f"checkpoint is missing tensor {missing!r}")
-    _check_complete(hp, out)
-    return out
-
-
-def _check_complete(hp: HParams, tensors: list[OutTensor]) -> None:
-    names = {t.name for t in tensors}
-    needed = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
-    per_layer = {
-        "attn_norm.weight": "input_layernorm.weight",
-        "ffn_norm.weight": "post_attention_layernorm.weight",
-        "attn_q.weight": "self_attn.q_proj.weight",
-        "attn_k.weight": "self_attn.k_proj.weight",
-        "attn_v.weight": "self_attn.v_proj.weight",
-        "attn_output.weight": "self_attn.o_proj.weight",
-    }
-    if hp.n_expert:
-        per_layer |= {
-            "ffn_gate_inp.weight": "block_sparse_moe.gate.weight",
-            "ffn_gate_exps.weight": "block_sparse_moe.experts.*.w1.weight",
-            "ffn_down_exps.weight": "block_sparse_moe.experts.*.w2.weight",
-            "ffn_up_exps.weight": "block_sparse_moe.experts.*.w3.weight",
-        }
-    else:
-        per_layer |= {
-            "ffn_gate.weight": "mlp.gate_proj.weight",
-            "ffn_up.weight": "mlp.up_proj.weight",
-            "ffn_down.weight": "mlp.down_proj.weight",
-        }
-    for i in range(hp.n_layer):
-        needed |= {f"blk.{i}.{g}": f"model.layers.{i}.{h}" for g, h in per_layer.items()}
-    for gguf_name, hf_name in needed.items():
+    if len(out) == len(family.extra_tensors(hp)) and any(is_multimodal_tensor(t.name) for t in skipped):
+        shard = skipped[0].shard
+        raise ConversionError(
+            f"{shard}: holds only vision-tower tensors (e.g. {skipped[0].name!r}) and no text model; "
+            "a vision-only checkpoint has nothing to convert to a text GGUF"
+        )
+    names = {t.name for t in out}
+    for gguf_name, hf_name in family.required_tensors(hp).items():
         if gguf_name not in names:
             raise ConversionError(f"checkpoint is missing tensor {hf_name!r}")
+    return out

@@ -166,8 +166,14 @@ def start_tokenizer_probe(src: str | Path) -> TokenizerProbe:
     Not when a tokenizer.model is there (SentencePiece wins then; tokenizer.json is read only if that file
     turns out not to be SentencePiece, and then in-process).
     """
+    from quant.checkpoint_format import HF, checkpoint_format  # (in the parent only: the child runs -P)
+
     path = Path(src) / "tokenizer.json"
-    in_child = path.is_file() and not (Path(src) / "tokenizer.model").is_file()
+    in_child = (
+        path.is_file()
+        and not (Path(src) / "tokenizer.model").is_file()
+        and checkpoint_format(Path(src)) == HF
+    )
     return TokenizerProbe(path, use_process=in_child)
 
 

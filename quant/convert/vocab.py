@@ -28,6 +28,7 @@ from quant.convert.tokenizer_probe import (
     probe_in_process,
 )
 from quant.errors import ConversionError
+from quant.inputs import require_regular
 
 # gguf.TokenType values, as ints so the arrays are written as INT32 exactly like gguf-py does.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -72,7 +73,7 @@ _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 @dataclass
 class Vocab:
-    """A checkpoint's tokenizer, ready to be written as GGUF KVs (reference §5.8)."""
+    """A checkpoint's tokenizer, ready to be written as GGUF KVs (gguf-py's vocab.py defines them)."""
 
     model: str  # "llama" (SentencePiece-style) or "gpt2" (byte-level BPE)
     pre: str
@@ -158,7 +159,7 @@ class Vocab:
         return {key: value for key, value, _ in self.kv_items()}
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
-        """Add every `tokenizer.*` KV to `writer`, in llama.cpp's order (reference §5.8, §5.9 item 11)."""
+        """Add every `tokenizer.*` KV to `writer`, in llama.cpp's order (convert_hf_to_gguf.py writes them after the hparams)."""
         for key, value, vtype in self.kv_items():
             if vtype == gguf.GGUFValueType.ARRAY:
                 writer.add_array(key, value)
@@ -197,28 +198,30 @@ def _chat_template_kvs(template: str | list[dict[str, str]] | None) -> list[tupl
 # Loading
 
 
-def load_vocab(src: Path, config: Mapping[str, Any], *, probe: TokenizerProbe | None = None) -> Vocab:
+def load_vocab(
+    src: Path, config: Mapping[str, Any], *, probe: TokenizerProbe | None = None, arch: str = "llama"
+) -> Vocab:
     """Read the tokenizer of checkpoint `src` as llama.cpp's LlamaModel.set_vocab would.
 
     `probe` is a TokenizerProbe of src/tokenizer.json started earlier by the caller (so the `tokenizers`
     work overlaps whatever the caller did meanwhile); without one that work is done here, in-process.
+    `arch` is the output's architecture (a Mistral tokenizer writes `<arch>.vocab_size`).
     """
     src = Path(src)
     hparams = _merged_config(config)
     tokenizer_model = src / "tokenizer.model"
     tokenizer_json = src / "tokenizer.json"
-    tokenizer_config = _read_json_file(src / "tokenizer_config.json")
 
     if (src / "tekken.json").is_file() and not tokenizer_json.is_file():
-        raise ConversionError(
-            f"{src / 'tekken.json'}: Mistral-native tekken tokenizers are not supported; "
-            "use the checkpoint's Hugging Face tokenizer.json"
-        )
+        from quant.convert.mistral_vocab import load_mistral_vocab  # llama.cpp's _set_vocab_mistral path
+
+        return load_mistral_vocab(src, arch, native=False)
+    tokenizer_config = _read_json_file(src / "tokenizer_config.json")
 
     add_space_prefix = tokenizer_config.get("add_prefix_space") if tokenizer_config else None
     vocab: Vocab | None = None
     if tokenizer_model.is_file():
-        vocab = _sentencepiece_vocab(src, hparams, tokenizer_config, fallback_ok=tokenizer_json.is_file())
+        vocab = _sentencepiece_vocab(src, hparams, tokenizer_config, beside_json=tokenizer_json.is_file())
     if vocab is None:
         if not tokenizer_json.is_file():
             raise ConversionError(f"{src}: no tokenizer found (expected tokenizer.model or tokenizer.json)")
@@ -288,8 +291,11 @@ def does_token_look_special(token: str) -> bool:
 
 
 def _sentencepiece_vocab(
-    src: Path, hparams: dict[str, Any], tokenizer_config: dict[str, Any], *, fallback_ok: bool
-) -> Vocab | None:
+    src: Path, hparams: dict[str, Any], tokenizer_config: dict[str, Any], *, beside_json: bool
+) -> Vocab:
+    """llama.cpp's LlamaModel.set_vocab reads tokenizer.model first whenever it is a file and only falls back
+    to tokenizer.json when it is absent, so a corrupt one fails its conversion too, even beside a good
+    tokenizer.json (whose scores and token types would differ): an error here as well, never a silent switch."""
     from sentencepiece import SentencePieceProcessor
 
     path = src / "tokenizer.model"
@@ -297,10 +303,13 @@ def _sentencepiece_vocab(
     try:
         sp.LoadFromFile(str(path))
     except (OSError, RuntimeError) as e:
-        if fallback_ok:
-            # e.g. a tiktoken-format tokenizer.model next to a tokenizer.json: use the latter.
-            return None
-        raise ConversionError(f"{path}: not a SentencePiece model ({one_line(e)})") from None
+        hint = (
+            "; llama.cpp's converter reads it before tokenizer.json and fails on it too: replace it with the "
+            "repo's original or remove it to use tokenizer.json"
+            if beside_json
+            else ""
+        )
+        raise ConversionError(f"{path}: not a SentencePiece model ({one_line(e)}){hint}") from None
     n_sp = sp.vocab_size()
     vocab_size = hparams.get("vocab_size") or n_sp
     if not isinstance(vocab_size, int) or vocab_size <= 0:
@@ -723,6 +732,7 @@ def _alternative_chat_template(src: Path) -> str | list[dict[str, str]] | None:
 
 
 def _read_text(path: Path) -> str:
+    require_regular(path, ConversionError)
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -8,6 +8,7 @@ near one chunk whatever the size of the model or of its largest tensor.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import queue
 import threading
@@ -110,7 +111,12 @@ def _too_large(name: str, type_name: str, row: int) -> ConversionError:
 def _fused_q8_0(t: OutTensor, arrays: list[np.ndarray]) -> bool:
     """Whether `t` can go straight from BF16 source rows to Q8_0 (the common case: no float32 chunk needed)."""
     return (
-        t.type == "Q8_0" and t.data is None and len(t.shape) > 1 and all(a.dtype == np.uint16 for a in arrays)
+        t.type == "Q8_0"
+        and t.data is None
+        and not t.deltas
+        and t.columns is None
+        and len(t.shape) > 1
+        and all(a.dtype == np.uint16 for a in arrays)
     )
 
 
@@ -140,11 +146,13 @@ def _q8_0_rows(
     import numba
 
     from quant.convert.rowkernels import bf16_rows_to_q8_0
+    from quant.kernels.api import quant_type
     from quant.kernels.base import prange_tasks
 
     _use_threads(threads)
     ntasks = prange_tasks()
     row_bytes = row_nbytes("Q8_0", t.n_cols)
+    type_size = quant_type("Q8_0").type_size
     out = buf.reshape(stop - start, row_bytes)
     rmap = t.row_map()
     per_part = t.n_rows // len(arrays)
@@ -157,7 +165,7 @@ def _q8_0_rows(
             src = arrays[p].reshape(per_part, t.n_cols)
             idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
             o0 = pos - start
-            bad, over = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], ntasks)
+            bad, over = bf16_rows_to_q8_0(src, idx, out[o0 : o0 + (r1 - r0)], type_size, ntasks)
             if bad >= 0 and first_bad < 0:
                 first_bad = o0 + bad
             if over >= 0 and first_over < 0:
@@ -228,6 +236,7 @@ def write_data(
             if progress is not None:
                 progress(t.name, done, total)
             arrays = [p.array(shards.view(p.shard)) for p in t.parts]
+            scales = [p.scale.array(shards.view(p.scale.shard)) if p.scale else None for p in t.parts]
             fused = _fused_q8_0(t, arrays)
             per_chunk = max(1, CHUNK_ELEMENTS // t.n_cols)
             written = 0
@@ -243,13 +252,22 @@ def write_data(
                     if over >= 0:
                         raise _too_large(t.name, t.type, r0 + over)
                 else:
-                    x, bad = t.rows(r0, r1, arrays)
+                    x, bad = t.merged_rows(r0, r1, arrays, scales)
                     if bad >= 0:
                         raise _nonfinite(t, r0 + bad)
                     data = encode(x, t.type, threads, t.name, r0)
                 out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes
-                if not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
+                if (
+                    t.columns is not None
+                ):  # a fused matrix is read column block by column block: drop it whole
+                    part = t.parts[0]
+                    per_matrix = part.nbytes // max(1, math.prod(part.shape[:-2]))
+                    for m in range(
+                        t.column_matrix(r0), t.column_matrix(r1)
+                    ):  # matrices finished by this chunk
+                        shards.release(part.shard, part.start + m * per_matrix, per_matrix)
+                elif not t.permute_heads and t.parts:  # rows were read in order: drop their pages now
                     per_part = t.n_rows // len(t.parts)
                     for p in range(r0 // per_part, (r1 - 1) // per_part + 1):
                         part = t.parts[p]
@@ -265,7 +283,9 @@ def write_data(
                 raise ConversionError(f"tensor {t.name}: wrote {written} bytes, layout says {lay.nbytes}")
             for part in t.parts:
                 shards.release(part.shard, part.start, part.nbytes)
-            del arrays
+                if part.scale is not None:
+                    shards.release(part.scale.shard, part.scale.start, part.scale.nbytes)
+            del arrays, scales
             out.write(b"\0" * (_pad(written, ALIGNMENT) - written))
             done += written
         out.close()

@@ -1,8 +1,9 @@
 """The validating front end over the type kernels: `quantize` and `dequantize`.
 
 Kernels only see C-contiguous float32 rows whose length fits the type, and finite values unless the type's
-output exposes NaN/inf itself (F32, F16, BF16). Everything a caller can get wrong is checked here and
-reported as a one-line `QuantError`. Work goes chunk by chunk over rows so a
+output exposes NaN/inf itself (F32, F16, BF16); importance weights reach them as one finite, non-negative
+float32 vector per call (quant/kernels/base.py has the contract). Everything a caller can get wrong is checked
+here and reported as a one-line `QuantError`. Work goes chunk by chunk over rows so a
 memory-mapped tensor is never copied whole: extra memory is one chunk of float32 (for f16/bf16 input) no
 matter how large the tensor.
 """
@@ -111,6 +112,46 @@ def _overflow_message(prefix: str, cls: type[QuantType], row: int) -> str:
     return f"{prefix}row {row} is too large for {cls.name}: a block scale overflows fp16 (llama.cpp rejects such rows)"
 
 
+def _weight_vectors(
+    quant_weights: np.ndarray | None, cls: type[QuantType], shape: tuple[int, ...], prefix: str
+) -> np.ndarray | None:
+    """Validated importance weights as float32 [matrices, cols] (one vector per matrix of x), or None.
+
+    One vector [cols] applies to every row; for x [..., rows, cols] a [..., cols] array gives each matrix
+    (each expert of a stacked MoE tensor) its own vector, as llama-quantize slices the imatrix per expert.
+    """
+    if quant_weights is None:
+        if cls.requires_quant_weights:
+            raise QuantError(
+                f"{prefix}{cls.name} needs an importance matrix: llama.cpp refuses it without one "
+                "(make one with llama-imatrix)"
+            )
+        return None
+    qw = np.asarray(quant_weights)
+    if qw.dtype.kind not in "fiu":
+        raise QuantError(f"{prefix}importance weights must be numbers, got {qw.dtype}")
+    cols = shape[-1]
+    per_matrix = (*shape[:-2], cols)
+    if qw.shape == (cols,):
+        qw = qw.reshape(1, cols)
+    elif len(shape) >= 3 and qw.shape == per_matrix:
+        qw = qw.reshape(-1, cols)
+    else:
+        allowed = f"({cols},)" + (f" or {per_matrix}" if len(shape) >= 3 else "")
+        raise QuantError(
+            f"{prefix}importance weights of shape {qw.shape} do not fit rows of {cols} elements: expected {allowed}"
+        )
+    qw = np.ascontiguousarray(qw, dtype=np.float32)
+    bad = np.argwhere(~(np.isfinite(qw) & (qw >= 0)))
+    if bad.size:
+        m, col = (int(v) for v in bad[0])
+        where = f"column {col}" + (f" of matrix {m}" if qw.shape[0] > 1 else "")
+        raise QuantError(
+            f"{prefix}importance weight at {where} is {qw[m, col]}: weights must be finite and non-negative"
+        )
+    return qw
+
+
 def quantize(
     x: np.ndarray,
     qtype: str,
@@ -118,6 +159,7 @@ def quantize(
     threads: int | None = None,
     out: np.ndarray | None = None,
     name: str | None = None,
+    quant_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Quantise the rows of `x` (the last axis) to `qtype`, byte-identical to llama.cpp's ggml_quantize_chunk.
 
@@ -125,6 +167,11 @@ def quantize(
     range of one). Returns uint8 [..., row_bytes]; with `out` (uint8, that shape, C-contiguous, e.g. a slice
     of an output memmap) the bytes go there and `out` is returned. `threads=None` uses every core; the bytes
     never depend on it. `name` (a tensor name) prefixes error messages.
+
+    `quant_weights` are llama.cpp's importance weights (an imatrix entry: one non-negative float per column,
+    or one such vector per matrix of a [..., rows, cols] stack), passed to the quantiser as
+    ggml_quantize_chunk's last argument; types whose llama.cpp quantiser ignores them (`uses_quant_weights`
+    False: F32, F16, BF16, Q8_0) give the same bytes with or without them.
     """
     prefix = f"{name}: " if name else ""
     cls = quant_type(qtype)
@@ -135,6 +182,7 @@ def quantize(
     cols = x.shape[-1]
     _check_row_length(cls, cols, prefix)
     nthreads = _thread_count(threads)
+    weights = _weight_vectors(quant_weights, cls, x.shape, prefix)
     x2 = x.reshape(-1, cols)
     rows = x2.shape[0]
     shape = (*x.shape[:-1], cls.row_bytes(cols))
@@ -148,19 +196,23 @@ def quantize(
 
     step = max(1, (F32_CHUNK_ELEMENTS if kind == "f32" else CHUNK_ELEMENTS) // cols)
     buf = None if kind == "f32" else np.empty((min(step, rows), cols), dtype=np.float32)
+    # with one weight vector per matrix, chunks never straddle two matrices
+    per_vector = max(1, rows if weights is None or weights.shape[0] == 1 else rows // weights.shape[0])
     with _KERNEL_LOCK:
         saved = numba.get_num_threads()
         numba.set_num_threads(nthreads)
         try:
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
+            for r0, r1 in _chunks(rows, step, per_vector):
                 xc = readonly(_as_float32(x2[r0:r1], kind, buf))
                 if not cls.nonfinite_shows_in_output:
                     bad = _first_nonfinite_row(xc)
                     if bad >= 0:
                         raise QuantError(_nonfinite_message(prefix, xc, bad, r0 + bad))
                 oc = out2[r0:r1]
-                bad = cls.quantize_rows(xc, oc)
+                if weights is None:
+                    bad = cls.quantize_rows(xc, oc)
+                else:
+                    bad = cls.quantize_rows(xc, oc, weights[r0 // per_vector])
                 if bad is None:
                     bad = cls.invalid_row(oc)
                 if bad >= 0:
@@ -171,6 +223,14 @@ def quantize(
         finally:
             numba.set_num_threads(saved)
     return out
+
+
+def _chunks(rows: int, step: int, per_vector: int):
+    """Row ranges of at most `step` rows that do not cross a multiple of `per_vector`."""
+    for m0 in range(0, rows, per_vector):
+        m1 = min(rows, m0 + per_vector)
+        for r0 in range(m0, m1, step):
+            yield r0, min(m1, r0 + step)
 
 
 def dequantize(data: np.ndarray | bytes, qtype: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Scalar helpers for Numba kernels that must reproduce C float32 semantics bit for bit.
 
 Numba has no scalar bit reinterpretation and no fp16 scalar type, and its float->int casts of NaN/inf are
-undefined; these helpers give the exact behaviour of ggml's C code on x86-64 (see reference doc §1.5, §2.1).
+undefined; these helpers give the exact behaviour of ggml's C code on x86-64 (ggml/src/ggml-impl.h and ggml-quants.c; docs/quant-types.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,13 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 _INT_MIN = -2147483648
+
+JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
+"""The options of every kernel: cached, no fastmath (no reassociation, no FMA), and C's float semantics for
+division by zero (inf/NaN, not an exception)."""
+
+FLT_MAX = np.float32(3.4028234663852886e38)
+"""C's FLT_MAX, where ggml's searches start their best error."""
 
 
 @intrinsic
@@ -97,6 +104,20 @@ def f32_to_bf16(f: np.float32) -> np.uint16:
     return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
 
 
+@njit(inline="always", **JIT)
+def nearest_int(f: np.float32) -> np.int32:
+    """ggml's nearest_int: round half to even through the 1.5*2^23 trick, garbage-in garbage-out like C."""
+    v = f + np.float32(12582912.0)
+    return np.int32(f32_bits(v) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+@njit(inline="always", **JIT)
+def as_i8(u) -> np.int32:
+    """The low byte of an integer read as C's int8_t."""
+    v = np.int32(u) & np.int32(0xFF)
+    return v - 256 if v > 127 else v
+
+
 @njit(cache=True, inline="always")
 def cvt_i32(v: np.float32) -> np.int64:
     """C's float->int conversion as x86 cvttss2si does it: truncate; NaN or out of int32 range gives INT_MIN.
@@ -151,3 +172,33 @@ def first_row_with_all_ones(h: np.ndarray, mask) -> int:
         if bad[r]:
             return r
     return -1
+
+
+# ------------------------------------------------------------------------- little-endian fields of a block row
+@njit(inline="always", **JIT)
+def store_f16(o, off, h) -> None:
+    """Store fp16 bits `h` (or any uint16, such as a packed grid index) at o[off:off+2] (o: a uint8 row)."""
+    o[off] = np.uint8(h & 0xFF)
+    o[off + 1] = np.uint8((h >> 8) & 0xFF)
+
+
+@njit(inline="always", **JIT)
+def load_f16(o, off) -> np.float32:
+    """The fp16 at o[off:off+2] as float32."""
+    return f16_to_f32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))
+
+
+@njit(inline="always", **JIT)
+def store_u32(o, off, v) -> None:
+    for k in range(4):
+        o[off + k] = np.uint8((v >> (8 * k)) & 0xFF)
+
+
+@njit(inline="always", **JIT)
+def load_u32(o, off) -> np.uint32:
+    return (
+        np.uint32(o[off])
+        | (np.uint32(o[off + 1]) << np.uint32(8))
+        | (np.uint32(o[off + 2]) << np.uint32(16))
+        | (np.uint32(o[off + 3]) << np.uint32(24))
+    )

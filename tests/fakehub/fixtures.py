@@ -96,6 +96,31 @@ def add_pickle_repo(hub: FakeHub, repo_id: str = "someone/pickled-llama") -> Fak
     return repo
 
 
+def add_adapter_repo(
+    hub: FakeHub,
+    adapter: Path,
+    repo_id: str = "someone/Tiny-Mistral-LoRA",
+    base: str = "mistralai/Tiny-Mistral",
+) -> FakeRepo:
+    """A PEFT adapter repo as `save_pretrained` + `push_to_hub` leave it: the adapter folder's files, a card
+    naming the base, the tokenizer and training arguments (which conversion does not need)."""
+    repo = hub.add_repo(
+        FakeRepo(
+            repo_id,
+            downloads=40,
+            tags=["lora", f"base_model:adapter:{base}"],
+            library_name="peft",
+            card_data={"base_model": base, "library_name": "peft"},
+        )
+    )
+    for f in sorted(adapter.iterdir()):
+        repo.add(f.name, f.read_bytes())
+    repo.add("README.md", f"---\nbase_model: {base}\nlibrary_name: peft\n---\n# A LoRA adapter\n".encode())
+    repo.add("tokenizer.json", b'{"model": {"type": "BPE", "vocab": {"a": 0}}}')
+    repo.add("training_args.bin", b"\x80\x02pickle" * 50)
+    return repo
+
+
 BIG = "model.safetensors"
 
 

@@ -94,6 +94,7 @@ class FakeRepo:
     license: str | None = "apache-2.0"
     parameters: int | None = None
     revisions: dict[str, str] = field(default_factory=dict)
+    card_data: dict[str, Any] = field(default_factory=dict)  # model card front matter besides the licence
 
     def __post_init__(self) -> None:
         self.sha = self.sha or hashlib.sha1(self.repo_id.encode()).hexdigest()
@@ -258,8 +259,8 @@ class FakeHub:
             "siblings": siblings,
             "createdAt": "2024-06-01T00:00:00.000Z",
         }
-        if repo.license:
-            out["cardData"] = {"license": repo.license}
+        if repo.license or repo.card_data:
+            out["cardData"] = {**({"license": repo.license} if repo.license else {}), **repo.card_data}
         if repo.parameters:
             if any(p.endswith(".safetensors") for p in repo.files):
                 out["safetensors"] = {"parameters": {"BF16": repo.parameters}, "total": repo.parameters}

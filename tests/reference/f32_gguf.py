@@ -44,6 +44,36 @@ def llama3_rope_factors(params: dict, theta: float, dim: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
+def reference_tensors(ckpt: Path, cfg: dict) -> list[tuple[str, np.ndarray]]:
+    """The checkpoint's weights as the GGUF holds them: llama.cpp names, float32, Q/K rows permuted for
+    llama.cpp's RoPE, Mixtral experts stacked (rope_freqs not included)."""
+    n_layer, n_head, n_kv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, n_layer)
+    out: list[tuple[str, np.ndarray]] = []
+    experts: dict[tuple[int, str], dict[int, np.ndarray]] = {}
+    for name, t in sorted(read_weights(ckpt).items()):
+        parts = name.split(".")
+        if ".experts." in name:  # model.layers.N.block_sparse_moe.experts.E.wX.weight
+            experts.setdefault((int(parts[2]), parts[6]), {})[int(parts[5])] = t
+            continue
+        if name.endswith("q_proj.weight"):
+            t = permute_rows(t, n_head)
+        elif name.endswith("k_proj.weight"):
+            t = permute_rows(t, n_kv)
+        out.append(
+            (names.get_name(name, try_suffixes=(".weight",)), np.ascontiguousarray(t, dtype=np.float32))
+        )
+    stacked = {
+        "w1": gguf.MODEL_TENSOR.FFN_GATE_EXP,
+        "w2": gguf.MODEL_TENSOR.FFN_DOWN_EXP,
+        "w3": gguf.MODEL_TENSOR.FFN_UP_EXP,
+    }
+    for (layer, wid), by_expert in sorted(experts.items()):
+        name = gguf.TENSOR_NAMES[stacked[wid]].format(bid=layer) + ".weight"
+        out.append((name, np.stack([by_expert[e] for e in sorted(by_expert)]).astype(np.float32)))
+    return out
+
+
 def write_f32_gguf(ckpt: Path, out: Path) -> Path:
     cfg = json.loads((ckpt / "config.json").read_text())
     n_layer, n_head, n_kv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -77,28 +107,8 @@ def write_f32_gguf(ckpt: Path, out: Path) -> Path:
 
     if (rope.get("rope_type") or rope.get("type") or "").lower() == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_factors(rope, theta, head_dim))
-    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, n_layer)
-    experts: dict[tuple[int, str], dict[int, np.ndarray]] = {}
-    for name, t in sorted(read_weights(ckpt).items()):
-        parts = name.split(".")
-        if ".experts." in name:  # model.layers.N.block_sparse_moe.experts.E.wX.weight
-            experts.setdefault((int(parts[2]), parts[6]), {})[int(parts[5])] = t
-            continue
-        if name.endswith("q_proj.weight"):
-            t = permute_rows(t, n_head)
-        elif name.endswith("k_proj.weight"):
-            t = permute_rows(t, n_kv)
-        w.add_tensor(
-            names.get_name(name, try_suffixes=(".weight",)), np.ascontiguousarray(t, dtype=np.float32)
-        )
-    stacked = {
-        "w1": gguf.MODEL_TENSOR.FFN_GATE_EXP,
-        "w2": gguf.MODEL_TENSOR.FFN_DOWN_EXP,
-        "w3": gguf.MODEL_TENSOR.FFN_UP_EXP,
-    }
-    for (layer, wid), by_expert in sorted(experts.items()):
-        name = gguf.TENSOR_NAMES[stacked[wid]].format(bid=layer) + ".weight"
-        w.add_tensor(name, np.stack([by_expert[e] for e in sorted(by_expert)]).astype(np.float32))
+    for name, t in reference_tensors(ckpt, cfg):
+        w.add_tensor(name, t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -1,0 +1,26 @@
+"""LoRA adapter GGUFs at run time: checking one against the model it is meant to run on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def check_adapter(path: str | os.PathLike[str], architecture: str) -> str | None:
+    """Why llama.cpp would refuse `path` as a LoRA adapter for a model of `architecture`, or None."""
+    from quant.errors import QuantError
+    from quant.gguf_file import read_gguf_summary
+
+    try:
+        summary = read_gguf_summary(path)
+    except (OSError, QuantError) as exc:
+        return f"adapter {exc}"
+    if not summary.is_adapter or summary.kv.get("adapter.type") != "lora":
+        return (
+            f"{Path(path).name}: not a LoRA adapter GGUF (general.type is {summary.kv.get('general.type')!r})"
+        )
+    if summary.architecture != architecture:
+        return (
+            f"{Path(path).name}: adapter for architecture {summary.architecture}, the model is {architecture}"
+        )
+    return None
