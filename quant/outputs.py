@@ -224,12 +224,13 @@ class OutputClaim:
         """The temporary file, opened for writing (close it before `commit`, or let commit flush it)."""
         assert self.temp is None and not self.directory
         self._register()
-        temp = self.parent / temp_name(self.final)
+        temp = self.temp = self.parent / temp_name(self.final)  # known to abort() before it exists
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except OSError as exc:
+            self.temp = None  # not ours (O_EXCL): abort() must not remove it
             raise _os_error(temp, exc, "create the temporary output") from None
-        self.temp, self._temp_fd = temp, fd
+        self._temp_fd = fd
         self._file = os.fdopen(os.dup(fd), "wb")
         return self._file
 
@@ -237,13 +238,17 @@ class OutputClaim:
         """The temporary folder (mode from the umask, not mkdtemp's 0700: bundles are often shared)."""
         assert self.temp is None and self.directory
         self._register()
-        temp = self.parent / temp_name(self.final)
+        # Recorded before mkdir: a SIGTERM turned into an exception just after mkdir must still remove it.
+        temp = self.temp = self.parent / temp_name(self.final)
         try:
             os.mkdir(temp, 0o777)
-            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            self.temp = None  # nothing of ours was made
             raise _os_error(temp, exc, "create the temporary output folder") from None
-        self.temp, self._temp_fd = temp, fd
+        try:
+            self._temp_fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(temp, exc, "open the temporary output folder") from None
         return temp
 
     # -- the end ----------------------------------------------------------------------------------
