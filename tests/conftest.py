@@ -14,8 +14,16 @@ from tests.fixtures.checkpoints import BUILDERS
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """hubtui's state folder (folders it wrote outputs to, the download queue) per session, not the user's."""
+    """hubtui's state folder (folders it wrote outputs to, the download queue) per session, not the user's;
+    session fixtures (conversions made once) write there."""
     os.environ.setdefault("HUBTUI_STATE_DIR", str(tmp_path_factory.mktemp("hubtui-state")))
+
+
+@pytest.fixture(autouse=True)
+def _state_dir_per_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """And one per test: the registry of output folders lists stale temporaries (`cache ls`), so one test's
+    leftovers must not show up in another test's listing."""
+    monkeypatch.setenv("HUBTUI_STATE_DIR", str(tmp_path_factory.mktemp("state", numbered=True)))
 
 
 @pytest.fixture(scope="session")
