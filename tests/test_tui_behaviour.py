@@ -16,7 +16,7 @@ from hubtui.app.modals import ConfirmScreen
 from hubtui.hub.download import format_bytes
 from quant.filetypes import FILE_TYPES
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import BIG, TOKEN, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import BIG, TOKEN, add_big_repo, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
 from tests.tui_helpers import hold_conversion, isolate, make_app, pick_type, ready, text_of, wait_until
 
 
@@ -282,8 +282,12 @@ async def test_family_switch_and_pause_resume_a_download(fake_hub: FakeHub, out:
 
 
 async def _slow_download_on_screen(app: HubtuiApp, pilot, fake_hub: FakeHub) -> DownloadsPane:  # noqa: ANN001
-    """Start test/big over a slow link and show the Downloads screen once bytes are arriving."""
-    fake_hub.knobs.chunk_delay = 0.3  # ~2 s for the file: room for a key press even on a busy machine
+    """Start test/big over a slow link and show the Downloads screen once bytes are arriving.
+
+    The file is made 2 MB (32 chunks, ~10 s at this pace) first: with 400 kB the server had pushed the whole
+    file into the socket buffers before a key press on a busy CI machine took effect."""
+    add_big_repo(fake_hub, size=2_000_000)
+    fake_hub.knobs.chunk_delay = 0.3
     app.enqueue_download("test/big")
     await pilot.press("f3")
     pane = app.query_one(DownloadsPane)
@@ -411,11 +415,11 @@ async def test_chat_model_opens_the_chat_screen_with_that_model_loaded(out: Path
 
 
 async def test_cancel_key_stops_a_download_and_retry_resumes_it(fake_hub: FakeHub, out: Path) -> None:
-    size = len(fake_hub.repos["test/big"].files[BIG].data)
     app = make_app(out, fake_hub.url)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         pane = await _slow_download_on_screen(app, pilot, fake_hub)
+        size = len(fake_hub.repos["test/big"].files[BIG].data)
         job = pane.jobs["test/big"]
         await pilot.press("ctrl+x")
         await wait_until(pilot, lambda: job.item.state == "cancelled", "cancelled")
