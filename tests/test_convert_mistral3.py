@@ -374,6 +374,45 @@ def test_mmproj_needs_a_vision_tower_and_leaves_nothing_behind(tmp_path: Path, c
     )
 
 
+def test_mmproj_and_model_are_committed_together(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A projector that fails while being written takes nothing with it: the model's old file (under --force)
+    stays as it was, and neither output nor a temporary is left; an existing projector without --force
+    stops the run before anything is written."""
+    import quant.convert.writer as writer
+
+    src = checkpoint("mistral3-tiny")
+    text, proj = tmp_path / "text.gguf", tmp_path / "mmproj.gguf"
+    text.write_bytes(b"the user's older file")
+    real = writer.write_data
+    written: list[str] = []
+
+    def failing_projector(f, prep, **kw):  # noqa: ANN001, ANN003
+        written.append(prep.layout.file_type.name)
+        if any(t.name.startswith("v.") for t in prep.layout.tensors):
+            raise ConversionError("v.blk.0.attn_q.weight: disk on fire")
+        return real(f, prep, **kw)
+
+    monkeypatch.setattr(writer, "write_data", failing_projector)
+    args = ["convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(proj), "--force"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "v.blk.0.attn_q.weight: disk on fire" in err
+    assert len(written) == 2  # the model was written in full before the projector failed
+    assert text.read_bytes() == b"the user's older file" and not proj.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.gguf"]
+
+    monkeypatch.setattr(writer, "write_data", real)
+    text.unlink()
+    proj.write_bytes(b"an older projector")
+    code, _, err = run_cli(args[:-1], capsys)  # no --force
+    assert code == 1 and str(proj) in err and "exists" in err
+    assert not text.exists() and proj.read_bytes() == b"an older projector"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mmproj.gguf"]
+    code, _, err = run_cli(
+        ["convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(text)], capsys
+    )
+    assert code != 0 and "different names" in err and not text.exists()
+
+
 # ---- downstream: sizing, the runner's header checks, inspect
 
 

@@ -274,30 +274,41 @@ def command(
         elif target_name or ram or vram or gpus is not None or ctx is not None:
             raise click.UsageError("--target, --ram, --vram, --gpus and --ctx only apply with --type auto")
         if mmproj is not None:  # laid out first: a checkpoint without a vision tower fails before any writing
+            from quant.convert import convert_with_mmproj
             from quant.convert.mmproj import prepare_mmproj
 
             projector = prepare_mmproj(src, mmproj_type)
-        result = convert(
-            src,
-            out,
-            qtype,
-            threads=threads,
-            progress=StderrProgress(),
-            force=force,
-            options=options,
-            loras=merges,
-        )
+            # Both files are written before either is renamed into place: all or nothing, old files kept.
+            results = list(
+                convert_with_mmproj(
+                    src,
+                    out,
+                    qtype,
+                    mmproj,
+                    projector,
+                    threads=threads,
+                    progress=StderrProgress(),
+                    force=force,
+                    options=options,
+                    loras=merges,
+                )
+            )
+        else:
+            results = [
+                convert(
+                    src,
+                    out,
+                    qtype,
+                    threads=threads,
+                    progress=StderrProgress(),
+                    force=force,
+                    options=options,
+                    loras=merges,
+                )
+            ]
     except OptionError as exc:  # an option that does not fit this checkpoint or type: a usage error
         raise click.UsageError(str(exc)) from None
-    results = [result]
-    if projector is not None:
-        try:
-            results.append(
-                convert(src, mmproj, mmproj_type, threads=threads, force=force, prepared=projector)
-            )
-        except BaseException:
-            result.path.unlink(missing_ok=True)  # all or nothing: the pair is what the user asked for
-            raise
+    result = results[0]
     if as_json:
         payload = result.to_dict() | ({"auto": auto} if auto else {})
         if projector is not None:

@@ -34,6 +34,7 @@ _import_gguf()
 _LAZY = {
     "ConvertResult": "quant.convert.api",
     "convert": "quant.convert.api",
+    "convert_with_mmproj": "quant.convert.api",
     "default_output_path": "quant.convert.api",
     "Layout": "quant.convert.layout",
     "TensorLayout": "quant.convert.layout",
@@ -45,7 +46,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from quant.convert.api import ConvertResult, convert, default_output_path
+    from quant.convert.api import ConvertResult, convert, convert_with_mmproj, default_output_path
     from quant.convert.layout import Layout, TensorLayout, plan_layout
     from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
     from quant.convert.options import TensorOptions
@@ -69,6 +70,7 @@ __all__ = [
     "TensorLayout",
     "TensorOptions",
     "convert",
+    "convert_with_mmproj",
     "default_output_path",
     "plan_layout",
     "resolve_file_type",

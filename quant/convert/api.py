@@ -12,6 +12,7 @@ import contextlib
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,99 @@ def convert(
     naming the file/tensor/key at fault; OptionError for an option that does not apply).
     """
     t0 = time.perf_counter()
+    with _written(
+        src, out, qtype, threads=threads, progress=progress, force=force, cancel=cancel,
+        prepared=prepared, options=options, loras=loras,
+    ) as done:  # fmt: skip
+        done.claim.commit()
+    return done.result(time.perf_counter() - t0)
+
+
+def convert_with_mmproj(
+    src: str | Path,
+    out: str | Path | None,
+    qtype: str,
+    mmproj_out: str | Path,
+    projector: Prepared,
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    cancel: CancelToken | None = None,
+    options: TensorOptions | None = None,
+    loras: list[tuple[Path, float]] | None = None,
+) -> tuple[ConvertResult, ConvertResult]:
+    """The text model and its vision projector (`projector`, from `mmproj.prepare_mmproj`) as one job.
+
+    Both outputs are claimed before anything is written and both are written in full before either is
+    renamed into place, so a failure in either (a bad vision tensor, a full disk, Ctrl-C) leaves both
+    outputs as they were, an older file under `force` included.
+    """
+    t0 = time.perf_counter()
+    explicit = _explicit_output(out)
+    if explicit is not None and explicit.resolve() == Path(mmproj_out).resolve():
+        raise ConversionError(f"{mmproj_out}: the model and the --mmproj file need different names")
+    with (
+        _written(
+            src, out, qtype, threads=threads, progress=progress, force=force, cancel=cancel,
+            options=options, loras=loras,
+        ) as model,
+        _written(
+            projector.layout.src, mmproj_out, projector.layout.file_type.name, threads=threads,
+            progress=progress, force=force, cancel=cancel, prepared=projector,
+        ) as proj,
+    ):  # fmt: skip
+        model.claim.commit()
+        try:
+            proj.claim.commit()
+        except BaseException:
+            if not model.replaced:  # a file we just created: take it back (all or nothing)
+                model.claim.final.unlink(missing_ok=True)
+            raise
+    return model.result(model.finished - t0), proj.result(proj.finished - proj.started)
+
+
+@dataclass
+class _Written:
+    """A conversion written to its claim's temporary, not yet renamed into place."""
+
+    claim: OutputClaim
+    prep: Prepared
+    size: int
+    replaced: bool  # the output existed before (with force): committing replaces it
+    started: float  # perf_counter() when its data started and finished streaming
+    finished: float
+
+    def result(self, seconds: float) -> ConvertResult:
+        return ConvertResult(
+            path=self.claim.final,
+            type=self.prep.layout.file_type.name,
+            bytes=self.size,
+            seconds=seconds,
+            n_tensors=len(self.prep.layout.tensors),
+            type_counts=self.prep.layout.type_counts(),
+            peak_rss_bytes=peak_rss_bytes(),
+        )
+
+
+@contextlib.contextmanager
+def _written(
+    src: str | Path,
+    out: str | Path | None,
+    qtype: str,
+    *,
+    threads: int | None,
+    progress: Progress | None,
+    force: bool,
+    cancel: CancelToken | None,
+    prepared: Prepared | None = None,
+    options: TensorOptions | None = None,
+    loras: list[tuple[Path, float]] | None = None,
+) -> Iterator[_Written]:
+    """Claim the output, lay out and write the conversion into the claim's temporary, and yield it there.
+
+    The caller commits; leaving the block without a commit removes the temporary.
+    """
     src_dir = Path(src) if prepared is None else prepared.layout.src
     inputs = checkpoint_inputs(src_dir) + [p for d, _ in loras or [] for p in checkpoint_inputs(Path(d))]
     with contextlib.ExitStack() as stack:
@@ -134,16 +228,10 @@ def convert(
         if claim is None:
             out_path = default_output_path(prep, Path(out) if out is not None else None)
             claim = stack.enter_context(claim_output(out_path, force=force, inputs=inputs))
+        replaced = claim.final.exists()
+        t = time.perf_counter()
         size = _write(claim, prep, threads=threads, progress=progress, cancel=cancel)
-    return ConvertResult(
-        path=claim.final,
-        type=prep.layout.file_type.name,
-        bytes=size,
-        seconds=time.perf_counter() - t0,
-        n_tensors=len(prep.layout.tensors),
-        type_counts=prep.layout.type_counts(),
-        peak_rss_bytes=peak_rss_bytes(),
-    )
+        yield _Written(claim, prep, size, replaced, t, time.perf_counter())
 
 
 def _write(
@@ -154,7 +242,7 @@ def _write(
     progress: Progress | None,
     cancel: CancelToken | None,
 ) -> int:
-    """Check free space, stream header and tensors into the claim's temporary, and commit it."""
+    """Check free space and stream header and tensors into the claim's temporary (the caller commits)."""
     from quant.convert.writer import write_data
 
     check_kernels(prep.layout)
@@ -173,5 +261,4 @@ def _write(
         raise ConversionError(f"{claim.temp}: write failed: {exc.strerror or exc}") from exc
     if size != need:
         raise ConversionError(f"{claim.temp}: wrote {size} bytes but the layout says {need}")
-    claim.commit()
     return size
