@@ -45,3 +45,7 @@ class GGUFError(QuantError):
 class OptionError(ConversionError):
     """A per-tensor option (--tensor-type, --output-tensor-type, ...) is malformed or cannot apply to this
     checkpoint; the CLI reports it as a usage error (exit 2) naming the option."""
+
+
+class ImatrixError(QuantError):
+    """An importance matrix file is unreadable, inconsistent, or does not fit the model it is applied to."""
