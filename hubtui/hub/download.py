@@ -29,6 +29,7 @@ from hubtui.hub.files import check_name, filter_names, safe_join, select_for_con
 from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
 from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges, sidecar_path
+from hubtui.hub.snapshots import storage_folder
 from hubtui.hub.transfer import Expected, Interrupter, fetch
 from hubtui.units import format_bytes
 from quant.outputs import fsync_dir, fsync_file, output_lock, write_bytes
@@ -79,10 +80,6 @@ def free_space(path: Path) -> int:
         if p.exists():
             return shutil.disk_usage(p).free
     return shutil.disk_usage(Path.cwd()).free
-
-
-def storage_folder(cache: Path, repo_id: str) -> Path:
-    return cache / ("models--" + repo_id.replace("/", "--"))
 
 
 def download(
