@@ -195,7 +195,7 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
         Expected(size, lfs.sha256, "sha256") if lfs is not None else Expected(size, blob_id, "git-sha1")
     )
     if local:
-        from huggingface_hub._local_folder import get_local_download_paths, read_download_metadata
+        from hubtui.hub.local_folder import get_local_download_paths, read_download_metadata
 
         final = safe_join(root, name)
         paths = get_local_download_paths(root, name)
@@ -265,7 +265,7 @@ def _finish_cached(it: _Item, local_dir: str | Path | None, commit: str) -> None
     if it.pointer is not None:
         _link(it.final, it.pointer)
     elif local_dir is not None:
-        from huggingface_hub._local_folder import write_download_metadata
+        from hubtui.hub.local_folder import write_download_metadata
 
         write_download_metadata(Path(local_dir).expanduser(), it.name, commit, it.expected.digest)
 
