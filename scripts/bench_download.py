@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from huggingface_hub import hf_hub_download  # noqa: E402
 
-from hubtui.hub import download  # noqa: E402
+from hubtui.hub.download import download  # noqa: E402
 from tests.fakehub import FakeHub, FakeRepo  # noqa: E402
 
 REPO, NAME = "bench/random-weights", "model.safetensors"

@@ -145,7 +145,7 @@ def test_hub_details_and_plan_of_an_fp8_repo(
     fake_hub, tiny_fp8: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """details: the F8_E4M3 dtype, parameters without the scales; plan: the exact size from headers alone."""
-    from hubtui.hub import details
+    from hubtui.hub.details import details
     from tests.fakehub.server import FakeRepo
     from tests.reference.forward import read_safetensors
     from tests.test_plan_hub import run_main

@@ -465,7 +465,7 @@ def test_a_mistral_layout_download_is_what_convert_and_the_tui_take(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`hubtui download` of a repo with only Mistral's layout leaves params.json, no config.json."""
-    from hubtui.app.services import snapshot_dir
+    from hubtui.hub.snapshots import snapshot_dir
 
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

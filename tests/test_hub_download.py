@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hubtui.hub import DownloadProgress, RetryPolicy, download, list_cache
+from hubtui.hub import DownloadProgress, RetryPolicy, list_cache
+from hubtui.hub.download import download
 from hubtui.hub.errors import (
     ChecksumMismatchError,
     DiskSpaceError,
@@ -178,9 +179,7 @@ def test_dropped_connection_keeps_the_partial_and_the_next_run_resumes(
 def test_killed_client_process_resumes_from_disk(fake_hub: FakeHub, hub_env: Path) -> None:
     big = fake_hub.repos["test/big"].files[BIG]
     fake_hub.knobs.stall_after[BIG] = 200_000
-    code = (
-        f"from hubtui.hub import download\ndownload('test/big', endpoint={fake_hub.url!r}, max_workers=1)\n"
-    )
+    code = f"from hubtui.hub.download import download\ndownload('test/big', endpoint={fake_hub.url!r}, max_workers=1)\n"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -408,7 +407,7 @@ def test_realistic_checkpoint_from_the_fixtures(hub_env: Path, mistral_tiny_dir:
 
     from safetensors import safe_open
 
-    from hubtui.hub import details
+    from hubtui.hub.details import details
     from tests.fakehub import FakeRepo
 
     hub = FakeHub()

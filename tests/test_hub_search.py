@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hubtui.hub import SearchFilters, details, search
+from hubtui.hub.details import details
 from hubtui.hub.errors import HubOfflineError, RepoNotFoundError, RevisionNotFoundError
+from hubtui.hub.search import SearchFilters, search
 from tests.fakehub import FakeHub, FakeRepo
 from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hubtui.hub import RetryPolicy, download
+from hubtui.hub import RetryPolicy
+from hubtui.hub.download import download
 from hubtui.hub.errors import ChecksumMismatchError
 from hubtui.hub.segmented import bytes_done
 from tests.fakehub import FakeHub
@@ -61,7 +62,7 @@ def test_a_dropped_range_resumes_alone(fake_hub: FakeHub) -> None:
 def test_killed_split_download_resumes_every_range_where_it_stopped(fake_hub: FakeHub, hub_env: Path) -> None:
     big = fake_hub.repos["test/big"].files[BIG]
     fake_hub.knobs.stall_after[BIG] = 250_000  # the third range stalls half way, the others finish
-    code = f"from hubtui.hub import download\ndownload('test/big', endpoint={fake_hub.url!r}, **{SPLIT!r})\n"
+    code = f"from hubtui.hub.download import download\ndownload('test/big', endpoint={fake_hub.url!r}, **{SPLIT!r})\n"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE

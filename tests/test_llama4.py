@@ -333,7 +333,7 @@ def test_smoke_runs_a_llama4_file(request: pytest.FixtureRequest, converted: Con
 
 
 def test_hub_details_count_experts_and_active_parameters(fake_hub, llama4_vision_tiny_dir: Path) -> None:
-    from hubtui.hub import details
+    from hubtui.hub.details import details
     from tests.fakehub.server import FakeRepo
 
     repo = fake_hub.add_repo(FakeRepo("someone/llama4-vision-tiny"))

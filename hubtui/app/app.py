@@ -36,6 +36,7 @@ from hubtui.app.logs import ReportsWorkerErrors, debugging, start_debug_log, sto
 from hubtui.app.session import Session
 from hubtui.app.smoke_pane import SmokePane
 from hubtui.app.target import CUSTOM, TargetChoice
+from hubtui.hub import settings as hub_settings
 
 # (tab id, title, key, binding id)
 SCREENS: tuple[tuple[str, str, str, str], ...] = (
@@ -60,23 +61,6 @@ PANES = {
 # partial files, llama.cpp stops generating or loading, the smoke test's child is killed.
 CLEANUP_GROUPS = ("convert", "downloads", "chat", "chat-load", "smoke", "bundle")
 QUIT_WAIT_S = 5.0
-
-
-def _hub_settings():  # noqa: ANN202
-    """hubtui.hub.settings without the hub package's __init__ (huggingface_hub: ~0.3 s of start-up)."""
-    import sys
-
-    loaded = sys.modules.get("hubtui.hub.settings")
-    if loaded is not None:
-        return loaded
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "hubtui_app_hub_settings", Path(__file__).parents[1] / "hub" / "settings.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class DaemonThreads(concurrent.futures.ThreadPoolExecutor):
@@ -133,7 +117,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         self.chat_model = chat_model  # open the Chat screen on this GGUF at start (`hubtui demo`)
         self._built = asyncio.Event()
         settings = settings if settings is not None else load_settings()
-        offline = _hub_settings().is_offline()
+        offline = hub_settings.is_offline()
         self.session = Session(
             settings=settings,
             endpoint=endpoint,
@@ -229,7 +213,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
     def _probe_hub(self) -> None:
         import urllib.request
 
-        url = _hub_settings().endpoint(self.session.endpoint)
+        url = hub_settings.endpoint(self.session.endpoint)
         try:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5).close()
         except urllib.error.HTTPError:
@@ -310,15 +294,17 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     @work(thread=True, exit_on_error=False, group="snapshot")
     def _find_snapshot(self, repo_id: str) -> None:
-        from hubtui.app.services import snapshot_dir
+        from hubtui.hub.snapshots import find_snapshot
 
-        snap = snapshot_dir(repo_id)
+        snap = find_snapshot(repo_id)
         if snap is None:
             self.call_from_thread(
                 self.notify, f"{repo_id} is not downloaded yet: ctrl+d downloads it.", severity="warning"
             )
-        else:
-            self.call_from_thread(self.open_convert, str(snap))
+            return
+        if snap.note:  # the same note `hubtui convert OWNER/NAME` prints
+            self.call_from_thread(self.notify, snap.note, severity="warning")
+        self.call_from_thread(self.open_convert, str(snap.path))
 
     def on_start_smoke(self, message: msg.StartSmoke) -> None:
         self.start_smoke(message.path)

@@ -14,7 +14,6 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Markdown, Select, Static
 from textual.worker import get_current_worker
 
-from hubtui.app.imports import load
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import ConvertRepo, EnqueueDownload
 from hubtui.app.session import UsesSession
@@ -226,9 +225,8 @@ class BrowsePane(UsesSession, ReportsWorkerErrors, Vertical):
         fmt: str,
         span: tuple[float | None, float | None],
     ) -> None:
-        load("hubtui.hub")
         from hubtui.app.services import local_repo_ids
-        from hubtui.hub import SearchFilters, search
+        from hubtui.hub.search import SearchFilters, search
 
         filters = SearchFilters(
             min_params=span[0],
@@ -368,9 +366,8 @@ class BrowsePane(UsesSession, ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
     def _details(self, repo_id: str) -> None:
-        load("hubtui.hub")
         from hubtui.app.services import plan_for, plan_markup
-        from hubtui.hub import details
+        from hubtui.hub.details import details
 
         try:
             d = details(repo_id, endpoint=self.session.endpoint)

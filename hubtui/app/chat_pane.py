@@ -19,7 +19,6 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Markdown, Static
 
-from hubtui.app.imports import load
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate
 from hubtui.app.modals import ModelPicker
@@ -141,7 +140,6 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="chat-load")
     def _load(self, path: str, system: str) -> None:
-        load("hubtui.runner.chat")
         from hubtui.runner.chat import ChatEngine, load_model
 
         try:
@@ -238,7 +236,6 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
 
     async def _command(self, text: str) -> None:
         """The REPL's commands, through the same code; the conversation shown follows."""
-        load("hubtui.runner.chat_commands")
         from hubtui.runner.chat_commands import run_command
 
         stats = self.query_one("#chat-stats", Static)

@@ -20,7 +20,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
-from hubtui.app.imports import load
 from hubtui.app.jobs import eta_text
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate, LocalChanged, StartChat, StartSmoke
@@ -224,13 +223,13 @@ class ConvertPane(UsesSession, ReportsWorkerErrors, VerticalScroll):
     @staticmethod
     def _resolve(src: str) -> str:
         """A downloaded repo id means its snapshot, as `hubtui convert OWNER/NAME`."""
-        from hubtui.app.services import snapshot_dir
+        from hubtui.hub.errors import HubError
+        from hubtui.hub.snapshots import resolve_checkpoint
 
-        if not Path(src).exists() and "/" in src and not src.startswith((".", "/", "~")):
-            snap = snapshot_dir(src)
-            if snap is not None:
-                return str(snap)
-        return src
+        try:
+            return str(resolve_checkpoint(src))
+        except HubError:
+            return src  # not downloaded: sized from its headers, as `hubtui plan OWNER/NAME`
 
     def on_convert_pane_planned(self, message: Planned) -> None:
         if message.src != self.query_one("#cv-src", Input).value.strip():
@@ -290,7 +289,6 @@ class ConvertPane(UsesSession, ReportsWorkerErrors, VerticalScroll):
 
     @work(thread=True, exit_on_error=False, group="convert")
     def _convert(self, src: str, out: str, qtype: str, cancel: threading.Event, force: bool) -> None:
-        load("quant.convert")
         from quant.convert import ConversionCancelled, convert
         from quant.errors import OutputExistsError
 

@@ -16,7 +16,6 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from hubtui.app.imports import load
 from hubtui.app.jobs import bar_text, eta_text
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate, LocalChanged
@@ -133,10 +132,7 @@ class DownloadsPane(UsesSession, ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="downloads")
     def _run(self, key: str, repo_id: str, gguf: str | None, cancel: threading.Event) -> None:
-        load("hubtui.hub")
-        from hubtui.hub import download
-
-        load("hubtui.hub.errors")
+        from hubtui.hub.download import download
         from hubtui.hub.errors import DownloadCancelledError
 
         try:

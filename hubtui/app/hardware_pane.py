@@ -12,7 +12,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Label, Select, Static
 
-from hubtui.app.imports import load
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import ChooseTarget, PickCustomTarget
 from hubtui.app.session import UsesSession
@@ -77,8 +76,7 @@ class HardwarePane(UsesSession, ReportsWorkerErrors, VerticalScroll):
         from hubtui.formatting import hardware_rows
 
         with contextlib.suppress(Exception):  # detect_machine reports offload as unknown then
-            load("llama_cpp")  # under the app's import lock, before detect_machine asks it
-        load("hubtui.runner.machine")
+            import llama_cpp  # noqa: F401  # a missing or broken llama.cpp is not fatal here
         from hubtui.runner.machine import detect_machine
 
         try:

@@ -17,7 +17,6 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from hubtui.app.imports import load
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import (
     JobDone,
@@ -275,7 +274,6 @@ class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="bundle")
     def _bundle(self, path: str, out: Path, cancel: threading.Event) -> None:
-        load("hubtui.runner.bundle")
         from hubtui.runner.bundle import build_bundle
 
         try:

@@ -1,7 +1,7 @@
 """Glue between the screens and the library: plans and fit tables, local models, inspect, the download queue.
 
 Everything here that touches disk, the hub or the sizing modules blocks, and is called from thread workers;
-heavy modules come in through `imports.load`. The screens format with `hubtui.units` and
+heavy modules are imported inside the functions that need them (docs/architecture.md). The screens format with `hubtui.units` and
 `hubtui.formatting`, the same words and units as the CLI.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hubtui.app.imports import load
 from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ BADGES = {"gpu": "● GPU", "partial": "◐ part GPU", "cpu": "○ CPU", "slow":
 
 
 def plan_for(src: str | Path | ModelSource, target: Target) -> Plan:
-    load("quant.plan")
     from quant.plan import plan
 
     return plan(src, target)
@@ -106,7 +104,7 @@ class RepoSources:
             return hit
 
     def _read(self, repo_id: str, endpoint: str | None) -> tuple[ModelSource, str]:
-        load("quant.plan")
+        from hubtui.hub.snapshots import snapshot_dir
         from quant.plan import load_source
 
         snap = snapshot_dir(repo_id)
@@ -120,7 +118,6 @@ def _headers_source(repo_id: str, endpoint: str | None) -> ModelSource:
     headers, with no weights fetched."""
     import tempfile
 
-    load("hubtui.hub.standin")
     from hubtui.hub.standin import headers_only_checkpoint
     from quant.plan import load_source
 
@@ -132,23 +129,6 @@ def _headers_source(repo_id: str, endpoint: str | None) -> ModelSource:
 
 
 # -- local models -----------------------------------------------------------------------------------
-
-
-def snapshot_dir(repo_id: str, cache_dir: str | None = None) -> Path | None:
-    """The newest cached snapshot of `repo_id` that holds a checkpoint (config.json or Mistral's params.json)."""
-    load("hubtui.hub.download")
-    from hubtui.hub.download import storage_folder
-
-    load("hubtui.hub.settings")
-    from hubtui.hub.settings import cache_dir as hf_cache
-
-    snaps = storage_folder(hf_cache(cache_dir), repo_id) / "snapshots"
-    if not snaps.is_dir():
-        return None
-    from quant.checkpoint_format import is_checkpoint_dir
-
-    found = [s for s in snaps.iterdir() if is_checkpoint_dir(s)]
-    return max(found, key=lambda s: s.stat().st_mtime) if found else None
 
 
 @dataclass
@@ -168,11 +148,9 @@ class LocalModel:
 def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[LocalModel], list[str]]:
     """Cached repos, their GGUFs, GGUFs in the output folder and what `hubtui demo` built; plus the cache's
     warnings."""
-    load("hubtui.hub")
     from hubtui.hub import list_cache
-
-    load("hubtui.hub.files")
     from hubtui.hub.files import gguf_quant
+    from hubtui.hub.snapshots import snapshot_dir
 
     report = list_cache(cache_dir)
     rows: list[LocalModel] = []
@@ -205,7 +183,6 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
                 )
             )
     folders = [(output_dir, "")]
-    load("hubtui.runner.demo")
     from hubtui.runner.demo import demo_dir
 
     demo = demo_dir()
@@ -244,7 +221,6 @@ def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
 
         shutil.rmtree(folder)
         return model.size
-    load("hubtui.hub")
     from hubtui.hub import remove
 
     return remove(model.remove_target, cache_dir).freed
@@ -252,7 +228,6 @@ def remove_local(model: LocalModel, cache_dir: str | None = None) -> int:
 
 def local_repo_ids(cache_dir: str | None = None) -> set[str]:
     """Hub repos with something downloaded (a snapshot or a GGUF): the ✓ on Browse."""
-    load("hubtui.hub")
     from hubtui.hub import list_cache
 
     return {r.repo_id for r in list_cache(cache_dir).repos if r.size}
@@ -267,7 +242,6 @@ def inspect_text(path: str) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
     if key not in _INSPECTED:
-        load("quant.gguf_file")
         from hubtui.formatting import aligned, inspect_rows
         from quant.gguf_file import read_gguf_summary
 
@@ -294,7 +268,6 @@ class QueuedDownload:
 
 
 def state_dir() -> Path:
-    load("quant.outputs")
     from quant.outputs import state_dir as hubtui_state_dir
 
     return hubtui_state_dir()

@@ -16,7 +16,6 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Markdown, Static
 
-from hubtui.app.imports import load
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate, StartChat
 from hubtui.app.modals import ModelPicker
@@ -89,7 +88,6 @@ class SmokePane(UsesSession, ReportsWorkerErrors, VerticalScroll):
 
     @work(thread=True, exit_on_error=False, group="smoke")
     def _run(self, path: str, cancel: threading.Event) -> None:
-        load("hubtui.runner.smoke")
         from hubtui.runner.smoke import run_smoke
 
         try:
@@ -123,7 +121,6 @@ class SmokePane(UsesSession, ReportsWorkerErrors, VerticalScroll):
         )
 
     def on_smoke_pane_reported(self, message: Reported) -> None:
-        load("hubtui.runner.smoke_report")
         from hubtui.runner.smoke_report import render_markdown
 
         self.running = False

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hubtui.app.imports import load
-
 if TYPE_CHECKING:
     from hubtui.app.config import Settings
     from quant.profiles import Target
@@ -50,14 +48,12 @@ class TargetChoice:
 
     def resolve(self) -> Target:
         """The budget sizing works with; this machine is probed now (blocking: call from a worker)."""
-        load("quant.profiles")
         from quant.profiles import custom_target, get_profile, machine_target
 
         if self.name == CUSTOM:
             return custom_target(self.ram, self.vram or None, self.gpus)
         if self.name:
             return get_profile(self.name)
-        load("hubtui.runner.machine")
         from hubtui.runner.machine import detect_machine
 
         return machine_target(detect_machine())
@@ -65,7 +61,6 @@ class TargetChoice:
 
 def profile_choices() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile, as `hubtui plan --target` knows them."""
-    load("quant.profiles")
     from quant.profiles import PROFILES
 
     return [(name, t.description) for name, t in PROFILES.items()]

@@ -13,6 +13,17 @@ json_option = click.option(
 )
 
 
+def checkpoint_source(src: Path) -> Path:
+    """SRC of convert/plan/bundle: a local path, or a downloaded repo id as its cached snapshot.
+
+    The rule is `hubtui.hub.snapshots.find_snapshot`, the one the app uses; a note on stderr says when a
+    snapshot other than the one refs/main names is taken.
+    """
+    from hubtui.hub.snapshots import resolve_checkpoint
+
+    return resolve_checkpoint(src, note=lambda text: click.echo(f"hubtui: note: {text}", err=True))
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 

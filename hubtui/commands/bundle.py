@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from hubtui.commands._common import echo_json, json_option, lora_merges, lora_scales_option
-from hubtui.commands.convert import parse_type, resolve_source
+from hubtui.commands._common import checkpoint_source, echo_json, json_option, lora_merges, lora_scales_option
+from hubtui.commands.convert import parse_type
 
 
 @click.command("bundle")
@@ -100,7 +100,7 @@ def command(
                 f"with a CHECKPOINT, --lora takes PEFT adapter folders, not {', '.join(bad)}"
             )
         result = build_merged_bundle(
-            resolve_source(src),
+            checkpoint_source(src),
             out_dir,
             qtype=qtype or "Q4_K_M",
             loras=merges,

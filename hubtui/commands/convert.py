@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hubtui.commands._common import echo_json, json_option, lora_merges, lora_scales_option
+from hubtui.commands._common import (
+    checkpoint_source,
+    echo_json,
+    json_option,
+    lora_merges,
+    lora_scales_option,
+)
 from hubtui.commands.plan import target_options
 from hubtui.units import format_bytes
 from quant.filetypes import ALIASES, FILE_TYPES, TENSOR_TYPES
@@ -153,27 +158,6 @@ class StderrProgress:
         self.stream.flush()
 
 
-def resolve_source(src: Path) -> Path:
-    """A local checkpoint directory as given, or a hub repo id ("owner/name") already in the hub cache."""
-    text = str(src)
-    if src.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text):
-        return src
-    from hubtui.errors import HubtuiError
-    from hubtui.hub.download import storage_folder
-    from hubtui.hub.settings import cache_dir
-    from quant.checkpoint_format import is_checkpoint_dir
-
-    storage = storage_folder(cache_dir(), text)
-    ref = storage / "refs" / "main"
-    snapshot = storage / "snapshots" / ref.read_text().strip() if ref.is_file() else None
-    if snapshot is None or not is_checkpoint_dir(snapshot):
-        raise HubtuiError(
-            f"{text}: not a local directory, and not in the hub cache ({cache_dir()}); "
-            f"download it first with `hubtui download {text}`"
-        )
-    return snapshot
-
-
 @click.command("convert", epilog=types_epilog())
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option(
@@ -263,7 +247,7 @@ def command(
     options = tensor_options(
         tensor_types, output_tensor_type, token_embedding_type, pure, leave_output_tensor
     )
-    src = resolve_source(src)
+    src = checkpoint_source(src)
     merges = lora_merges(loras, lora_scales)
     auto = None
     projector = None
@@ -342,7 +326,7 @@ def _convert_adapter(
         )
     if base is None:
         raise HubtuiError(f"{src}: --base is needed (the base model's checkpoint folder or cached hub repo)")
-    result = convert_adapter(src, resolve_source(base), out, qtype, force=force, threads=threads)
+    result = convert_adapter(src, checkpoint_source(base), out, qtype, force=force, threads=threads)
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -103,7 +103,7 @@ def command(
     By default only what conversion needs: config, tokenizer, model card and one copy of the
     safetensors weights (never pickles). Interrupted downloads resume where they stopped.
     """
-    from hubtui.hub import download
+    from hubtui.hub.download import download
     from hubtui.signals import Terminated
     from hubtui.units import format_bytes
 

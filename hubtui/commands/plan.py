@@ -97,7 +97,7 @@ def build_plan(
             types = tuple(dict.fromkeys(resolve_file_type(t).name for t in types))
         except QuantError as exc:
             raise click.BadParameter(str(exc), param_hint="--type") from None
-    from hubtui.commands.convert import resolve_source
+    from hubtui.commands._common import checkpoint_source
     from quant.memory import RunSettings
 
     settings = RunSettings(flash_attn=flash_attn, repack=target.repack, mmap=mmap, mlock=mlock)
@@ -106,7 +106,7 @@ def build_plan(
 
     with tempfile.TemporaryDirectory(prefix="hubtui-plan-") as tmp:
         try:
-            path = resolve_source(Path(src))  # a hub repo id already downloaded sizes its cached snapshot
+            path = checkpoint_source(Path(src))  # a hub repo id already downloaded sizes its cached snapshot
         except HubtuiError:
             path = headers_only_checkpoint(src, Path(tmp))  # else read only headers and small files
         try:

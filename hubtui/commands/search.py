@@ -60,7 +60,8 @@ def command(
     as_json: bool,
 ) -> None:
     """Search the Hugging Face Hub for Llama and Mistral checkpoints."""
-    from hubtui.hub import SearchFilters, details, search
+    from hubtui.hub.details import details
+    from hubtui.hub.search import SearchFilters, search
 
     if show_details:
         if not query:

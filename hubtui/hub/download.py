@@ -29,6 +29,7 @@ from hubtui.hub.files import check_name, filter_names, safe_join, select_for_con
 from hubtui.hub.progress import ProgressCallback, ProgressTracker
 from hubtui.hub.retry import RetryPolicy
 from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges, sidecar_path
+from hubtui.hub.snapshots import storage_folder
 from hubtui.hub.transfer import Expected, Interrupter, fetch
 from hubtui.units import format_bytes
 from quant.outputs import fsync_dir, fsync_file, output_lock, write_bytes
@@ -79,10 +80,6 @@ def free_space(path: Path) -> int:
         if p.exists():
             return shutil.disk_usage(p).free
     return shutil.disk_usage(Path.cwd()).free
-
-
-def storage_folder(cache: Path, repo_id: str) -> Path:
-    return cache / ("models--" + repo_id.replace("/", "--"))
 
 
 def download(
@@ -198,7 +195,7 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
         Expected(size, lfs.sha256, "sha256") if lfs is not None else Expected(size, blob_id, "git-sha1")
     )
     if local:
-        from huggingface_hub._local_folder import get_local_download_paths, read_download_metadata
+        from hubtui.hub.local_folder import get_local_download_paths, read_download_metadata
 
         final = safe_join(root, name)
         paths = get_local_download_paths(root, name)
@@ -268,7 +265,7 @@ def _finish_cached(it: _Item, local_dir: str | Path | None, commit: str) -> None
     if it.pointer is not None:
         _link(it.final, it.pointer)
     elif local_dir is not None:
-        from huggingface_hub._local_folder import write_download_metadata
+        from hubtui.hub.local_folder import write_download_metadata
 
         write_download_metadata(Path(local_dir).expanduser(), it.name, commit, it.expected.digest)
 

@@ -21,6 +21,7 @@ from quant.convert.archs.base import QUANTIZATION_VERSION
 from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read_config, read_params
 from quant.convert.config_check import check_config_against_tensors
 from quant.convert.fp8 import attach_scales, read_quantization
+from quant.convert.gguf_internals import kv_table, pack_value
 from quant.convert.mixture import (
     FileType,
     TensorSpec,
@@ -159,7 +160,7 @@ def _pack_value(w: gguf.GGUFWriter, val: Any) -> bytes:
     vt = gguf.GGUFValueType
     value = val.value
     if val.type != vt.ARRAY or isinstance(value, bytes) or not value:
-        return w._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type)
+        return pack_value(w, value, val.type, add_vtype=True, sub_type=val.sub_type)
     sub = val.sub_type if val.sub_type is not None else vt.get_type(value[0])
     head = struct.pack("<IIQ", vt.ARRAY, sub, len(value))
     if sub == vt.STRING:
@@ -170,15 +171,15 @@ def _pack_value(w: gguf.GGUFWriter, val: Any) -> bytes:
         return head + _pack_strings(items)
     if sub in _NUMPY_TYPES:
         return head + np.asarray(value, dtype=_NUMPY_TYPES[sub]).tobytes()
-    return w._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type)
+    return pack_value(w, value, val.type, add_vtype=True, sub_type=val.sub_type)
 
 
 def _header_bytes(w: gguf.GGUFWriter, tensors: list[TensorLayout]) -> bytes:
     """Serialise header, KVs and tensor infos (GGUF v3, little-endian), padded to the data section."""
-    kv = w.kv_data[0]
+    kv = kv_table(w)
     buf = bytearray(struct.pack("<IIQQ", gguf.GGUF_MAGIC, gguf.GGUF_VERSION, len(tensors), len(kv)))
     for key, val in kv.items():
-        buf += w._pack_val(key, gguf.GGUFValueType.STRING, add_vtype=False)
+        buf += pack_value(w, key, gguf.GGUFValueType.STRING, add_vtype=False)
         buf += _pack_value(w, val)
     for t in tensors:
         name = t.name.encode("utf-8")
@@ -324,7 +325,7 @@ def finish(
         file_size=len(header) + offset,  # every tensor, the last included, is padded
         n_params=sum(t.n_elements for t in tensors),
         n_expert_params=n_expert_params,
-        kv={k: v.value for k, v in w.kv_data[0].items()},
+        kv={k: v.value for k, v in kv_table(w).items()},
     )
     return Prepared(layout, header, tensors, general)
 

@@ -84,7 +84,9 @@ class GeneralInfo:
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
         """Add `general.type` and the `general.*` KVs that follow general.architecture (convert_hf_to_gguf.py's order)."""
-        if gguf.Keys.General.TYPE not in writer.kv_data[0]:
+        from quant.convert.gguf_internals import kv_table
+
+        if gguf.Keys.General.TYPE not in kv_table(writer):
             writer.add_type(gguf.GGUFType.MODEL)
         self.metadata.set_gguf_meta_model(writer)
 

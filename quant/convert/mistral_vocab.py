@@ -87,7 +87,9 @@ class MistralVocab(Vocab):
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
         """As Vocab.write_to; a vocab_size key the model KVs already hold takes the new value in place."""
-        kv = writer.kv_data[0]
+        from quant.convert.gguf_internals import kv_table
+
+        kv = kv_table(writer)
         for key, value, vtype in self.kv_items():
             if key in kv and vtype != gguf.GGUFValueType.ARRAY:
                 kv[key] = gguf.GGUFValue(value=value, type=vtype)
