@@ -263,6 +263,7 @@ def write_imatrix(
     """
     import gguf
 
+    from quant.convert.gguf_internals import kv_table
     from quant.outputs import claim_output
 
     for name, e in entries.items():
@@ -274,7 +275,7 @@ def write_imatrix(
         claim.create_file().close()  # the temporary exists (and is ours); gguf-py writes it by path
         assert claim.temp is not None
         writer = gguf.GGUFWriter(claim.temp, arch="")
-        writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes none
+        kv_table(writer).pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes none
         writer.add_type("imatrix")
         writer.add_array(DATASETS, list(datasets))
         writer.add_uint32(CHUNK_COUNT, chunk_count)
