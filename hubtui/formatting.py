@@ -30,6 +30,11 @@ def fit_label(row: dict) -> str:
     return f"{label}, tight" if row.get("tight") else label
 
 
+def adapter_label(architecture: str | None, base: str | None) -> str:
+    """An adapter GGUF in a listing: what it runs on (architecture, and the base model its card names)."""
+    return f"LoRA adapter for {architecture or '?'}, base {base or '? (not named)'}"
+
+
 def aligned(rows: list[tuple[str, str]]) -> str:
     """`key  value` lines with the values in one column."""
     width = max((len(k) for k, _ in rows), default=0)

@@ -326,6 +326,13 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         self._show_tab("chat")
         self.query_one(ChatPane).load(path)
 
+    def on_attach_adapter(self, message: msg.AttachAdapter) -> None:
+        self._when_built(self._attach_adapter, message.path)
+
+    def _attach_adapter(self, path: str) -> None:
+        self._show_tab("chat")
+        self.query_one(ChatPane).action_adapter(path)
+
     def on_local_changed(self, _message: msg.LocalChanged) -> None:
         for pane in self.query(LocalPane):
             pane.reload()

@@ -1,8 +1,9 @@
 """Chat: load a GGUF in a worker, stream replies as Markdown under labelled turns, Esc stops a reply.
 
 The message box has the focus from the start; a message sent while the model loads waits and goes as soon
-as it is ready. The REPL's commands work here too (/save, /reset, /system, /help; the same code), and
-ctrl+o opens another local GGUF.
+as it is ready. The REPL's commands work here too (/save, /reset, /system, /help; the same code), ctrl+o
+opens another local GGUF, and ctrl+l attaches a LoRA adapter GGUF (or detaches it): the model is reloaded
+with it, as `hubtui chat FILE --lora ADAPTER --lora-scale S` loads it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from textual.widgets import Input, Markdown, Static
 
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate
-from hubtui.app.modals import ModelPicker
+from hubtui.app.modals import AdapterPicker, ModelPicker
 from hubtui.app.session import UsesSession
 
 PLACEHOLDER = "Message (Enter sends; /system TEXT, /reset, /save [FILE], /help; ↑ history)"
@@ -57,14 +58,24 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         Binding("ctrl+o", "pick", "Open GGUF", id="chat.pick", priority=True),
         Binding("escape", "stop", "Stop reply", id="chat.stop", priority=True),
         Binding("ctrl+n", "reset", "New chat", id="chat.reset", priority=True),
+        Binding("ctrl+l", "adapter", "LoRA adapter", id="chat.adapter", priority=True),
     ]
 
     class Loaded(Message):
-        def __init__(self, path: str, engine: Any, error: str = "") -> None:
+        def __init__(
+            self,
+            path: str,
+            engine: Any,
+            error: str = "",
+            lora: tuple[str, float] | None = None,
+            refused: str = "",
+        ) -> None:
             super().__init__()
             self.path = path
             self.engine = engine
             self.error = error
+            self.lora = lora  # the adapter the engine runs with
+            self.refused = refused  # why the adapter asked for was not attached
 
     class Token(Message):
         def __init__(self, text: str) -> None:
@@ -87,6 +98,8 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         self.stream: Any = None
         self.reply_md: Markdown | None = None
         self.system = ""
+        self.lora: tuple[str, float] | None = None  # (adapter GGUF, scale) the next load applies
+        self.engine_lora: tuple[str, float] | None = None  # the one the loaded engine runs with
 
     @staticmethod
     def command_rows() -> list[tuple[str, str, str]]:
@@ -99,11 +112,29 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         ]
 
     def compose(self) -> ComposeResult:
-        yield Static("No model loaded: ctrl+o opens a GGUF (or ctrl+y on Local, F4).", id="chat-model")
+        yield Static(self._no_model_line(), id="chat-model")
         yield Static(self._system_line(), id="chat-system")
         yield VerticalScroll(id="chat-log")
         yield PromptInput(placeholder=PLACEHOLDER, id="chat-input")
         yield Static("", id="chat-stats")
+
+    def _no_model_line(self) -> str:
+        line = "No model loaded: ctrl+o opens a GGUF (or ctrl+y on Local, F4)."
+        if self.lora:
+            line += f"\n{self._lora_text(self.lora)} attaches when one loads (ctrl+l changes it)."
+        return line
+
+    @staticmethod
+    def _lora_text(lora: tuple[str, float]) -> str:
+        return f"LoRA {escape(Path(lora[0]).name)} × {lora[1]:g}"
+
+    def _model_line(self) -> str:
+        assert self.engine is not None and self.path is not None
+        adapter = self._lora_text(self.engine_lora) if self.engine_lora else "no adapter"
+        return (
+            f"[b]{escape(Path(self.path).name)}[/b]: chat format {escape(str(self.engine.format.source))}, "
+            f"context {self.engine.n_ctx}; {adapter} (ctrl+l)"
+        )
 
     def _system_line(self) -> str:
         if self.system:
@@ -128,7 +159,8 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         self.busy = True
         self.loading = path
         self.query_one("#chat-log", VerticalScroll).remove_children()  # a new model, a new conversation
-        self.query_one("#chat-model", Static).update(f"Loading {escape(Path(path).name)}…")
+        with_lora = f" with {self._lora_text(self.lora)}" if self.lora else ""
+        self.query_one("#chat-model", Static).update(f"Loading {escape(Path(path).name)}{with_lora}…")
         self.post_message(
             JobUpdate(
                 JobStatus(
@@ -136,23 +168,38 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
                 )
             )
         )
-        self._load(path, self.system)
+        self._load(path, self.system, self.lora)
 
     @work(thread=True, exit_on_error=False, group="chat-load")
-    def _load(self, path: str, system: str) -> None:
+    def _load(self, path: str, system: str, lora: tuple[str, float] | None) -> None:
+        """As `hubtui chat FILE --lora A --lora-scale S`; an adapter llama.cpp would refuse for this model
+        (check_adapter's verdict) is left off, and the model loads without it."""
+        from hubtui.runner.adapters import check_adapter_for
         from hubtui.runner.chat import ChatEngine, load_model
 
+        refused = (check_adapter_for(lora[0], path) or "") if lora else ""
+        if refused:
+            lora = None
         try:
-            engine = ChatEngine(load_model(path), system=system or None, model_path=path)
+            llm = load_model(path, lora=lora[0] if lora else None, lora_scale=lora[1] if lora else 1.0)
+            engine = ChatEngine(llm, system=system or None, model_path=path)
         except Exception as exc:
-            self.post_message(self.Loaded(path, None, worker_failed(f"loading {path}", exc)))
+            self.post_message(self.Loaded(path, None, worker_failed(f"loading {path}", exc), refused=refused))
             return
-        self.post_message(self.Loaded(path, engine))
+        self.post_message(self.Loaded(path, engine, lora=lora, refused=refused))
 
     async def on_chat_pane_loaded(self, message: Loaded) -> None:
         self.busy = False
         self.loading = None
         self.post_message(JobDone("chat"))
+        if message.refused:
+            self.lora = None
+            self.app.notify(
+                f"{message.refused}; {Path(message.path).name} loads without it.",
+                title="Chat: adapter not attached",
+                severity="warning",
+                timeout=10,
+            )
         if message.engine is None:
             self.query_one("#chat-model", Static).update(
                 f"[red]Cannot load {escape(Path(message.path).name)}:[/] {escape(message.error)}"
@@ -164,11 +211,12 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
             return
         if self.engine is not None:
             self._close(self.engine)
-        self.engine, self.path = message.engine, message.path
-        self.query_one("#chat-model", Static).update(
-            f"[b]{escape(Path(message.path).name)}[/b]: chat format {escape(str(self.engine.format.source))}, "
-            f"context {self.engine.n_ctx}"
-        )
+        self.engine, self.path, self.engine_lora = message.engine, message.path, message.lora
+        self.query_one("#chat-model", Static).update(self._model_line())
+        if message.refused:
+            self.query_one("#chat-stats", Static).update(
+                f"[yellow]adapter not attached: {escape(message.refused)}[/]"
+            )
         if self.pending:  # typed while it loaded: shown already, sent now
             await self._send_text(self.pending.pop(), shown=True)
 
@@ -182,6 +230,30 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
                 self.load(path)
 
         self.app.push_screen(ModelPicker("gguf", self.session.output_dir, self.path), chosen)
+
+    def action_adapter(self, chosen: str | None = None) -> None:
+        """Pick the LoRA adapter (and scale) for the model here, or none; `chosen` is highlighted first (an
+        adapter offered from Local). A loaded model is reloaded with it: a new conversation."""
+        if self.busy:
+            what = "the model is loading" if self.loading else "a reply is streaming (Esc stops it)"
+            self.app.notify(f"Wait: {what}.", severity="warning")
+            return
+
+        def answered(result: tuple[str, float] | None) -> None:
+            if result is None:
+                return
+            self.attach(result[0] or None, result[1])
+
+        model = self.loading or self.path
+        self.app.push_screen(AdapterPicker(self.session.output_dir, model, self.lora, chosen), answered)
+
+    def attach(self, adapter: str | None, scale: float = 1.0) -> None:
+        """Use `adapter` (None: no adapter) from the next load on; reload the model here if it changes."""
+        self.lora = (adapter, scale) if adapter else None
+        if self.path is not None and self.lora != self.engine_lora:
+            self.load(self.path)
+        elif self.path is None:
+            self.query_one("#chat-model", Static).update(self._no_model_line())
 
     # -- conversation -----------------------------------------------------------------------------
     @on(Input.Submitted, "#chat-input")

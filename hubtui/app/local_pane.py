@@ -1,5 +1,5 @@
-"""Local: cached checkpoints, GGUF files (the output folder's and `hubtui demo`'s too); inspect, delete (after
-confirmation), convert, smoke-test, chat, bundle."""
+"""Local: cached checkpoints, GGUF files (the output folder's and `hubtui demo`'s too) and LoRA adapter GGUFs;
+inspect, delete (after confirmation), convert, smoke-test, chat (an adapter: attach it in Chat), bundle."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Static
 
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import (
+    AttachAdapter,
     JobDone,
     JobStatus,
     JobUpdate,
@@ -177,17 +178,28 @@ class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
             return None
         return self.rows[table.cursor_row]
 
-    def _gguf(self) -> LocalModel | None:
+    def _gguf(self, adapter_ok: bool = False) -> LocalModel | None:
+        """The selected GGUF model (or adapter, where `adapter_ok`); a warning saying why not otherwise."""
         m = self.selected()
-        if m is not None and m.kind != "gguf":
+        if m is not None and m.kind == "checkpoint":
             self.app.notify(f"{m.name} is a checkpoint: convert it first (ctrl+r).", severity="warning")
             return None
+        if m is not None and m.kind == "adapter" and not adapter_ok:
+            self._adapter_warning(m)
+            return None
         return m
+
+    def _adapter_warning(self, m: LocalModel) -> None:
+        self.app.notify(
+            f"{m.name} is a LoRA adapter ({m.detail}), not a model: it runs on top of its base. "
+            "Attach it in Chat (ctrl+y here, or ctrl+l on Chat).",
+            severity="warning",
+        )
 
     # -- actions ----------------------------------------------------------------------------------
     def action_inspect(self) -> None:
         """The panel opens at once; the header walk fills it (remembered while the file is unchanged)."""
-        m = self._gguf()
+        m = self._gguf(adapter_ok=True)
         if m is not None:
             screen = TextScreen(f"inspect {Path(m.path).name}")
             self.app.push_screen(screen)
@@ -245,6 +257,8 @@ class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
         m = self.selected()
         if m is not None and m.kind == "checkpoint":
             self.post_message(OpenConvert(m.path))
+        elif m is not None and m.kind == "adapter":
+            self._adapter_warning(m)
         elif m is not None:
             self.app.notify("Pick a checkpoint to convert; this is already a GGUF.", severity="warning")
 
@@ -254,8 +268,11 @@ class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
             self.post_message(StartSmoke(m.path))
 
     def action_chat(self) -> None:
-        m = self._gguf()
-        if m is not None:
+        """A model opens in Chat; an adapter is offered to Chat's adapter picker, for the model there."""
+        m = self._gguf(adapter_ok=True)
+        if m is not None and m.kind == "adapter":
+            self.post_message(AttachAdapter(m.path))
+        elif m is not None:
             self.post_message(StartChat(m.path))
 
     def action_bundle(self) -> None:

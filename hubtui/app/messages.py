@@ -38,6 +38,14 @@ class StartChat(Message):
         self.path = path
 
 
+class AttachAdapter(Message):
+    """Offer a LoRA adapter GGUF to Chat: its picker opens with this adapter chosen."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+
 class EnqueueDownload(Message):
     def __init__(self, repo_id: str, gguf: str | None = None) -> None:
         super().__init__()

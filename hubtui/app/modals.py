@@ -1,5 +1,6 @@
 """Modal screens: a yes/no question before anything destructive, a read-only text panel, a choice among a
-few values, the model picker of Chat, Smoke test and Convert, and the custom target's RAM/VRAM form."""
+few values, the model picker of Chat, Smoke test and Convert, Chat's LoRA adapter picker, and the custom
+target's RAM/VRAM form."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, LoadingIndicator, OptionList, Static
 from textual.widgets.option_list import Option
 
+from hubtui.app.services import LocalModel
 from hubtui.app.target import CUSTOM, TargetChoice
 from hubtui.units import format_bytes
 
@@ -184,6 +186,112 @@ class ModelPicker(ModalScreen[str | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class AdapterPicker(ModalScreen[tuple[str, float] | None]):
+    """Chat's LoRA adapter: the local adapter GGUFs with llama.cpp's verdict for Chat's model (one made for
+    another architecture is listed with the reason, not offered), "no adapter", and the scale. Dismisses with
+    (adapter path or "" for none, scale); Esc with None."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel", id="adapter.cancel")]
+    NONE = "-"  # the option that detaches
+
+    class Listed(Message):
+        def __init__(self, rows: list[tuple[LocalModel, str | None]], error: str = "") -> None:
+            super().__init__()
+            self.rows = rows
+            self.error = error
+
+    def __init__(
+        self,
+        output_dir: str,
+        model: str | None,
+        current: tuple[str, float] | None = None,
+        chosen: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.output_dir = output_dir
+        self.model = model  # the GGUF Chat has loaded (or is loading); None: checked when one loads
+        self.current = current
+        self.chosen = chosen or (current[0] if current else None)  # highlighted first
+        self.rows: list[tuple[LocalModel, str | None]] = []
+
+    def compose(self) -> ComposeResult:
+        on = f"for {Path(self.model).name}" if self.model else "(checked when a model loads)"
+        scale = self.current[1] if self.current else 1.0
+        with Vertical(classes="modal-box"):
+            yield Static(f"[b]LoRA adapter[/b] {escape(on)}  (Enter attaches, Tab: scale, Esc cancels)")
+            yield OptionList(id="adapter-list")
+            with Horizontal(classes="form-field"):
+                yield Label("Scale ", classes="label")
+                yield Input(f"{scale:g}", placeholder="1.0", id="adapter-scale")
+            yield Static("Listing local adapters…", id="adapter-note")
+
+    def on_mount(self) -> None:
+        self.query_one("#adapter-list", OptionList).focus()
+        self._list()
+
+    @work(thread=True, exit_on_error=False, group="picker")
+    def _list(self) -> None:
+        from hubtui.app.logs import worker_failed
+        from hubtui.app.services import list_local
+        from hubtui.runner.adapters import check_adapter_for
+
+        try:
+            rows, _ = list_local(Path(self.output_dir))
+            found = [
+                (m, check_adapter_for(m.path, self.model) if self.model else None)
+                for m in sorted((m for m in rows if m.kind == "adapter"), key=lambda m: -m.last_used)
+            ]
+        except Exception as exc:
+            self.post_message(self.Listed([], worker_failed("listing local adapters", exc)))
+            return
+        self.post_message(self.Listed(found))
+
+    def on_adapter_picker_listed(self, message: Listed) -> None:
+        self.rows = message.rows
+        options = self.query_one("#adapter-list", OptionList)
+        options.add_option(Option("  No adapter" + (" (detach)" if self.current else ""), id=self.NONE))
+        for m, refused in self.rows:
+            mark = "▶ " if self.current and m.path == self.current[0] else "  "
+            label = f"{mark}{m.name}  {m.detail}" + (f"\n    ✗ {refused}" if refused else "")
+            options.add_option(Option(label, id=m.path, disabled=refused is not None))
+        usable = [i for i, (_, refused) in enumerate(self.rows, 1) if refused is None]
+        wanted = [i for i, (m, _) in enumerate(self.rows, 1) if m.path == self.chosen]
+        options.highlighted = (wanted or usable or [0])[0]
+        note = self.query_one("#adapter-note", Static)
+        refused_chosen = [r for m, r in self.rows if m.path == self.chosen and r]
+        if message.error:
+            note.update(f"[red]{escape(message.error)}[/]")
+        elif refused_chosen:
+            note.update(f"[red]Refused: {escape(refused_chosen[0])}[/]")
+        elif not self.rows:
+            note.update("No LoRA adapter GGUFs here yet: hubtui convert ADAPTER_DIR --base BASE makes one.")
+        else:
+            note.update(f"{len(usable)} of {len(self.rows)} fit this model" if self.model else "")
+
+    def _answer(self, option_id: str | None) -> None:
+        text = self.query_one("#adapter-scale", Input).value.strip()
+        try:
+            scale = float(text) if text else 1.0
+        except ValueError:
+            self.query_one("#adapter-note", Static).update(f"[red]scale: {escape(text)!r} is not a number[/]")
+            return
+        if option_id is None:
+            return
+        self.dismiss(("" if option_id == self.NONE else option_id, scale))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self._answer(event.option.id)
+
+    @on(Input.Submitted, "#adapter-scale")
+    def _scale_submitted(self) -> None:
+        options = self.query_one("#adapter-list", OptionList)
+        if options.highlighted is not None:
+            self._answer(options.get_option_at_index(options.highlighted).id)
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)

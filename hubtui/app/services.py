@@ -133,13 +133,13 @@ def _headers_source(repo_id: str, endpoint: str | None) -> ModelSource:
 
 @dataclass
 class LocalModel:
-    """One row of the Local screen: a cached checkpoint or a GGUF file."""
+    """One row of the Local screen: a cached checkpoint, a GGUF model or a LoRA adapter GGUF."""
 
-    kind: str  # "checkpoint" or "gguf"
+    kind: str  # "checkpoint", "gguf" or "adapter"
     name: str
     path: str
     size: int
-    detail: str  # type of a GGUF, revision of a checkpoint
+    detail: str  # type of a GGUF, revision of a checkpoint, an adapter's architecture and base
     last_used: float
     remove_target: str  # what `hubtui cache rm` takes, or the file or folder path
     repo_id: str | None = None  # the hub repo it came from
@@ -148,9 +148,14 @@ class LocalModel:
 def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[LocalModel], list[str]]:
     """Cached repos, their GGUFs, GGUFs in the output folder and what `hubtui demo` built; plus the cache's
     warnings."""
+    from hubtui.formatting import adapter_label
     from hubtui.hub import list_cache
+    from hubtui.hub.cache import CachedGGUF, describe_gguf
     from hubtui.hub.files import gguf_quant
     from hubtui.hub.snapshots import snapshot_dir
+
+    def kind_detail(g: CachedGGUF) -> tuple[str, str]:
+        return ("adapter", adapter_label(g.architecture, g.base)) if g.adapter else ("gguf", g.quant or "?")
 
     report = list_cache(cache_dir)
     rows: list[LocalModel] = []
@@ -170,13 +175,14 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
                 )
             )
         for g in r.gguf_files:
+            kind, detail = kind_detail(g)
             rows.append(
                 LocalModel(
-                    "gguf",
+                    kind,
                     f"{r.repo_id}/{g.name}",
                     str(g.path),
                     g.size,
-                    g.quant or "?",
+                    detail,
                     r.last_accessed,
                     str(g.path),
                     r.repo_id,
@@ -198,17 +204,8 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
             )
         for f in sorted(folder.glob("*.gguf")):
             st = f.stat()
-            rows.append(
-                LocalModel(
-                    "gguf",
-                    prefix + f.name,
-                    str(f),
-                    st.st_size,
-                    gguf_quant(f.name) or "?",
-                    st.st_atime,
-                    str(f),
-                )
-            )
+            kind, detail = kind_detail(describe_gguf("", f.name, f, st.st_size))
+            rows.append(LocalModel(kind, prefix + f.name, str(f), st.st_size, detail, st.st_atime, str(f)))
     return rows, list(report.warnings)
 
 

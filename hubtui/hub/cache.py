@@ -27,6 +27,7 @@ class CachedGGUF:
     quant: str | None
     adapter: bool = False  # a LoRA adapter GGUF (general.type = adapter), not a model
     base: str | None = None  # the base model an adapter names
+    architecture: str | None = None  # general.architecture (an adapter's is its base's)
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,9 @@ def _repo_of(path: Path, cache: Path) -> str | None:
     return rest.replace("--", "/") if kind in ("models", "datasets", "spaces") and rest else None
 
 
-def _gguf(repo_id: str, rel: str, path: Path, size: int) -> CachedGGUF:
-    """A cached GGUF, with its kind and base read from the header's leading KVs (not the vocabulary)."""
+def describe_gguf(repo_id: str, rel: str, path: Path, size: int) -> CachedGGUF:
+    """A GGUF (cached, or in the output folder with repo_id ""), with its kind, architecture and base read
+    from the header's leading KVs (not the vocabulary)."""
     from quant.errors import GGUFError
     from quant.gguf_file import base_model_of, read_gguf_general
 
@@ -143,8 +145,16 @@ def _gguf(repo_id: str, rel: str, path: Path, size: int) -> CachedGGUF:
     except (GGUFError, OSError, ValueError):  # an odd file in the cache is listed, not fatal
         kv = {}
     adapter = kv.get("general.type") == "adapter"
+    arch = kv.get("general.architecture")
     return CachedGGUF(
-        repo_id, rel, path, size, None if adapter else gguf_quant(rel), adapter, base_model_of(kv)
+        repo_id,
+        rel,
+        path,
+        size,
+        None if adapter else gguf_quant(rel),
+        adapter,
+        base_model_of(kv),
+        arch if isinstance(arch, str) else None,
     )
 
 
@@ -202,7 +212,7 @@ def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
             for f in rev.files:
                 rel = f.file_path.relative_to(rev.snapshot_path).as_posix()
                 if rel.lower().endswith(".gguf"):
-                    ggufs[rel] = _gguf(r.repo_id, rel, f.file_path, f.size_on_disk)
+                    ggufs[rel] = describe_gguf(r.repo_id, rel, f.file_path, f.size_on_disk)
                 elif rel == ADAPTER_CONFIG:
                     adapter = _adapter(rev.snapshot_path) or adapter
         repos.append(

@@ -24,3 +24,16 @@ def check_adapter(path: str | os.PathLike[str], architecture: str) -> str | None
             f"{Path(path).name}: adapter for architecture {summary.architecture}, the model is {architecture}"
         )
     return None
+
+
+def check_adapter_for(path: str | os.PathLike[str], model: str | os.PathLike[str]) -> str | None:
+    """`check_adapter` against the model GGUF `model`'s architecture (read from its header's leading KVs);
+    None when the model cannot be read either: loading it then says why."""
+    from quant.errors import QuantError
+    from quant.gguf_file import read_gguf_general
+
+    try:
+        architecture = read_gguf_general(model).get("general.architecture")
+    except (OSError, QuantError):
+        return None
+    return check_adapter(path, architecture) if isinstance(architecture, str) else None
