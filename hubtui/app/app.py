@@ -499,9 +499,10 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             self.pick_custom_target,
         )
 
-    def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
+    async def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
+        """A palette command: the palette awaits it, so the pane's action has run when it returns."""
         self._show_tab(tab)
-        self.run_action(action, self.query_one(pane_cls))
+        await self.run_action(action, self.query_one(pane_cls))
 
 
 def run_app(chat_model: str | None = None) -> tuple[list[str], int | None]:
