@@ -196,7 +196,9 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
             f"the hub gave no size or hash for {repo_id}/{name}; cannot verify it, refusing to download"
         )
     expected = (
-        Expected(size, lfs.sha256, "sha256") if lfs is not None else Expected(size, cast(str, blob_id), "git-sha1")
+        Expected(size, lfs.sha256, "sha256")
+        if lfs is not None
+        else Expected(size, cast(str, blob_id), "git-sha1")
     )
     if local:
         from huggingface_hub._local_folder import get_local_download_paths, read_download_metadata

@@ -16,6 +16,7 @@ from numba.extending import intrinsic
 
 _INT_MIN = -2147483648
 
+
 class JitOptions(TypedDict):
     """The keys of JIT, typed so that `njit(**JIT)` type-checks against numba's signature."""
 

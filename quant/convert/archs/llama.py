@@ -107,7 +107,11 @@ class Llama(Architecture):
     """LlamaForCausalLM, MistralForCausalLM and MixtralForCausalLM (stacked experts) -> `llama`."""
 
     name = "llama"
-    hf_architectures: ClassVar[tuple[str, ...]] = ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+    hf_architectures: ClassVar[tuple[str, ...]] = (
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+    )
     moe_architectures = frozenset({"MixtralForCausalLM"})
     expert_stack = ExpertStack(
         marker="block_sparse_moe.experts",
