@@ -93,6 +93,6 @@ def deferred_signals() -> Iterator[_Deferred]:
     try:
         yield deferred
     finally:
-        for sig, old in deferred.previous.items():
+        for signum, old in deferred.previous.items():
             with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, old)  # type: ignore[arg-type]
+                signal.signal(signum, old)  # type: ignore[arg-type]

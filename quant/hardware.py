@@ -416,7 +416,9 @@ def detect_hardware(probes: Probes | None = None) -> Hardware:
     probes = probes or Probes()
     ps = probes.psutil
     if ps is None:
-        import psutil as ps
+        import psutil
+
+        ps = psutil
     vm = ps.virtual_memory()
     swap = ps.swap_memory()
     notes: list[str] = []

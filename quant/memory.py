@@ -24,6 +24,7 @@ On the host three figures matter, and they differ a lot once weights are memory-
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -134,7 +135,7 @@ class ModelShape:
     @classmethod
     def from_tensors(
         cls,
-        tensors: list[tuple[str, int, str, tuple[int, ...], int | None]],
+        tensors: Sequence[tuple[str, int, str, tuple[int, ...], int | None]],
         *,
         file_size: int,
         hparams: dict[str, Any],
@@ -518,9 +519,9 @@ def _host_weights(host: DeviceUse, shape: ModelShape, settings: RunSettings, on_
     if not settings.mmap:
         host.weights, host.file_mapped = loaded, 0
         return
-    known = [w for w in mapped if w.offset is not None]
+    known = [(w.offset, w.nbytes) for w in mapped if w.offset is not None]
     if mapped and len(known) == len(mapped):
-        host.weights = max(w.end for w in known) - min(w.offset for w in known)  # type: ignore[type-var]
+        host.weights = max(o + n for o, n in known) - min(o for o, _ in known)
     else:
         host.weights = host.file_mapped  # layout unknown: the whole host part of the file
     if all(w.offset is not None for w in per_token):

@@ -290,7 +290,7 @@ def gguf_shape(path: Path) -> tuple[str, str, ModelShape]:
             f"{path}: GGUF architecture {summary.architecture!r} is not supported "
             f"(supported: {', '.join(gguf_architectures())})"
         )
-    hp = summary.hparams
+    hp: dict[str, Any] = summary.hparams
     missing = [k for k in ("n_layer", "n_embd", "n_head", "n_vocab") if hp.get(k) is None]
     if missing:
         raise PlanError(f"{path}: GGUF lacks {', '.join(missing)} ({summary.architecture}.* KVs)")

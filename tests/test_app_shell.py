@@ -75,3 +75,18 @@ def test_config_file_is_read_and_bad_values_are_named(tmp_path: Path) -> None:
     bad.write_text('target = "laptop-9g"\n')
     with pytest.raises(ConfigError, match="unknown target profile 'laptop-9g'; valid: laptop-8g"):
         load_settings(bad)
+
+
+async def test_palette_runs_a_pane_action_on_its_screen(fake_hub: FakeHub) -> None:
+    from textual.widgets import Select
+
+    app = HubtuiApp(Settings(), endpoint=fake_hub.url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f8")
+        sort = app.query_one("#sort", Select)
+        before = sort.value
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        app.call_later(commands["Browse: Sort"].callback)  # as the command palette runs a chosen command
+        await pilot.pause()
+        assert app.query_one("#tabs").active == "browse"
+        assert sort.value != before  # the action ran, not only the screen switch

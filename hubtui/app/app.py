@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Header, Input, TabbedContent, TabPane
 
 from hubtui.app import messages as msg
@@ -254,6 +255,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         pane = self.query_one(PANES[tab])
         if self.focused is not None and pane in self.focused.ancestors_with_self:
             return
+        target: Widget
         if tab == "browse":
             target = self.query_one("#search", Input)
         elif tab == "chat":
@@ -359,7 +361,8 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             except ConfigError as exc:
                 note = f"; not saved: {exc}"
         self.notify(f"Sizing for {choice.label}{note}.", title="Target")
-        for pane_cls in (BrowsePane, ConvertPane, HardwarePane):
+        sized: list[type[BrowsePane | ConvertPane | HardwarePane]] = [BrowsePane, ConvertPane, HardwarePane]
+        for pane_cls in sized:
             for pane in self.query(pane_cls):
                 pane.target_changed()
 
@@ -412,7 +415,9 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     async def _quit(self, running: list[msg.JobStatus]) -> None:
         self.exit_notes = [f"{j.title}: {j.on_quit}" for j in running]
-        for pane_cls in (DownloadsPane, ConvertPane, SmokePane, ChatPane, LocalPane):
+        Working = DownloadsPane | ConvertPane | SmokePane | ChatPane | LocalPane
+        working: list[type[Working]] = [DownloadsPane, ConvertPane, SmokePane, ChatPane, LocalPane]
+        for pane_cls in working:
             for pane in self.query(pane_cls):
                 pane.stop_for_quit()
         cleanup = [w for w in self.workers if w.group in CLEANUP_GROUPS and not w.is_finished]
@@ -438,7 +443,11 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         )
         groups = [("Everywhere", everywhere)]
         for tab, title, *_ in SCREENS:
-            rows = [(self._key(b), b.description, b.id or "") for b in PANES[tab].BINDINGS if b.id]
+            rows = [
+                (self._key(b), b.description, b.id or "")
+                for b in PANES[tab].BINDINGS
+                if isinstance(b, Binding) and b.id
+            ]
             if rows:
                 groups.append((title, rows))
         groups.append(("Chat commands (type them in the message box)", ChatPane.command_rows()))
@@ -463,7 +472,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         titles = {tab: title for tab, title, *_ in SCREENS}
         for tab, pane_cls in PANES.items():
             for binding in pane_cls.BINDINGS:
-                if not binding.id or binding.show is False:
+                if not isinstance(binding, Binding) or not binding.id or binding.show is False:
                     continue
                 yield SystemCommand(
                     f"{titles[tab]}: {binding.description}",
@@ -492,9 +501,10 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             self.pick_custom_target,
         )
 
-    def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
+    async def _run_pane_action(self, tab: str, pane_cls: type, action: str) -> None:
+        """A palette command: the palette awaits it, so the pane's action has run when it returns."""
         self._show_tab(tab)
-        self.run_action(action, self.query_one(pane_cls))
+        await self.run_action(action, self.query_one(pane_cls))
 
 
 def run_app(chat_model: str | None = None) -> tuple[list[str], int | None]:

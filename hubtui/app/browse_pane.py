@@ -156,7 +156,7 @@ class BrowsePane(UsesSession, ReportsWorkerErrors, Vertical):
     def _choice(self, selector: str, default: str) -> str:
         """A filter's value (its default while the filters are still being mounted)."""
         found = self.query(selector)
-        value = found.first().value if found else Select.BLANK
+        value = found.first(Select).value if found else Select.BLANK
         return default if value in (Select.BLANK, Select.NULL) else str(value)
 
     def _legend(self) -> None:

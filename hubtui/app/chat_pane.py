@@ -93,7 +93,7 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         self.engine: Any = None
         self.path: str | None = None
         self.busy = False  # loading a model or streaming a reply
-        self.loading: str | None = None  # the GGUF being loaded
+        self.loading: str | None = None  # type: ignore[assignment]  # the GGUF being loaded
         self.pending: list[str] = []  # the message sent while the model loads (one at most)
         self.stream: Any = None
         self.reply_md: Markdown | None = None

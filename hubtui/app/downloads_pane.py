@@ -247,15 +247,15 @@ class DownloadsPane(UsesSession, ReportsWorkerErrors, Vertical):
             )
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
-        running = [j for j in self.jobs.values() if j.item.state == "running"]
+        active = [j for j in self.jobs.values() if j.item.state == "running"]
         total = sum(j.item.total for j in self.jobs.values())
         done = sum(j.item.done for j in self.jobs.values())
         self.query_one("#dl-total-label", Static).update(
-            f"Total: {format_bytes(done)} of {format_bytes(total)}, {len(running)} running, "
+            f"Total: {format_bytes(done)} of {format_bytes(total)}, {len(active)} running, "
             f"{plural(len(self.jobs), 'download')} in the list"
         )
         self._show_detail()
-        self._report(running)
+        self._report(active)
 
     def _report(self, running: list[Job]) -> None:
         """The progress line: every running download together."""

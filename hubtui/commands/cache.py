@@ -87,7 +87,7 @@ def rm(target: str | None, cache_dir: str | None, stale: bool, as_json: bool) ->
 
     if (target is None) == (not stale):
         raise click.UsageError("give either TARGET (a repo id or a path) or --stale")
-    removal = remove_stale() if stale else remove(target, cache_dir)
+    removal = remove_stale() if stale or target is None else remove(target, cache_dir)
     if as_json:
         echo_json(
             {"target": removal.target, "paths": [str(p) for p in removal.paths], "freed": removal.freed}

@@ -82,7 +82,7 @@ def command(
     if not results:
         click.echo("no matching repos")
         return
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             r.id + (" *" if r.official else ""),
             format_count(r.parameters),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -132,7 +132,7 @@ def _gguf_to_hf_names(config: dict[str, Any]) -> dict[str, str]:
         hf += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
         hf += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
-    return {names.get_name(name, try_suffixes=(".weight",)): name for name in hf}
+    return {cast(str, names.get_name(name, try_suffixes=(".weight",))): name for name in hf}
 
 
 def _weights(reader: Any, config: dict[str, Any], progress: Progress | None) -> dict[str, np.ndarray]:

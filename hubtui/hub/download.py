@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from hubtui.hub import settings
 from hubtui.hub.client import HubContext, connect
@@ -192,7 +193,9 @@ def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: 
             f"the hub gave no size or hash for {repo_id}/{name}; cannot verify it, refusing to download"
         )
     expected = (
-        Expected(size, lfs.sha256, "sha256") if lfs is not None else Expected(size, blob_id, "git-sha1")
+        Expected(size, lfs.sha256, "sha256")
+        if lfs is not None
+        else Expected(size, cast(str, blob_id), "git-sha1")
     )
     if local:
         from hubtui.hub.local_folder import get_local_download_paths, read_download_metadata
@@ -290,7 +293,7 @@ def _run(
     if not todo:
         return 0
     abort = threading.Event()
-    stop = _Either(abort, cancel)
+    stop = cast(threading.Event, _Either(abort, cancel))  # has the Event methods fetch and fetch_ranges use
     interrupter = Interrupter()
     fetched = [0]
     count_lock = threading.Lock()
@@ -381,7 +384,7 @@ def _run(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+    errors = [e for f in futures if f.done() and not f.cancelled() and (e := f.exception()) is not None]
     real = [e for e in errors if not isinstance(e, DownloadCancelledError)]
     if real:
         raise real[0]

@@ -41,7 +41,7 @@ class DownloadProgress:
         return self.done / self.total if self.total else 1.0
 
 
-ProgressCallback = Callable[[DownloadProgress], None]
+ProgressCallback = Callable[[DownloadProgress], object]  # what it returns is ignored
 
 
 class ProgressTracker:

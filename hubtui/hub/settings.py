@@ -38,8 +38,9 @@ def apply_privacy_defaults() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import sys
 
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None and _flag("HF_HUB_DISABLE_TELEMETRY"):
+    if sys.modules.get("huggingface_hub.constants") is not None and _flag("HF_HUB_DISABLE_TELEMETRY"):
+        from huggingface_hub import constants  # already imported: this only looks it up
+
         constants.HF_HUB_DISABLE_TELEMETRY = True
 
 

@@ -3,6 +3,7 @@ the TUI's fit tables and badges on Browse)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 
@@ -25,7 +26,7 @@ def headers_only_checkpoint(repo_id: str, dest: Path, endpoint: str | None = Non
     for name in names:
         if name.endswith(".safetensors"):
             meta = ctx.call(
-                lambda n=name: ctx.api.parse_safetensors_file_metadata(repo_id, n, revision=commit),
+                functools.partial(ctx.api.parse_safetensors_file_metadata, repo_id, name, revision=commit),
                 repo_id=repo_id,
                 filename=name,
             )

@@ -12,7 +12,7 @@ def check_adapter(path: str | os.PathLike[str], architecture: str) -> str | None
     from quant.gguf_file import read_gguf_summary
 
     try:
-        summary = read_gguf_summary(path)
+        summary = read_gguf_summary(Path(path))
     except (OSError, QuantError) as exc:
         return f"adapter {exc}"
     if not summary.is_adapter or summary.kv.get("adapter.type") != "lora":

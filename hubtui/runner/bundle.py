@@ -56,7 +56,7 @@ CHAT_APP_MODULES = (
 MAX_BUNDLE_CTX = 8192
 BUNDLE_EXTRA_BYTES = 8 << 20  # room for everything beside the GGUF (the chat app is ~100 KB) and then some
 
-Progress = Callable[[str, str], None]
+Progress = Callable[[str, str], object]  # what it returns is ignored
 
 
 @dataclass
@@ -372,7 +372,7 @@ def build_merged_bundle(
         if progress:
             names = ", ".join(f"{Path(d).name} x {s:g}" for d, s in loras)
             progress("convert", f"converting {Path(checkpoint).name} to {qtype}, merging {names}")
-        merged = convert(checkpoint, Path(tmp), qtype, loras=loras)
+        merged = convert(Path(checkpoint), Path(tmp), qtype, loras=loras)
         summary = build_bundle(
             merged.path, dest, target=target, smoke_timeout=smoke_timeout, progress=progress
         )

@@ -104,7 +104,7 @@ def load_model(
 
         gpu_layers, _why = auto_gpu_layers(path, n_ctx, mmap=mmap, mlock=mlock)
     try:
-        extra = {"lora_path": str(lora), "lora_scale": lora_scale} if lora is not None else {}
+        extra: dict[str, Any] = {"lora_path": str(lora), "lora_scale": lora_scale} if lora is not None else {}
         return Llama(
             model_path=str(path),
             n_ctx=n_ctx,

@@ -24,7 +24,7 @@ def auto_gpu_layers(
     try:
         target = machine_target(detect_machine())
         settings = RunSettings(repack=target.repack, mmap=mmap, mlock=mlock)
-        p = plan(load_source(path), target, ctx=n_ctx, settings=settings)
+        p = plan(load_source(os.fspath(path)), target, ctx=n_ctx, settings=settings)
     except Exception as exc:  # sizing is advice: a failure must not stop the run
         return 0, f"sizing failed ({exc}); running on the CPU"
     row: Any = p.rows[0]

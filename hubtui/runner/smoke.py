@@ -27,7 +27,7 @@ from hubtui.runner.gguf_check import Finding, GGUFFacts, check_facts, read_facts
 from hubtui.signals import deferred_signals
 from hubtui.units import format_bytes
 
-ProgressCallback = Callable[[str, str], None]
+ProgressCallback = Callable[[str, str], object]  # what it returns is ignored
 
 # Thresholds for the verdict. Perplexity on the shipped passage: trained small models score
 # roughly 5-40; above WARN_PPL something is off. Against a baseline (say F16): a quant whose
@@ -179,8 +179,8 @@ def run_child(
             return None, f"timed out after {timeout:g} s" + (f" during {stage}" if stage else ""), stage
         if rc != 0:
             tail = ""
-            with open(err_path, "rb") as fh:
-                lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            with open(err_path, "rb") as errors:
+                lines = [ln for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
             if lines:
                 tail = f": {lines[-1].strip()[:200]}"
             how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
@@ -213,7 +213,7 @@ def _memory_check(
     target = machine_target(detect_machine())
     settings = RunSettings(repack=target.repack, mmap=report.mmap, mlock=report.mlock)
     try:
-        row = plan(path, target, ctx=n_ctx, settings=settings).rows[0]
+        row = plan(Path(path), target, ctx=n_ctx, settings=settings).rows[0]
     except QuantError as exc:
         report.add("memory", "warn", f"cannot size it: {exc}")
         return

@@ -71,6 +71,7 @@ def load(
 ) -> Any:
     from llama_cpp import Llama
 
+    lora_args: dict[str, Any] = {"lora_path": lora, "lora_scale": lora_scale} if lora else {}
     return Llama(
         model_path=path,
         n_ctx=n_ctx,
@@ -80,7 +81,7 @@ def load(
         logits_all=True,
         verbose=False,
         seed=0,
-        **({"lora_path": lora, "lora_scale": lora_scale} if lora else {}),
+        **lora_args,
     )
 
 
@@ -225,7 +226,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     llama_log.install()
     result: dict[str, Any] = {"import_seconds": time.perf_counter() - t_import}
     n_ctx = int(req["n_ctx"])
-    mode = {"mmap": bool(req.get("mmap", True)), "mlock": bool(req.get("mlock", False))}
+    mode: dict[str, Any] = {"mmap": bool(req.get("mmap", True)), "mlock": bool(req.get("mlock", False))}
     ngl, supported, why = resolve_gpu_layers(req["gpu_layers"], req["path"], n_ctx, **mode)
     result["gpu_layers"] = ngl
     result["gpu_layers_reason"] = why

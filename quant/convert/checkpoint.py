@@ -51,7 +51,7 @@ class SourceTensor:
     scale: SourceTensor | None = None  # an FP8 weight's `_scale_inv` tensor (quant.convert.fp8)
     scale_grid: ScaleGrid | None = None  # which scale multiplies which element
 
-    def array(self, mm: np.memmap) -> np.ndarray:
+    def array(self, mm: np.ndarray) -> np.ndarray:
         """Zero-copy view of this tensor inside its shard's memory map (BF16 as uint16 bits, FP8 as bytes)."""
         np_dtype, _ = _DTYPES[self.dtype]
         return mm[self.start : self.start + self.nbytes].view(np_dtype).reshape(self.shape)
@@ -304,6 +304,7 @@ def parse_hparams(src: Path, config: dict[str, Any]) -> HParams:
     archs = config.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs else None
     family = for_hf_architecture(path, arch)
+    assert isinstance(arch, str)  # for_hf_architecture rejects any other
     cfg = {**family.config_defaults(arch, config), **{k: v for k, v in config.items() if v is not None}}
     cfg = family.adjust_config(cfg)
     n_embd = _int(path, cfg, "hidden_size")

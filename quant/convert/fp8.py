@@ -168,6 +168,7 @@ def attach_scales(sources: list[SourceTensor], fp8: Fp8Config | None) -> list[So
                 f"{scale.shard}: tensor {scale.name!r} has dtype {scale.dtype}; FP8 scales must be "
                 f"{', '.join(SCALE_DTYPES)}"
             )
+        assert fp8 is not None  # there is a scale only with an fp8 config
         out.append(dataclasses.replace(t, scale=scale, scale_grid=_grid(t, scale, fp8.block)))
     return out
 

@@ -228,10 +228,13 @@ def _read_model(src: Path) -> tuple[str, dict[str, Any], HParams, Any, list[OutT
     vocab = None
     if fmt == MISTRAL:  # Mistral's layout: params.json, and the tokenizer decides the vocabulary size
         from quant.convert.archs import family
+        from quant.convert.archs.mistral import MistralNative
         from quant.convert.mistral_vocab import load_mistral_vocab
 
         config = read_params(src)
-        hp = family("MistralNative").parse(src, config)
+        native = family("MistralNative")
+        assert isinstance(native, MistralNative)
+        hp = native.parse(src, config)
         vocab = load_mistral_vocab(src, hp.arch_name, native=True)
         if hp.n_vocab not in (0, vocab.n_tokens):
             raise ConversionError(

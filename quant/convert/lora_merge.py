@@ -96,7 +96,7 @@ def attach_loras(hp: HParams, tensors: list[OutTensor], loras: list[tuple[Path, 
                     "ties to the output head; merging would change both (load the adapter at run time instead)"
                 )
             a, b = pair.a[0].shape, pair.b[0].shape
-            shape = (a[1], b[0]) if pair.embedding else (b[0], a[1])
+            shape: tuple[int, ...] = (a[1], b[0]) if pair.embedding else (b[0], a[1])
             shape = (len(pair.a), *shape) if len(pair.a) > 1 else shape
             if shape != t.shape:
                 raise ConversionError(

@@ -149,8 +149,8 @@ def _tekken(path: Path, arch: str) -> MistralVocab:
         n_vocab = int(config["default_vocab_size"])
         n_special = int(config["default_num_special_tokens"])
         entries = data["vocab"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConversionError(f"{path}: not a tekken tokenizer file ({one_line(e)})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConversionError(f"{path}: not a tekken tokenizer file ({one_line(exc)})") from None
     specials = data.get("special_tokens")
     if specials is None:
         if _version_number(path, version) > 7:

@@ -118,9 +118,10 @@ class OutTensor:
             r1 = min(per_part, r0 + (stop - pos))
             src = arrays[p].reshape(per_part, self.n_cols)
             o0 = pos - start
-            if scales[p] is not None:
+            scale = scales[p]
+            if scale is not None:
                 idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
-                bad = dequantize_rows(self.parts[p], src, scales[p], idx, out[o0 : o0 + (r1 - r0)])
+                bad = dequantize_rows(self.parts[p], src, scale, idx, out[o0 : o0 + (r1 - r0)])
             elif src.dtype == np.uint16:
                 idx = rmap[r0:r1] if rmap is not None else np.arange(r0, r1)
                 bad = bf16_rows_to_f32_bits(src, idx, bits[o0 : o0 + (r1 - r0)])

@@ -150,9 +150,9 @@ class Vocab:
             kvs[_NORMALIZER_LOWERCASE] = (self.normalizer_lowercase, V.BOOL)
         if self.normalizer_strip_accents is not None:
             kvs[_NORMALIZER_STRIP_ACCENTS] = (self.normalizer_strip_accents, V.BOOL)
-        for key, value in self.trailing.items():
+        for key, flag_or_count in self.trailing.items():
             # A key already written keeps its place and takes the new value, as in GGUFWriter.
-            kvs[key] = (value, V.BOOL if isinstance(value, bool) else V.UINT32)
+            kvs[key] = (flag_or_count, V.BOOL if isinstance(flag_or_count, bool) else V.UINT32)
         return [(key, value, vtype) for key, (value, vtype) in kvs.items()]
 
     def kv_dict(self) -> dict[str, Any]:
@@ -717,10 +717,11 @@ def _alternative_chat_template(src: Path) -> str | list[dict[str, str]] | None:
     """chat_template.jinja (plus additional_chat_templates/*.jinja), else chat_template.json."""
     jinja = src / "chat_template.jinja"
     if jinja.is_file():
-        template: str | list[dict[str, str]] = _read_text(jinja)
+        text = _read_text(jinja)
+        template: str | list[dict[str, str]] = text
         extra = sorted((src / "additional_chat_templates").glob("*.jinja"))
         if extra:
-            template = [{"name": "default", "template": template}]
+            template = [{"name": "default", "template": text}]
             template += [{"name": p.stem, "template": _read_text(p)} for p in extra]
         return template
     path = src / "chat_template.json"

@@ -94,7 +94,7 @@ def _use_threads(threads: int | None) -> int:
 
     from quant.kernels.api import default_threads
 
-    n = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
+    n = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     numba.set_num_threads(n)
     return n
 
@@ -256,7 +256,7 @@ def write_data(
                     if bad >= 0:
                         raise _nonfinite(t, r0 + bad)
                     data = encode(x, t.type, threads, t.name, r0)
-                out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                out.write(np.ascontiguousarray(data).data.cast("B"))
                 written += data.nbytes
                 if (
                     t.columns is not None

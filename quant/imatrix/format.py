@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -180,8 +181,8 @@ def _read_gguf(p: Path) -> Imatrix:
     return Imatrix(
         entries=entries,
         datasets=list(datasets),
-        chunk_count=int(chunk_count),  # type: ignore[arg-type]
-        chunk_size=int(chunk_size),  # type: ignore[arg-type]
+        chunk_count=int(cast(int, chunk_count)),  # checked above
+        chunk_size=int(cast(int, chunk_size)),  # checked above
         source=p,
     )
 

@@ -63,7 +63,8 @@ def _thread_count(threads: int | None) -> int:
     n = default_threads() if threads is None else threads
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise QuantError(f"threads must be a positive integer, got {threads!r}")
-    return min(int(n), numba.config.NUMBA_NUM_THREADS)
+    # numba.config sets NUMBA_NUM_THREADS at import, from the environment, which its stubs cannot show
+    return min(int(n), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def _check_row_length(cls: type[QuantType], cols: int, prefix: str) -> None:
@@ -90,6 +91,7 @@ def _as_float32(chunk: np.ndarray, kind: str, buf: np.ndarray | None) -> np.ndar
     """The chunk as C-contiguous float32: a view when it already is one, else converted exactly into `buf`."""
     if kind == "f32":
         return np.ascontiguousarray(chunk)
+    assert buf is not None  # the caller allocates one for every kind but f32
     dst = buf[: chunk.shape[0]]
     if kind == "f16":
         dst[...] = chunk
@@ -205,9 +207,9 @@ def quantize(
             for r0, r1 in _chunks(rows, step, per_vector):
                 xc = readonly(_as_float32(x2[r0:r1], kind, buf))
                 if not cls.nonfinite_shows_in_output:
-                    bad = _first_nonfinite_row(xc)
-                    if bad >= 0:
-                        raise QuantError(_nonfinite_message(prefix, xc, bad, r0 + bad))
+                    nonfinite = _first_nonfinite_row(xc)
+                    if nonfinite >= 0:
+                        raise QuantError(_nonfinite_message(prefix, xc, nonfinite, r0 + nonfinite))
                 oc = out2[r0:r1]
                 if weights is None:
                     bad = cls.quantize_rows(xc, oc)

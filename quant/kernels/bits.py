@@ -6,6 +6,9 @@ undefined; these helpers give the exact behaviour of ggml's C code on x86-64 (gg
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal, TypedDict, cast
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -13,7 +16,17 @@ from numba.extending import intrinsic
 
 _INT_MIN = -2147483648
 
-JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
+
+class JitOptions(TypedDict):
+    """The keys of JIT, typed so that `njit(**JIT)` type-checks against numba's signature."""
+
+    cache: bool
+    fastmath: bool
+    error_model: Literal["python", "numpy"]
+    nogil: bool
+
+
+JIT: JitOptions = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 """The options of every kernel: cached, no fastmath (no reassociation, no FMA), and C's float semantics for
 division by zero (inf/NaN, not an exception)."""
 
@@ -22,7 +35,7 @@ FLT_MAX = np.float32(3.4028234663852886e38)
 
 
 @intrinsic
-def f32_bits(typingctx, f):
+def _f32_bits(typingctx, f):
     """The IEEE binary32 bits of a float32 as uint32 (C's memcpy/union pun)."""
     if f != types.float32:
         return None
@@ -33,8 +46,13 @@ def f32_bits(typingctx, f):
     return types.uint32(types.float32), codegen
 
 
+# Kernels call an intrinsic without numba's typing context, which numba supplies: the stubs' signature would
+# demand it, so the kernels see the intrinsics through the signature they are called with.
+f32_bits = cast("Callable[[np.float32], np.uint32]", _f32_bits)
+
+
 @intrinsic
-def bits_f32(typingctx, u):
+def _bits_f32(typingctx, u):
     """The float32 whose IEEE binary32 bits are the low 32 bits of the integer `u`."""
     if not isinstance(u, types.Integer):
         return None
@@ -48,6 +66,9 @@ def bits_f32(typingctx, u):
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(u), codegen
+
+
+bits_f32 = cast("Callable[[int | np.integer], np.float32]", _bits_f32)
 
 
 @njit(cache=True, inline="always")

@@ -14,7 +14,7 @@ type reports it as a row llama.cpp rejects.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -38,8 +38,9 @@ from quant.kernels.search import qp_quants
 
 # For functions that take arrays and allocate none: without numba's reference counting, passing an array costs
 # nothing, where otherwise every call increments and decrements each array's count with an atomic instruction
-# (that was most of the run time of the searches). The caller keeps the arrays alive.
-_NO_NRT = {**JIT, "_nrt": False}
+# (that was most of the run time of the searches). The caller keeps the arrays alive. `_nrt` is a private numba
+# option its type stubs do not list, hence the plain dict.
+_NO_NRT: dict[str, Any] = {**JIT, "_nrt": False}
 
 # kinds of the shared search
 IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S = 0, 1, 2, 3, 4

@@ -381,7 +381,9 @@ class _Legacy(KernelType):
             return super().quantize_rows(x, out, quant_weights)
         with numba.parallel_chunksize(1):
             return int(
-                _ref_quantize(readonly(x), np.asarray(out), *cls.kernel_params, cls.type_size, prange_tasks())
+                _ref_quantize(
+                    readonly(x), np.asarray(out), cls.kernel_params[0], cls.type_size, prange_tasks()
+                )
             )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gguf
 import numpy as np
@@ -107,7 +107,11 @@ class Llama(Architecture):
     """LlamaForCausalLM, MistralForCausalLM and MixtralForCausalLM (stacked experts) -> `llama`."""
 
     name = "llama"
-    hf_architectures = ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+    hf_architectures: ClassVar[tuple[str, ...]] = (
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+    )
     moe_architectures = frozenset({"MixtralForCausalLM"})
     expert_stack = ExpertStack(
         marker="block_sparse_moe.experts",

@@ -131,7 +131,7 @@ class Llama4(Architecture):
         return CHUNK, tuple(i for i in range(n_layer) if i % SWA_PATTERN < SWA_PATTERN - 1)
 
     def extra_tensors(self, hp: HParams) -> list[OutTensor]:
-        return Llama.extra_tensors(self, hp)  # llama3 rope_freqs, as LlamaModel.generate_extra_tensors
+        return Llama().extra_tensors(hp)  # llama3 rope_freqs, as LlamaModel.generate_extra_tensors
 
     def fused_slices(self, name: str, t: SourceTensor, hp: HParams) -> list[FusedSlice] | None:
         if not name.endswith((".experts.gate_up_proj", ".experts.down_proj")):
