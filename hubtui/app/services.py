@@ -151,7 +151,6 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
     from hubtui.formatting import adapter_label
     from hubtui.hub import list_cache
     from hubtui.hub.cache import CachedGGUF, describe_gguf
-    from hubtui.hub.files import gguf_quant
     from hubtui.hub.snapshots import snapshot_dir
 
     def kind_detail(g: CachedGGUF) -> tuple[str, str]:
