@@ -57,7 +57,10 @@ def llama31_8b() -> list[TensorSpec]:
 
 def mixture_bpw(qtype: str) -> float:
     specs = llama31_8b()
-    types = choose_types(specs, FILE_TYPES[qtype], n_layer=32, n_expert=0, n_head=32, n_head_kv=8)
+    ft = FILE_TYPES[qtype]
+    types = choose_types(
+        specs, ft, n_layer=32, n_expert=0, n_head=32, n_head_kv=8, has_imatrix=ft.needs_imatrix
+    )
     bits = 8 * sum(math.prod(t.shape[:-1]) * row_nbytes(types[t.name], t.shape[-1]) for t in specs)
     return bits / sum(math.prod(t.shape) for t in specs)
 
