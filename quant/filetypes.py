@@ -8,8 +8,8 @@ Sources, in the llama.cpp tree: ftype ids from `include/llama.h`; default ggml t
 `llama_ftype_get_default_type` in `src/llama-quant.cpp`; the perplexity figures in the hints from
 `QUANT_OPTIONS` in `tools/quantize/quantize.cpp` (Llama-3-8B; F16 and BF16 measured on Mistral-7B); the bits
 per weight from the Llama-3.1-8B table in `tools/quantize/README.md`, which the mixture reproduces
-(tests/test_filetypes.py), and for the types that table lacks, the mixture's own figure for the same model
-(with an importance matrix for the types that need one, which changes IQ3_XXS's mixture).
+(tests/test_filetypes.py; the types that need an importance matrix with one, which changes IQ3_XXS's
+mixture), and for the types that table lacks, the mixture's own figure for the same model.
 """
 
 from __future__ import annotations
