@@ -8,7 +8,8 @@ Sources, in the llama.cpp tree: ftype ids from `include/llama.h`; default ggml t
 `llama_ftype_get_default_type` in `src/llama-quant.cpp`; the perplexity figures in the hints from
 `QUANT_OPTIONS` in `tools/quantize/quantize.cpp` (Llama-3-8B; F16 and BF16 measured on Mistral-7B); the bits
 per weight from the Llama-3.1-8B table in `tools/quantize/README.md`, which the mixture reproduces
-(tests/test_filetypes.py), and for the types that table lacks, the mixture's own figure for the same model.
+(tests/test_filetypes.py; the types that need an importance matrix with one, which changes IQ3_XXS's
+mixture), and for the types that table lacks, the mixture's own figure for the same model.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class FileType:
     # the way llama-quantize writes it: tensors in its weights_map order, quantization_version and
     # file_type moved to the end of the KVs
     by_quantize: bool = True
+    # made only with an importance matrix (`convert --imatrix`): below ~3.5 bits the rounding must know which
+    # columns matter; llama-quantize itself refuses most of these without one (docs/imatrix.md)
+    needs_imatrix: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -46,9 +50,10 @@ class FileType:
     @property
     def hint(self) -> str:
         """One line on size and quality, e.g. "+0.1754 ppl, balanced: the usual choice"."""
+        note = self.note + ("; needs an imatrix" if self.needs_imatrix else "")
         if self.ppl is None:
-            return self.note
-        return f"{self.ppl:+.4f} ppl, {self.note}"
+            return note
+        return f"{self.ppl:+.4f} ppl, {note}"
 
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -74,8 +79,27 @@ FILE_TYPES: dict[str, FileType] = {
         FileType("Q4_0", 2, "Q4_0", 4.6358, 0.4685, "legacy; repacked fastest on ARM and AVX2 CPUs"),
         FileType("Q3_K_L", 13, "Q3_K", 4.2979, 0.5562, "small, noticeable loss"),
         FileType("Q3_K_M", 12, "Q3_K", 3.9960, 0.6569, "very small, noticeable loss"),
+        FileType("IQ3_M", 27, "IQ3_S", 3.7628, None, "near Q3_K_M quality, smaller", needs_imatrix=True),
+        FileType("IQ3_S", 26, "IQ3_S", 3.6606, None, "better than Q3_K_S and smaller", needs_imatrix=True),
         FileType("Q3_K_S", 11, "Q3_K", 3.6429, 1.6321, "very small, high loss"),
-        FileType("Q2_K", 10, "Q2_K", 3.1593, 3.5199, "smallest, severe loss: a last resort"),
+        FileType("IQ3_XS", 22, "IQ3_S", 3.4977, None, "between IQ3_S and IQ3_XXS", needs_imatrix=True),
+        FileType("IQ3_XXS", 23, "IQ3_XXS", 3.2548, None, "the smallest good 3-bit type", needs_imatrix=True),
+        FileType(
+            "Q2_K", 10, "Q2_K", 3.1593, 3.5199, "smallest without an imatrix, severe loss: a last resort"
+        ),
+        FileType("Q2_K_S", 21, "Q2_K", 2.9697, 3.1836, "severe loss", needs_imatrix=True),
+        FileType(
+            "IQ2_M", 29, "IQ2_S", 2.9294, None, "high loss: for models too big otherwise", needs_imatrix=True
+        ),
+        FileType("IQ2_S", 28, "IQ2_XS", 2.7403, None, "high loss", needs_imatrix=True),
+        FileType("IQ2_XS", 20, "IQ2_XS", 2.5882, None, "very high loss", needs_imatrix=True),
+        FileType("IQ2_XXS", 19, "IQ2_XXS", 2.3824, None, "very high loss", needs_imatrix=True),
+        FileType(
+            "IQ1_M", 31, "IQ1_M", 2.146, None, "extreme loss: very large models only", needs_imatrix=True
+        ),
+        FileType(
+            "IQ1_S", 24, "IQ1_S", 2.0042, None, "extreme loss: very large models only", needs_imatrix=True
+        ),
     )
 }
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-quantize has them
@@ -83,6 +107,9 @@ TYPE_CHOICES = (*FILE_TYPES, *ALIASES)
 
 # The types `plan` sizes when none are asked for: all but the two that are never worth their size.
 PLAN_TYPES = tuple(name for name in FILE_TYPES if name not in ("F32", "BF16"))
+
+# The types made only with an importance matrix (`FileType.needs_imatrix`), in the list's order.
+IMATRIX_TYPES = tuple(name for name, ft in FILE_TYPES.items() if ft.needs_imatrix)
 
 # The ggml types a file can hold, so those `--tensor-type`, `--output-tensor-type` and
 # `--token-embedding-type` may name: every file type's default type (which covers every type the mixture
@@ -97,6 +124,20 @@ def resolve_file_type(qtype: str) -> FileType:
     if key not in FILE_TYPES:
         raise ConversionError(f"unknown type {qtype!r}; choose one of {', '.join(TYPE_CHOICES)}")
     return FILE_TYPES[key]
+
+
+IMATRIX_HINT = (
+    "compute one with `hubtui imatrix MODEL -o imatrix.gguf` and pass --imatrix imatrix.gguf, "
+    "or use --imatrix auto"
+)
+
+
+def check_imatrix_use(ft: FileType, has_imatrix: bool) -> None:
+    """A type that needs an importance matrix gets one; a float type cannot use one (OptionError)."""
+    if ft.needs_imatrix and not has_imatrix:
+        raise OptionError(f"--type {ft.name} needs an importance matrix (--imatrix): {IMATRIX_HINT}")
+    if has_imatrix and not ft.quantized:
+        raise OptionError(f"--imatrix: an importance matrix applies to quantised types, not {ft.name}")
 
 
 def resolve_tensor_type(name: str, option: str) -> str:

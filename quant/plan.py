@@ -97,6 +97,12 @@ class TypePlan:
         return ft.hint if ft else ""
 
     @property
+    def needs_imatrix(self) -> bool:
+        """Made only with an importance matrix: never recommended without one."""
+        ft = FILE_TYPES.get(self.qtype)
+        return bool(ft and ft.needs_imatrix)
+
+    @property
     def fits(self) -> bool:
         return self.placement.fits
 
@@ -108,6 +114,7 @@ class TypePlan:
             "file_size": self.file_size,
             "bpw": None if self.bpw is None else round(self.bpw, 4),
             "hint": self.hint,
+            "needs_imatrix": self.needs_imatrix,
             "fit": self.placement.kind,
             "verdict": self.placement.verdict,
             "tight": self.placement.tight,
@@ -208,7 +215,7 @@ class Plan:
 
 
 def _checkpoint_shapes(
-    src: Path, types: Sequence[str], options: TensorOptions | None = None
+    src: Path, types: Sequence[str], options: TensorOptions | None = None, has_imatrix: bool = False
 ) -> tuple[dict[str, ModelShape], int, dict[str, set[str]]]:
     """Exact layouts for every type: the first through the converter's own `prepare`, the others re-typed.
 
@@ -216,13 +223,14 @@ def _checkpoint_shapes(
     recomputing; that skips reloading the tokenizer per type. Each type's tensors are laid out in the order
     its llama.cpp tool writes them (llama-quantize sorts by layer), so data offsets are exact too.
     tests/test_plan.py checks each file size against `plan_layout` itself. Returns the shapes, the parameter
-    count and each type's ggml types.
+    count and each type's ggml types. A type that needs an importance matrix is laid out as made with one;
+    the others with one only when `has_imatrix` (it changes a few mixture rules).
     """
     from quant.convert.layout import _pad, natural_tensors, prepare, quantize_layout
     from quant.convert.mixture import TensorSpec, choose_types, layer_key, resolve_file_type, row_nbytes
     from quant.convert.options import TensorOptions
 
-    prep = prepare(src, types[0], options=options)
+    prep = prepare(src, types[0], options=options, assume_imatrix=_with_imatrix(types[0], has_imatrix))
     first = prep.layout
     hp = first.hparams
     n_swa, swa_layers = hp.family.attention_windows(hp.n_layer, first.kv)
@@ -265,6 +273,7 @@ def _checkpoint_shapes(
             n_head=hp.n_head,
             n_head_kv=hp.n_head_kv,
             options=options,
+            has_imatrix=_with_imatrix(qtype, has_imatrix),
         )
         laid_out, offset = [], base
         for t in ordered:
@@ -276,6 +285,13 @@ def _checkpoint_shapes(
             laid_out, file_size=offset, hparams=hparams, n_merges=n_merges
         )
     return shapes, first.n_params, ggml_types
+
+
+def _with_imatrix(qtype: str, has_imatrix: bool) -> bool:
+    from quant.filetypes import resolve_file_type
+
+    ft = resolve_file_type(qtype)
+    return ft.quantized and (has_imatrix or ft.needs_imatrix)
 
 
 def gguf_shape(path: Path) -> tuple[str, str, ModelShape]:
@@ -311,7 +327,10 @@ def gguf_shape(path: Path) -> tuple[str, str, ModelShape]:
 
 
 def load_source(
-    src: str | Path, types: Sequence[str] = DEFAULT_TYPES, options: TensorOptions | None = None
+    src: str | Path,
+    types: Sequence[str] = DEFAULT_TYPES,
+    options: TensorOptions | None = None,
+    has_imatrix: bool = False,
 ) -> ModelSource:
     """A checkpoint sized for every type in `types` (with llama-quantize's per-tensor `options`), or a GGUF."""
     path = Path(src)
@@ -324,7 +343,7 @@ def load_source(
             )
         from quant.kernels import QUANT_TYPES
 
-        shapes, n_params, ggml_types = _checkpoint_shapes(path, list(types), options)
+        shapes, n_params, ggml_types = _checkpoint_shapes(path, list(types), options, has_imatrix)
         missing = {q: sorted(t - set(QUANT_TYPES)) for q, t in ggml_types.items() if t - set(QUANT_TYPES)}
         return ModelSource(path, "checkpoint", path.name, shapes, n_params, missing)
     if path.is_file():
@@ -416,16 +435,18 @@ def plan(
     *,
     settings: RunSettings | None = None,
     options: TensorOptions | None = None,
+    has_imatrix: bool = False,
 ) -> Plan:
     """Size every type of `src` for `target` at context `ctx` and recommend one configuration.
 
     `options` (llama-quantize's per-tensor options) change the checkpoint's layouts as they would the files.
+    Types that need an importance matrix are sized but recommended only when `has_imatrix` (one is given).
     """
     if ctx < MIN_CTX:
         raise PlanError(f"context {ctx} is too small: use at least {MIN_CTX} tokens")
     if not types:
         raise PlanError("no types to size")
-    source = src if isinstance(src, ModelSource) else load_source(src, types, options)
+    source = src if isinstance(src, ModelSource) else load_source(src, types, options, has_imatrix)
     settings = replace(settings or RunSettings(repack=target.repack), n_ctx=ctx)
     rows = []
     for qtype, shape in source.shapes.items():
@@ -437,7 +458,11 @@ def plan(
         best = max_context(shape, settings, target, ceiling=top)
         bpw = 8 * shape.weights / source.n_params if source.n_params else None
         rows.append(TypePlan(qtype, shape.file_size, placement, best, full, bpw))
-    fitting = [r for r in rows if r.fits and r.qtype not in source.missing_kernels]
+    fitting = [
+        r
+        for r in rows
+        if r.fits and r.qtype not in source.missing_kernels and (has_imatrix or not r.needs_imatrix)
+    ]
     recommendation = min(fitting, key=_rank) if fitting else None
     shape = next(iter(source.shapes.values()))
     warnings = []

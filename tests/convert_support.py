@@ -51,8 +51,39 @@ def _ggml_type(name: str) -> int:
     return int(gguf.GGMLQuantizationType[name.upper()])
 
 
+@dataclass(frozen=True)
+class QuantizeImatrix:
+    """What llama-quantize --imatrix FILE hands the library: per-column weights by tensor name (flattened,
+    as its load_imatrix computes them) and the KV overrides it adds (tools/quantize/quantize.cpp)."""
+
+    weights: tuple[tuple[str, np.ndarray], ...]
+    kv: tuple[tuple[str, str | int], ...]
+
+    @classmethod
+    def from_file(cls, path: str) -> QuantizeImatrix:
+        """Read with our reader (tests/test_imatrix_format.py checks it); the KVs as llama-quantize sets them."""
+        from quant.imatrix.format import read_imatrix
+
+        im = read_imatrix(path)
+        weights = tuple((n, np.ascontiguousarray(im.weights(n), np.float32).ravel()) for n in im.names())
+        kv: list[tuple[str, str | int]] = [("quantize.imatrix.file", path[:127])]
+        if im.datasets:
+            kv.append(("quantize.imatrix.dataset", im.datasets[0][:127]))
+        kv.append(("quantize.imatrix.entries_count", len(weights)))
+        if im.chunk_count > 0:
+            kv.append(("quantize.imatrix.chunks_count", im.chunk_count))
+        return cls(weights, tuple(kv))
+
+
 def _quantize(
-    src: Path, dst: Path, qtype: str, opts: QuantizeOptions, *, dry_run: bool, nthread: int
+    src: Path,
+    dst: Path,
+    qtype: str,
+    opts: QuantizeOptions,
+    *,
+    dry_run: bool,
+    nthread: int,
+    imatrix: QuantizeImatrix | None = None,
 ) -> None:
     import llama_cpp
 
@@ -74,15 +105,37 @@ def _quantize(
         overrides[i].type = _ggml_type(type_name)
     if patterns:
         params.tt_overrides = ctypes.cast(overrides, type(params.tt_overrides))
+    if imatrix is not None:
+        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix.weights) + 1))()
+        for i, (name, w) in enumerate(imatrix.weights):
+            entries[i].name = name.encode()
+            entries[i].data = w.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = w.size
+        params.imatrix = entries
+        kvs = (llama_cpp.llama_model_kv_override * (len(imatrix.kv) + 1))()
+        for i, (key, value) in enumerate(imatrix.kv):
+            kvs[i].key = key.encode()
+            if isinstance(value, str):
+                kvs[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+                kvs[i].value.val_str = value.encode()
+            else:
+                kvs[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+                kvs[i].value.val_i64 = value
+        params.kv_overrides = kvs
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     assert rc == 0, f"llama_model_quantize {qtype} of {src} failed ({rc})"
 
 
 def llama_quantize(
-    src: Path, dst: Path, qtype: str, nthread: int = 2, options: QuantizeOptions | None = None
+    src: Path,
+    dst: Path,
+    qtype: str,
+    nthread: int = 2,
+    options: QuantizeOptions | None = None,
+    imatrix: QuantizeImatrix | None = None,
 ) -> Path:
     """llama.cpp's `llama_model_quantize` (through llama-cpp-python's ctypes binding)."""
-    _quantize(src, dst, qtype, options or QuantizeOptions(), dry_run=False, nthread=nthread)
+    _quantize(src, dst, qtype, options or QuantizeOptions(), dry_run=False, nthread=nthread, imatrix=imatrix)
     return dst
 
 
@@ -91,7 +144,9 @@ _DRY_RUN_LINE = re.compile(
 )
 
 
-def llama_quantize_types(src: Path, qtype: str, options: QuantizeOptions | None = None) -> dict[str, str]:
+def llama_quantize_types(
+    src: Path, qtype: str, options: QuantizeOptions | None = None, imatrix: QuantizeImatrix | None = None
+) -> dict[str, str]:
     """name -> ggml type that `llama_model_quantize` chooses for each tensor of `src`, from its dry run.
 
     A dry run quantises nothing and writes no file; its log names each tensor's target type, so the log is
@@ -109,7 +164,7 @@ def llama_quantize_types(src: Path, qtype: str, options: QuantizeOptions | None 
     llama_cpp.llama_log_get(ctypes.byref(old_cb), ctypes.byref(old_ud))
     llama_cpp.llama_log_set(record, None)
     try:
-        _quantize(src, src, qtype, options or QuantizeOptions(), dry_run=True, nthread=1)
+        _quantize(src, src, qtype, options or QuantizeOptions(), dry_run=True, nthread=1, imatrix=imatrix)
     finally:
         llama_cpp.llama_log_set(old_cb, old_ud)
     types = {}

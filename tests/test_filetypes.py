@@ -28,6 +28,18 @@ PUBLISHED_BPW = {
     "Q3_K_M": 3.9960,
     "Q3_K_S": 3.6429,
     "Q2_K": 3.1593,
+    # made with an importance matrix (IQ3_XXS's mixture depends on it)
+    "IQ3_M": 3.7628,
+    "IQ3_S": 3.6606,
+    "IQ3_XS": 3.4977,
+    "IQ3_XXS": 3.2548,
+    "Q2_K_S": 2.9697,
+    "IQ2_M": 2.9294,
+    "IQ2_S": 2.7403,
+    "IQ2_XS": 2.5882,
+    "IQ2_XXS": 2.3824,
+    "IQ1_M": 2.146,
+    "IQ1_S": 2.0042,
 }
 
 
@@ -57,7 +69,10 @@ def llama31_8b() -> list[TensorSpec]:
 
 def mixture_bpw(qtype: str) -> float:
     specs = llama31_8b()
-    types = choose_types(specs, FILE_TYPES[qtype], n_layer=32, n_expert=0, n_head=32, n_head_kv=8)
+    ft = FILE_TYPES[qtype]
+    types = choose_types(
+        specs, ft, n_layer=32, n_expert=0, n_head=32, n_head_kv=8, has_imatrix=ft.needs_imatrix
+    )
     bits = 8 * sum(math.prod(t.shape[:-1]) * row_nbytes(types[t.name], t.shape[-1]) for t in specs)
     return bits / sum(math.prod(t.shape) for t in specs)
 

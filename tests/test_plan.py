@@ -347,10 +347,15 @@ def test_checkpoint_file_sizes_equal_the_converter_layout(smollm2_dir: Path, smo
 
 def test_mixtral_file_sizes_equal_the_converter_layout(mixtral_tiny_dir: Path) -> None:
     from quant.convert import plan_layout
+    from quant.convert.layout import prepare
 
     p = plan(mixtral_tiny_dir, get_profile("laptop-8g"), ctx=512)
-    for row in p.rows:
-        assert row.file_size == plan_layout(mixtral_tiny_dir, row.qtype).file_size, row.qtype
+    for row in p.rows:  # the imatrix types sized as made with one (less the few imatrix KVs)
+        if row.needs_imatrix:
+            size = prepare(mixtral_tiny_dir, row.qtype, assume_imatrix=True).layout.file_size
+        else:
+            size = plan_layout(mixtral_tiny_dir, row.qtype).file_size
+        assert row.file_size == size, row.qtype
     assert p.to_dict()["model"]["n_expert"] == 8
 
 
@@ -358,9 +363,9 @@ def test_recommendations(smollm2_plans) -> None:
     laptop = smollm2_plans["laptop-8g"]
     assert laptop.recommendation.qtype == "F16" and laptop.recommendation.placement.kind == "cpu"
     tight = smollm2_plans["tight"]
-    fitting = [r.qtype for r in tight.rows if r.fits]
+    fitting = [r.qtype for r in tight.rows if r.fits and not r.needs_imatrix]
     assert "F16" not in fitting and fitting  # the budget excludes the best type but not all
-    roomy = [r.qtype for r in tight.rows if r.fits and not r.placement.tight]
+    roomy = [r.qtype for r in tight.rows if r.fits and not r.placement.tight and not r.needs_imatrix]
     # the best of those that fit with room to spare; a better one that fits only tightly is named
     assert tight.recommendation.qtype == roomy[0]
     if fitting[0] != roomy[0]:
@@ -370,8 +375,36 @@ def test_recommendations(smollm2_plans) -> None:
     kinds = {r.qtype: r.placement.kind for r in gpu.rows}
     assert kinds["F16"] == "partial" and "gpu" in kinds.values()
     assert gpu.recommendation.placement.kind == "gpu"  # full offload beats a better partial type
-    roomy_gpu = [r.qtype for r in gpu.rows if r.placement.kind == "gpu" and not r.placement.tight]
+    roomy_gpu = [
+        r.qtype
+        for r in gpu.rows
+        if r.placement.kind == "gpu" and not r.placement.tight and not r.needs_imatrix
+    ]
     assert gpu.recommendation.qtype == (roomy_gpu or [q for q in TYPES if kinds[q] == "gpu"])[0]
+    # the types that need an importance matrix are sized and listed, never recommended without one
+    assert not gpu.recommendation.needs_imatrix and not tight.recommendation.needs_imatrix
+    small = min(tight.rows, key=lambda r: r.file_size)
+    assert small.needs_imatrix and small.fits and small.to_dict()["needs_imatrix"]
+
+
+def test_imatrix_types_are_recommended_only_with_an_imatrix(mistral_tiny_dir: Path) -> None:
+    plain = load_source(mistral_tiny_dir, PLAN_TYPES)
+    with_im = load_source(mistral_tiny_dir, PLAN_TYPES, has_imatrix=True)
+
+    def recommended(mib: int, has_imatrix: bool) -> str | None:
+        source = with_im if has_imatrix else plain
+        rec = plan(source, custom_target(f"{mib}M"), ctx=1024, has_imatrix=has_imatrix).recommendation
+        return rec.qtype if rec else None
+
+    lo, hi = 1, 4096  # the smallest budget (MiB) at which anything fits, with an imatrix
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if recommended(mid, True) else (mid + 1, hi)
+    assert FILE_TYPES[recommended(lo, True)].needs_imatrix
+    assert recommended(lo, False) is None  # without one, only the imatrix types would have fitted
+    assert all(
+        r.needs_imatrix == FILE_TYPES[r.qtype].needs_imatrix for r in plan(plain, custom_target("64G")).rows
+    )
 
 
 @pytest.fixture(scope="session")

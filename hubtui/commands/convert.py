@@ -199,6 +199,13 @@ class StderrProgress:
     show_default=True,
     help="Type of the --mmproj file.",
 )
+@click.option(
+    "--imatrix",
+    "imatrix",
+    metavar="FILE",
+    help="Quantise with this importance matrix (llama.cpp's GGUF imatrix or legacy .dat), as "
+    "llama-quantize --imatrix does; the IQ1-IQ3 types and Q2_K_S need one.",
+)
 @target_options
 @json_option
 def command(
@@ -217,6 +224,7 @@ def command(
     leave_output_tensor: bool,
     mmproj: Path | None,
     mmproj_type: str,
+    imatrix: str | None,
     target_name: str | None,
     ram: str | None,
     vram: str | None,
@@ -244,6 +252,13 @@ def command(
             f"--base only applies when SRC is a PEFT adapter folder ({src} has no adapter_config.json)"
         )
     qtype = qtype or "Q4_K_M"
+    if imatrix is not None and imatrix.lower() == "auto":
+        raise click.UsageError(
+            "--imatrix auto: computing an importance matrix is not available in this build; "
+            "pass an imatrix FILE (llama-imatrix's .gguf or .dat)"
+        )
+    if qtype != "auto":
+        _check_imatrix_use(qtype, imatrix)
     options = tensor_options(
         tensor_types, output_tensor_type, token_embedding_type, pure, leave_output_tensor
     )
@@ -253,7 +268,9 @@ def command(
     projector = None
     try:
         if qtype == "auto":
-            auto = _auto_type(src, target_name, ram, vram, gpus, ctx, options)
+            auto = _auto_type(
+                src, target_name, ram, vram, gpus, ctx, options, has_imatrix=imatrix is not None
+            )
             qtype = auto["type"]
         elif target_name or ram or vram or gpus is not None or ctx is not None:
             raise click.UsageError("--target, --ram, --vram, --gpus and --ctx only apply with --type auto")
@@ -275,6 +292,7 @@ def command(
                     force=force,
                     options=options,
                     loras=merges,
+                    imatrix=imatrix,
                 )
             )
         else:
@@ -288,6 +306,7 @@ def command(
                     force=force,
                     options=options,
                     loras=merges,
+                    imatrix=imatrix,
                 )
             ]
     except OptionError as exc:  # an option that does not fit this checkpoint or type: a usage error
@@ -305,6 +324,17 @@ def command(
                 f"wrote {r.path} ({r.type}, {_mb(r.bytes)}, {r.n_tensors} tensors: {counts}) "
                 f"in {r.seconds:.1f} s, peak RSS {_mb(r.peak_rss_bytes)}"
             )
+
+
+def _check_imatrix_use(qtype: str, imatrix: str | None) -> None:
+    """A type that needs an importance matrix without --imatrix (or a float type with one): a usage error."""
+    from quant.errors import OptionError
+    from quant.filetypes import check_imatrix_use
+
+    try:
+        check_imatrix_use(FILE_TYPES[qtype], imatrix is not None)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _convert_adapter(
@@ -344,16 +374,19 @@ def _auto_type(
     gpus: int | None,
     ctx: int | None,
     options: TensorOptions,
+    *,
+    has_imatrix: bool = False,
 ) -> dict:
     """`hubtui plan`'s recommendation for this checkpoint and target (one line about it on stderr); the
-    per-tensor options are sized with each type, and types they cannot apply to are left out."""
+    per-tensor options are sized with each type, and types they cannot apply to are left out. Types that
+    need an importance matrix are recommended only with one (`has_imatrix`)."""
     from hubtui.commands.plan import build_plan, resolve_target
     from hubtui.errors import HubtuiError
     from quant.filetypes import PLAN_TYPES
 
     target = resolve_target(target_name, ram, vram, gpus)
-    types = tuple(t for t in PLAN_TYPES if FILE_TYPES[t].quantized) if options.active else None
-    p = build_plan(str(src), target, ctx, types, options=options)
+    types = tuple(t for t in PLAN_TYPES if FILE_TYPES[t].quantized) if options.active or has_imatrix else None
+    p = build_plan(str(src), target, ctx, types, options=options, has_imatrix=has_imatrix)
     for warning in p.warnings:
         click.echo(f"hubtui: warning: {warning}", err=True)
     rec = p.to_dict()["recommendation"]

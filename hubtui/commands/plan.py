@@ -87,6 +87,7 @@ def build_plan(
     options: TensorOptions | None = None,
     mmap: bool = True,
     mlock: bool = False,
+    has_imatrix: bool = False,
 ) -> Plan:
     from quant.errors import QuantError
     from quant.filetypes import resolve_file_type
@@ -111,7 +112,13 @@ def build_plan(
             path = headers_only_checkpoint(src, Path(tmp))  # else read only headers and small files
         try:
             return plan(
-                path, target, ctx or DEFAULT_CTX, types or DEFAULT_TYPES, settings=settings, options=options
+                path,
+                target,
+                ctx or DEFAULT_CTX,
+                types or DEFAULT_TYPES,
+                settings=settings,
+                options=options,
+                has_imatrix=has_imatrix,
             )
         except PlanError as exc:
             raise click.BadParameter(str(exc), param_hint="SRC") from None

@@ -9,6 +9,7 @@ conversion leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import sys
 import time
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # imported in `convert`, after the tokenizer probe has starte
     from quant.convert.layout import Layout, Prepared
     from quant.convert.options import TensorOptions
     from quant.convert.writer import CancelToken, Progress
+    from quant.imatrix.format import Imatrix
 
 
 @dataclass(frozen=True)
@@ -109,18 +111,20 @@ def convert(
     prepared: Prepared | None = None,
     options: TensorOptions | None = None,
     loras: list[tuple[Path, float]] | None = None,
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
 ) -> ConvertResult:
     """Convert the checkpoint directory `src` to `out` (default: llama.cpp's naming convention in the cwd).
 
     `progress(tensor_name, bytes_done, total_bytes)` is called as data is written; `cancel.is_set()` is polled
     between chunks; `options` are llama-quantize's per-tensor options; `loras`: (PEFT adapter folder, scale)
-    pairs added to the weights as they stream (float32, before quantising). Raises ConversionError (one line
+    pairs added to the weights as they stream (float32, before quantising); `imatrix`: an importance matrix
+    (or its GGUF / legacy .dat file) applied as llama-quantize --imatrix does (quant.imatrix.apply). Raises ConversionError (one line
     naming the file/tensor/key at fault; OptionError for an option that does not apply).
     """
     t0 = time.perf_counter()
     with _written(
         src, out, qtype, threads=threads, progress=progress, force=force, cancel=cancel,
-        prepared=prepared, options=options, loras=loras,
+        prepared=prepared, options=options, loras=loras, imatrix=imatrix,
     ) as done:  # fmt: skip
         done.claim.commit()
     return done.result(time.perf_counter() - t0)
@@ -139,6 +143,7 @@ def convert_with_mmproj(
     cancel: CancelToken | None = None,
     options: TensorOptions | None = None,
     loras: list[tuple[Path, float]] | None = None,
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
 ) -> tuple[ConvertResult, ConvertResult]:
     """The text model and its vision projector (`projector`, from `mmproj.prepare_mmproj`) as one job.
 
@@ -153,7 +158,7 @@ def convert_with_mmproj(
     with (
         _written(
             src, out, qtype, threads=threads, progress=progress, force=force, cancel=cancel,
-            options=options, loras=loras,
+            options=options, loras=loras, imatrix=imatrix,
         ) as model,
         _written(
             projector.layout.src, mmproj_out, projector.layout.file_type.name, threads=threads,
@@ -206,6 +211,7 @@ def _written(
     prepared: Prepared | None = None,
     options: TensorOptions | None = None,
     loras: list[tuple[Path, float]] | None = None,
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
 ) -> Iterator[_Written]:
     """Claim the output, lay out and write the conversion into the claim's temporary, and yield it there.
 
@@ -223,7 +229,7 @@ def _written(
             with start_tokenizer_probe(src) as probe:
                 from quant.convert.layout import prepare
 
-                prepared = prepare(src, qtype, probe=probe, options=options, loras=loras)
+                prepared = prepare(src, qtype, probe=probe, options=options, loras=loras, imatrix=imatrix)
         prep = prepared
         if claim is None:
             out_path = default_output_path(prep, Path(out) if out is not None else None)

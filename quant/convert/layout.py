@@ -7,11 +7,12 @@ stream tensor data after it, check free disk space exactly, and the sizing code 
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gguf  # quant/convert/__init__.py imported it already, without mistral_common
 import numpy as np
@@ -34,7 +35,12 @@ from quant.convert.options import TensorOptions
 from quant.convert.tensors import OutTensor, plan_tensors
 from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
 from quant.errors import ConversionError
+from quant.filetypes import check_imatrix_use
 from quant.gguf_file import GGUF_NUMPY_DTYPES
+
+if TYPE_CHECKING:
+    from quant.imatrix.apply import AppliedImatrix
+    from quant.imatrix.format import Imatrix
 
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # 32; the converter never sets general.alignment
 
@@ -134,6 +140,7 @@ class Prepared:
     header: bytes  # header + KVs + tensor infos + padding up to the data section
     tensors: list[OutTensor]
     general: Any  # D's GeneralInfo (for the default output name)
+    imatrix: AppliedImatrix | None = None  # each tensor's importance weights, when an imatrix is applied
 
 
 # the numeric array types packed with numpy here (bools go through gguf-py's own packing)
@@ -197,6 +204,8 @@ def prepare(
     probe: TokenizerProbe | None = None,
     options: TensorOptions | None = None,
     loras: list[tuple[Path, float]] | None = None,
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
+    assume_imatrix: bool = False,
 ) -> Prepared:
     """Read headers, config and tokenizer (never weights) and lay out the whole output file.
 
@@ -204,17 +213,21 @@ def prepare(
     started here, so the tokenizers half of reading tokenizer.json overlaps the rest of this function.
     `options`: llama-quantize's per-tensor options (OptionError when they do not apply).
     `loras`: (PEFT adapter folder, scale) pairs merged into the weights while writing (`lora_merge`).
+    `imatrix`: an importance matrix (or its file) to quantise with, as llama-quantize --imatrix does
+    (quant.imatrix.apply); a type that needs one (`FileType.needs_imatrix`) without it is an OptionError.
+    `assume_imatrix`: for sizing only, the types as an imatrix would choose them (no weights, no KVs).
     """
     src = Path(src)
     ft = resolve_file_type(qtype)
     options = options or TensorOptions()
     options.check_file_type(ft)
+    check_imatrix_use(ft, imatrix is not None or assume_imatrix)
     if not src.is_dir():
         raise ConversionError(f"{src}: not a checkpoint directory")
     if probe is not None:
-        return _prepare(src, ft, options, probe, loras or [])
+        return _prepare(src, ft, options, probe, loras or [], imatrix, assume_imatrix)
     with start_tokenizer_probe(src) as own:
-        return _prepare(src, ft, options, own, loras or [])
+        return _prepare(src, ft, options, own, loras or [], imatrix, assume_imatrix)
 
 
 def natural_tensors(src: str | Path) -> list[OutTensor]:
@@ -256,17 +269,28 @@ def _read_model(src: Path) -> tuple[str, dict[str, Any], HParams, Any, list[OutT
 
 
 def _prepare(
-    src: Path, ft: FileType, options: TensorOptions, probe: TokenizerProbe, loras: list[tuple[Path, float]]
+    src: Path,
+    ft: FileType,
+    options: TensorOptions,
+    probe: TokenizerProbe,
+    loras: list[tuple[Path, float]],
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
+    assume_imatrix: bool = False,
 ) -> Prepared:
     from quant.convert.metadata import load_general
     from quant.convert.vocab import load_vocab
 
+    loaded = None
+    if imatrix is not None:  # read first: a bad file fails before the checkpoint is read
+        from quant.imatrix.apply import load
+
+        loaded = load(imatrix)
     fmt, card_config, hp, vocab, out_tensors = _read_model(src)
     if loras:
         from quant.convert.lora_merge import attach_loras
 
         attach_loras(hp, out_tensors, loras)
-    by_quantize = quantize_layout(ft, options)
+    by_quantize = quantize_layout(ft, options) or loaded is not None  # only llama-quantize applies one
     if by_quantize:  # llama-quantize writes tensors in its weights_map order (layer, then name)
         out_tensors.sort(key=lambda t: layer_key(t.name))
     specs = [TensorSpec(t.name, t.shape, t.keep_f32) for t in out_tensors]
@@ -278,9 +302,15 @@ def _prepare(
         n_head=hp.n_head,
         n_head_kv=hp.n_head_kv,
         options=options,
+        has_imatrix=loaded is not None or assume_imatrix,
     )
     for t in out_tensors:
         t.type = types[t.name]
+    applied = None
+    if loaded is not None:
+        from quant.imatrix.apply import plan_weights
+
+        applied = plan_weights(*loaded, [(t.name, t.shape, t.type) for t in out_tensors], ft.name)
 
     total, _shared, expert, n_exp = hp.family.param_counts(out_tensors)
     general = load_general(
@@ -296,7 +326,12 @@ def _prepare(
     if by_quantize:  # where llama-quantize puts them: it sets both anew, which appends them
         w.add_quantization_version(QUANTIZATION_VERSION)
         w.add_file_type(ft.ftype)
-    return finish(src, ft, hp, w, out_tensors, general, n_expert_params=expert, options=options)
+    if applied is not None:  # llama-quantize's KV overrides, set after file_type
+        for key, value in applied.kv().items():
+            (w.add_string if isinstance(value, str) else w.add_uint32)(key, value)
+    prep = finish(src, ft, hp, w, out_tensors, general, n_expert_params=expert, options=options)
+    prep.imatrix = applied
+    return prep
 
 
 def finish(
@@ -333,6 +368,11 @@ def finish(
     return Prepared(layout, header, tensors, general)
 
 
-def plan_layout(src: str | Path, qtype: str = "Q4_K_M", options: TensorOptions | None = None) -> Layout:
+def plan_layout(
+    src: str | Path,
+    qtype: str = "Q4_K_M",
+    options: TensorOptions | None = None,
+    imatrix: Imatrix | str | os.PathLike[str] | None = None,
+) -> Layout:
     """The exact layout (tensors, types, offsets, file size) `convert(src, ..., qtype, options=)` would write."""
-    return prepare(src, qtype, options=options).layout
+    return prepare(src, qtype, options=options, imatrix=imatrix).layout

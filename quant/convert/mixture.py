@@ -114,13 +114,26 @@ def choose_types(
     n_head: int,
     n_head_kv: int,
     options: TensorOptions | None = None,
+    has_imatrix: bool = False,
 ) -> dict[str, str]:
-    """The ggml type name of every tensor for file type `ft` (and llama-quantize's per-tensor `options`)."""
+    """The ggml type name of every tensor for file type `ft` (and llama-quantize's per-tensor `options`).
+
+    `has_imatrix`: an importance matrix is applied, which changes a few rules (IQ3_XXS, IQ4_NL/IQ4_XS,
+    Q4_0/Q5_0), as it does in llama-quantize.
+    """
     options = options or TensorOptions()
     options.check_file_type(ft)
     if not ft.quantized:
         return {t.name: "F32" if t.keep_f32 else ft.default for t in tensors}
-    mixture = Mixture(ft, tensors, n_layer=n_layer, n_expert=n_expert, n_head=n_head, n_head_kv=n_head_kv)
+    mixture = Mixture(
+        ft,
+        tensors,
+        n_layer=n_layer,
+        n_expert=n_expert,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        has_imatrix=has_imatrix,
+    )
     chooser = _Chooser(mixture, options)
     types = {t.name: chooser.tensor_type(t) for t in sorted(tensors, key=lambda t: layer_key(t.name))}
     chooser.check_rules_used(tensors)
@@ -142,8 +155,10 @@ class Mixture:
         n_expert: int,
         n_head: int,
         n_head_kv: int,
+        has_imatrix: bool = False,
     ) -> None:
         self.ft = ft
+        self.has_imatrix = has_imatrix
         self.n_layer = n_layer
         self.n_expert = n_expert
         self.n_gqa = n_head // n_head_kv if n_head_kv else 0
@@ -164,19 +179,37 @@ class Mixture:
 
     def rule_type(self, t: TensorSpec, cat: str, new: str, output_tensor_type: str | None) -> str:
         """The mixture's type for `t`, starting from the file type's default `new`."""
-        ft, n = self.ft.name, self.n_layer
+        ft, n, im = self.ft.name, self.n_layer, self.has_imatrix
         if cat == "output" or (self.tied and cat == "token_embd"):
             if output_tensor_type:
                 return output_tensor_type
             if t.n_cols % block_size(new) != 0:
                 return "Q8_0"
+            if ft in LOW or ft == "IQ3_XXS":
+                return "Q5_K"
             return new if new == "Q8_0" else "Q6_K"
         if cat == "token_embd":
+            if ft in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+                return "Q2_K"
+            if ft in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+                return "IQ3_S"
             return new
+        if ft in LOW:
+            return self._low_rule(t, cat, new)
         if cat in ATTN_V_LIKE:
             i = self.i_attention_wv
             if ft == "Q2_K":
                 new = "Q4_K" if self.n_gqa >= 4 else "Q3_K"
+            elif ft == "Q2_K_S":
+                if self.n_gqa >= 4:
+                    new = "Q4_K"
+            elif ft == "IQ3_XXS":
+                new = "Q4_K" if self.n_gqa >= 4 else ("IQ3_XXS" if im else "IQ3_S")
+            elif ft in ("IQ3_XS", "IQ3_S"):
+                if self.n_gqa >= 4:
+                    new = "Q4_K"
+            elif ft == "IQ3_M":
+                new = "Q4_K"
             elif ft == "Q3_K_M":
                 new = "Q5_K" if i < 2 else "Q4_K"
             elif ft == "Q3_K_L" or (ft in ("IQ4_NL", "IQ4_XS") and self.n_gqa >= 4):
@@ -193,41 +226,97 @@ class Mixture:
         elif cat == "attn_k":
             if self.n_expert == 8:
                 new = "Q8_0"
+            elif ft == "IQ3_XS":
+                new = "IQ3_XXS"
+            elif ft == "IQ3_XXS":
+                new = "IQ2_S"
+        elif cat == "attn_q":
+            if ft == "IQ3_XS":
+                new = "IQ3_XXS"
+            elif ft == "IQ3_XXS":
+                new = "IQ2_S"
         elif cat == "ffn_down":
             i = self._layer(t, self.i_ffn_down)
             if ft == "Q2_K":
                 new = "Q3_K"
+            elif ft == "Q2_K_S":
+                if i < n // 8:
+                    new = "Q4_K"
+            elif ft == "IQ3_XXS" and not im:
+                new = "Q4_K" if i < n // 8 else "Q3_K"
             elif ft == "Q3_K_M":
                 new = "Q5_K" if i < n // 16 else "Q4_K"
+            elif ft == "IQ3_M" and (i < n // 8 or (self.n_expert == 8 and use_more_bits(i, n))):
+                new = "Q4_K"
             elif ft == "Q3_K_L":
                 new = "Q5_K"
             elif ft == "Q4_K_M":
                 if use_more_bits(i, n):
                     new = "Q6_K"
-            elif i < n // 8 and ft in ("IQ4_NL", "IQ4_XS"):  # llama.cpp: only without an imatrix
+            elif i < n // 8 and ft in ("IQ4_NL", "IQ4_XS") and not im:
                 new = "Q5_K"
             elif ft == "Q5_K_M" and use_more_bits(i, n):
                 new = "Q6_K"
             elif ft == "Q4_K_S" and i < n // 8:
                 new = "Q5_K"
+            elif ft in ("Q4_0", "Q5_0") and im and i < n // 8:
+                new = "Q4_1" if ft == "Q4_0" else "Q5_1"
             self.i_ffn_down += 1
         elif cat == "attn_output":
             if self.n_expert == 8:
-                if ft in ("Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ4_XS"):
+                if ft in _ATTN_OUTPUT_Q5_K_MOE:
                     new = "Q5_K"
             elif ft == "Q2_K":
                 new = "Q3_K"
-            elif ft == "Q3_K_M":
+            elif ft == "IQ3_XXS":
+                new = "IQ3_S"
+            elif ft in ("Q3_K_M", "IQ3_M"):
                 new = "Q4_K"
             elif ft == "Q3_K_L":
                 new = "Q5_K"
         elif cat == "ffn_gate":
-            self._layer(t, self.i_ffn_gate)
+            i = self._layer(t, self.i_ffn_gate)
+            if ft == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+                new = "IQ3_XXS"
             self.i_ffn_gate += 1
         elif cat == "ffn_up":
-            self._layer(t, self.i_ffn_up)
+            i = self._layer(t, self.i_ffn_up)
+            if ft == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+                new = "IQ3_XXS"
             self.i_ffn_up += 1
         return new
+
+    def _low_rule(self, t: TensorSpec, cat: str, new: str) -> str:
+        """The rules of the 1- and 2-bit file types (`LOW`), which llama.cpp checks before the others."""
+        ft = self.ft.name
+        wide = ft in ("IQ2_S", "IQ2_M")  # these take IQ3_S where the others take Q2_K
+        if cat in ATTN_V_LIKE:
+            grouped = self.n_gqa >= 4 or self.n_expert >= 4
+            new = "Q4_K" if grouped else ("IQ3_S" if wide else "Q2_K")
+            self.i_attention_wv += 1
+        elif cat == "attn_k":
+            if self.n_expert == 8:
+                new = "Q4_K"
+        elif cat == "ffn_down":
+            if self.i_ffn_down < self.n_layer // 8:  # the running counter, even for MoE models
+                new = "IQ3_S" if wide else "Q2_K"
+            self.i_ffn_down += 1
+        elif cat == "attn_output":
+            if self.n_expert == 8:
+                new = "Q5_K"
+            elif ft in ("IQ1_S", "IQ1_M"):
+                new = "IQ2_XXS"
+            elif wide:
+                new = "IQ3_S"
+        return new
+
+
+# the 1- and 2-bit file types, whose rules come first (IQ3_XXS is not one of them)
+LOW = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
+# attn_output of an 8-expert model takes Q5_K for these
+_ATTN_OUTPUT_Q5_K_MOE = (
+    "Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS",
+)  # fmt: skip
 
 
 class _Chooser:
@@ -289,6 +378,7 @@ class _Chooser:
 
 # tensor_type_fallback: a type whose block does not divide the row length gives way to a 32-block type
 _FALLBACK = {
+    **dict.fromkeys(("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"), "IQ4_NL"),
     "IQ4_XS": "IQ4_NL",
     "Q2_K": "Q4_0",
     "Q3_K": "Q4_0",

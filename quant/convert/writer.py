@@ -65,9 +65,15 @@ class MappedShards:
 
 
 def encode(
-    x: np.ndarray, type_name: str, threads: int | None = None, name: str = "", row0: int = 0
+    x: np.ndarray,
+    type_name: str,
+    threads: int | None = None,
+    name: str = "",
+    row0: int = 0,
+    quant_weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Encode finite float32 rows as ggml type `type_name` (bit-exact with ggml).
+    """Encode finite float32 rows as ggml type `type_name` (bit-exact with ggml), with the importance
+    weights `quant_weights` (one float32 per column, for every row) when given.
 
     The rows were already checked for NaN/inf, so the kernels' QuantType is called directly (skipping the
     front end's second scan); llama.cpp's row validation still runs on the result, which also catches F16
@@ -80,7 +86,9 @@ def encode(
     cls = quant_type(type_name)
     out = np.empty((x.shape[0], row_nbytes(type_name, x.shape[1])), dtype=np.uint8)
     _use_threads(threads)
-    bad = cls.quantize_rows(x, out)  # kernels that validate as they go say so; the others are checked here
+    bad = cls.quantize_rows(
+        x, out, quant_weights
+    )  # kernels that validate as they go say so; the others are checked here
     if bad is None:
         bad = cls.invalid_row(out)
     if bad >= 0:
@@ -230,6 +238,7 @@ def write_data(
     shards = MappedShards()
     out = _BackgroundWriter(f)
     ring = _BufferRing(out.depth + 2)
+    imatrix = prep.imatrix
     ok = False
     try:
         for t, lay in zip(prep.tensors, prep.layout.tensors, strict=True):
@@ -239,11 +248,16 @@ def write_data(
             scales = [p.scale.array(shards.view(p.scale.shard)) if p.scale else None for p in t.parts]
             fused = _fused_q8_0(t, arrays)
             per_chunk = max(1, CHUNK_ELEMENTS // t.n_cols)
+            per_matrix = t.n_rows // t.shape[0] if len(t.shape) == 3 else t.n_rows  # rows of one expert
             written = 0
-            for r0 in range(0, t.n_rows, per_chunk):
+            r0 = 0
+            while r0 < t.n_rows:
                 if cancel is not None and cancel.is_set():
                     raise ConversionCancelled("conversion cancelled")
-                r1 = min(t.n_rows, r0 + per_chunk)
+                qw, stop = (
+                    (None, t.n_rows) if imatrix is None else imatrix.rows_weights(t.name, r0, per_matrix)
+                )
+                r1 = min(t.n_rows, r0 + per_chunk, stop)  # a chunk never spans two experts' weights
                 if fused:
                     buf = ring.get((r1 - r0) * row_nbytes("Q8_0", t.n_cols))
                     data, bad, over = _q8_0_rows(t, r0, r1, arrays, buf, threads)
@@ -255,7 +269,7 @@ def write_data(
                     x, bad = t.merged_rows(r0, r1, arrays, scales)
                     if bad >= 0:
                         raise _nonfinite(t, r0 + bad)
-                    data = encode(x, t.type, threads, t.name, r0)
+                    data = encode(x, t.type, threads, t.name, r0, qw)
                 out.write(np.ascontiguousarray(data).data.cast("B"))
                 written += data.nbytes
                 if (
@@ -279,6 +293,7 @@ def write_data(
                         shards.release(part.shard, part.start + a * row_bytes, (b - a) * row_bytes)
                 if progress is not None:
                     progress(t.name, done + written, total)
+                r0 = r1
             if written != lay.nbytes:
                 raise ConversionError(f"tensor {t.name}: wrote {written} bytes, layout says {lay.nbytes}")
             for part in t.parts:
