@@ -192,3 +192,45 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(converted, tmp_path, cap
     err = _fails(["imatrix", str(model), "-o", str(out), "--text", str(text), "--ctx", "32"], capsys)
     assert "x.gguf" in err and out.read_bytes() == b"keep"
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.gguf"]
+
+
+def test_same_statistics_as_llama_imatrix(converted, tmp_path):
+    """Opt-in: needs llama.cpp's llama-imatrix (python tests/llama_tools.py llama-imatrix)."""
+    import subprocess
+
+    from tests.llama_tools import find_tool
+
+    tool = find_tool("llama-imatrix")
+    if tool is None:
+        pytest.skip("llama-imatrix is not built (python tests/llama_tools.py llama-imatrix)")
+    model = converted("llama3-tiny", "F32")
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    compute_imatrix(model, ours, text=text, n_ctx=N_CTX, chunks=4, threads=2)
+    subprocess.run(
+        [
+            tool,
+            "-m",
+            model,
+            "-f",
+            text,
+            "-c",
+            str(N_CTX),
+            "--chunks",
+            "4",
+            "-t",
+            "2",
+            "--no-ppl",
+            "-o",
+            theirs,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    a, b = read_imatrix(ours), read_imatrix(theirs)
+    assert sorted(a.entries) == sorted(b.entries)
+    assert a.chunk_count == b.chunk_count and a.chunk_size == b.chunk_size
+    for name, e in a.entries.items():
+        np.testing.assert_array_equal(e.counts, b.entries[name].counts, err_msg=name)
+        assert cosine(e.in_sum2, b.entries[name].in_sum2) >= 0.9999, name
