@@ -20,6 +20,7 @@ from hubtui import __version__
 
 SUBCOMMANDS = (
     "convert",
+    "imatrix",
     "plan",
     "hw",
     "search",
