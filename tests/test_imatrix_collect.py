@@ -234,3 +234,46 @@ def test_same_statistics_as_llama_imatrix(converted, tmp_path):
     for name, e in a.entries.items():
         np.testing.assert_array_equal(e.counts, b.entries[name].counts, err_msg=name)
         assert cosine(e.in_sum2, b.entries[name].in_sum2) >= 0.9999, name
+
+
+def test_convert_imatrix_auto_equals_an_explicit_imatrix(mixtral_tiny_dir, tmp_path, capsys, monkeypatch):
+    """`convert --imatrix auto` computes the matrix from the default text in a temporary folder (removed) and
+    quantises exactly as with that matrix given by file; an existing output stops it before any computing."""
+    import hubtui.commands.convert as convert_cmd
+    from tests.convert_support import read_gguf, tensor_bytes
+
+    monkeypatch.setattr(convert_cmd, "AUTO_IMATRIX_CHUNKS", 2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    auto = out_dir / "auto.gguf"
+    main(["convert", str(mixtral_tiny_dir), "--type", "IQ3_XXS", "--imatrix", "auto", "-o", str(auto)])
+    assert "--imatrix auto: computing an importance matrix" in capsys.readouterr().err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["auto.gguf"]  # no temporary folder or F16 left
+
+    explicit = tmp_path / "m.imatrix.gguf"
+    compute_imatrix(mixtral_tiny_dir, explicit, chunks=2)  # the same defaults: text, ctx 512
+    by_file = tmp_path / "file.gguf"
+    main(
+        [
+            "convert",
+            str(mixtral_tiny_dir),
+            "--type",
+            "IQ3_XXS",
+            "--imatrix",
+            str(explicit),
+            "-o",
+            str(by_file),
+        ]
+    )
+    ours, theirs = tensor_bytes(auto), tensor_bytes(by_file)
+    assert ours == theirs and any(t == "IQ3_XXS" for t, _shape, _data in ours.values())
+    kv = read_gguf(auto)[0]
+    assert kv["quantize.imatrix.file"] == f"auto:{DEFAULT_TEXT.name}"
+    assert kv["quantize.imatrix.chunks_count"] == 2
+
+    with pytest.raises(SystemExit) as exc:  # output exists, no --force: refused before computing
+        main(["convert", str(mixtral_tiny_dir), "--type", "IQ3_XXS", "--imatrix", "auto", "-o", str(auto)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "computing" not in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["auto.gguf"]
