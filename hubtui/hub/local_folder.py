@@ -26,11 +26,12 @@ class LocalFolderAPIChanged(HubError):
 
 
 def _helper(name: str) -> Any:
+    module: Any
     try:
-        from huggingface_hub import _local_folder
+        from huggingface_hub import _local_folder as module
     except ImportError:
-        _local_folder = None
-    func = getattr(_local_folder, name, None)
+        module = None
+    func = getattr(module, name, None)
     params = tuple(inspect.signature(func).parameters) if func is not None else ()
     if params[: len(_EXPECTED[name])] != _EXPECTED[name]:
         from importlib.metadata import version

@@ -33,7 +33,7 @@ def check_adapter_for(path: str | os.PathLike[str], model: str | os.PathLike[str
     from quant.gguf_file import read_gguf_general
 
     try:
-        architecture = read_gguf_general(model).get("general.architecture")
+        architecture = read_gguf_general(Path(model)).get("general.architecture")
     except (OSError, QuantError):
         return None
     return check_adapter(path, architecture) if isinstance(architecture, str) else None

@@ -143,7 +143,7 @@ class _Ggml:
             nbytes = self.lib.ggml_nbytes(ptr)
             buf = ctypes.create_string_buffer(nbytes)
             self.lib.ggml_backend_tensor_get(ptr, buf, 0, nbytes)
-        return np.ndarray(shape, dtype=dtype, buffer=buf, strides=strides)
+        return np.ndarray(shape, dtype=dtype, buffer=memoryview(buf), strides=strides)
 
 
 def _weight_name(raw: bytes) -> str:
