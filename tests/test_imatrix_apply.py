@@ -189,13 +189,15 @@ def test_bad_imatrix_inputs_leave_nothing(converted: Converted, imatrix_files, t
         convert(src, out, "IQ2_XXS", imatrix=str(not_imatrix))
     entries = entries_for(not_imatrix)
     del entries["blk.1.attn_k.weight"]
+    with pytest.raises(ImatrixError, match="no dataset given"):  # llama-quantize would refuse such a file
+        write_imatrix(tmp_path / "empty.gguf", entries, datasets=[], chunk_count=0, chunk_size=512)
     missing = tmp_path / "missing.gguf"
-    write_imatrix(missing, entries, datasets=[], chunk_count=0, chunk_size=512)
+    write_imatrix(missing, entries, datasets=["t.txt"], chunk_count=0, chunk_size=512)
     with pytest.raises(ImatrixError, match=r"Missing importance matrix for tensor blk\.1\.attn_k\.weight"):
         convert(src, out, "IQ2_XS", imatrix=str(missing))
     entries["blk.1.attn_k.weight"] = ImatrixEntry(np.ones((1, 96), np.float32), np.ones(1))
     wrong = tmp_path / "wrong.gguf"
-    write_imatrix(wrong, entries, datasets=[], chunk_count=0, chunk_size=512)
+    write_imatrix(wrong, entries, datasets=["t.txt"], chunk_count=0, chunk_size=512)
     with pytest.raises(ImatrixError, match=r"blk\.1\.attn_k\.weight: imatrix size 96 is different"):
         convert(src, out, "Q4_K_M", imatrix=str(wrong))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["missing.gguf", "wrong.gguf"]

@@ -267,6 +267,11 @@ def write_imatrix(
     from quant.convert.gguf_internals import kv_table
     from quant.outputs import claim_output
 
+    datasets = list(datasets)
+    if not datasets:  # gguf-py cannot write an empty array, and llama-quantize refuses a file without the key
+        raise ImatrixError(
+            f"{path}: an importance matrix records the text it was computed from; no dataset given"
+        )
     for name, e in entries.items():
         if e.in_sum2.ndim != 2 or e.counts.shape != (e.in_sum2.shape[0],):
             raise ImatrixError(
@@ -278,7 +283,7 @@ def write_imatrix(
         writer = gguf.GGUFWriter(claim.temp, arch="")
         kv_table(writer).pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes none
         writer.add_type("imatrix")
-        writer.add_array(DATASETS, list(datasets))
+        writer.add_array(DATASETS, datasets)
         writer.add_uint32(CHUNK_COUNT, chunk_count)
         writer.add_uint32(CHUNK_SIZE, chunk_size)
         for name in sorted(entries):
