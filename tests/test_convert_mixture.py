@@ -162,8 +162,8 @@ def test_float_file_types_follow_the_converter() -> None:
 def test_type_names() -> None:
     assert resolve_file_type("q4_k").name == "Q4_K_M"
     assert resolve_file_type("Q3_K").name == "Q3_K_M" and resolve_file_type("q5_k").name == "Q5_K_M"
-    with pytest.raises(ConversionError, match="'IQ2_XXS'.*Q3_K_S"):
-        resolve_file_type("IQ2_XXS")
+    with pytest.raises(ConversionError, match="'TQ1_0'.*Q3_K_S"):  # a llama-quantize type we do not make
+        resolve_file_type("TQ1_0")
 
 
 # llama_model_quantize's dry run of a synthetic 16-layer LLaMA (n_embd 256, n_ff 512, 8 heads, 2 KV heads,
@@ -194,6 +194,89 @@ def test_new_file_type_mixtures(
     assert per_layer(types, "ffn_down", 16) == ffn_down
     for what in ("attn_q", "attn_k", "ffn_gate", "ffn_up"):
         assert per_layer(types, what, 16) == rest * 16, what
+
+
+# The imatrix types and the rules an imatrix changes, as llama_model_quantize chooses them for the same synthetic
+# 16-layer model (n_gqa 4, untied); "+im": an importance matrix is given. Letters as in docs/imatrix.md.
+IM_CODES = {
+    "IQ2_XXS": "a",
+    "IQ2_XS": "b",
+    "IQ2_S": "c",
+    "IQ3_XXS": "d",
+    "IQ3_S": "e",
+    "IQ1_S": "f",
+    "IQ1_M": "g",
+}
+IM_CODES |= {"IQ4_NL": "h", "Q4_0": "j", "Q4_1": "k", "Q5_0": "l", "Q5_1": "m"}
+IM_CODES |= {k: v for k, v in CODES.items() if k in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")}
+
+
+@pytest.mark.parametrize(
+    ("qtype", "im", "tok", "out", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_up", "ffn_down"),
+    [
+        ("IQ2_XXS", True, "Q2_K", "Q5_K", "a" * 16, "a" * 16, "4" * 16, "a" * 16, "a" * 16, "22" + "a" * 14),
+        ("IQ2_XS", True, "Q2_K", "Q5_K", "b" * 16, "b" * 16, "4" * 16, "b" * 16, "b" * 16, "22" + "b" * 14),
+        ("IQ2_S", True, "IQ3_S", "Q5_K", "b" * 16, "b" * 16, "4" * 16, "e" * 16, "b" * 16, "ee" + "b" * 14),
+        ("IQ2_M", True, "IQ3_S", "Q5_K", "c" * 16, "c" * 16, "4" * 16, "e" * 16, "c" * 16, "ee" + "c" * 14),
+        ("IQ1_S", True, "Q2_K", "Q5_K", "f" * 16, "f" * 16, "4" * 16, "a" * 16, "f" * 16, "22" + "f" * 14),
+        (
+            "IQ3_XXS",
+            False,
+            "IQ3_S",
+            "Q5_K",
+            "c" * 16,
+            "c" * 16,
+            "4" * 16,
+            "e" * 16,
+            "d" * 16,
+            "44" + "3" * 14,
+        ),
+        ("IQ3_XXS", True, "IQ3_S", "Q5_K", "c" * 16, "c" * 16, "4" * 16, "e" * 16, "d" * 16, "d" * 16),
+        (
+            "IQ3_XS",
+            True,
+            "IQ3_S",
+            "Q6_K",
+            "d" * 16,
+            "d" * 16,
+            "4" * 16,
+            "e" * 16,
+            "ee" + "d" * 12 + "ee",
+            "e" * 16,
+        ),
+        ("IQ3_M", True, "IQ3_S", "Q6_K", "e" * 16, "e" * 16, "4" * 16, "4" * 16, "e" * 16, "44" + "e" * 14),
+        (
+            "IQ4_NL",
+            False,
+            "IQ4_NL",
+            "Q6_K",
+            "h" * 16,
+            "h" * 16,
+            "5" * 16,
+            "h" * 16,
+            "h" * 16,
+            "55" + "h" * 14,
+        ),
+        ("IQ4_NL", True, "IQ4_NL", "Q6_K", "h" * 16, "h" * 16, "5" * 16, "h" * 16, "h" * 16, "h" * 16),
+        ("Q4_0", True, "Q4_0", "Q6_K", "j" * 16, "j" * 16, "j" * 16, "j" * 16, "j" * 16, "kk" + "j" * 14),
+        ("Q5_0", True, "Q5_0", "Q6_K", "l" * 16, "l" * 16, "l" * 16, "l" * 16, "l" * 16, "mm" + "l" * 14),
+    ],
+)
+def test_imatrix_mixtures_as_llama_quantize_chooses_them(
+    qtype: str, im: bool, tok: str, out: str, attn_q: str, attn_k: str, attn_v: str, attn_output: str,
+    ffn_gate_up: str, ffn_down: str,
+) -> None:  # fmt: skip
+    types = choose_types(
+        dense(16, 256, 512, tied=False), resolve_file_type(qtype), n_layer=16, n_expert=0, n_head=8, n_head_kv=2,
+        has_imatrix=im,
+    )  # fmt: skip
+
+    def row(what: str) -> str:
+        return "".join(IM_CODES[types[f"blk.{i}.{what}.weight"]] for i in range(16))
+
+    assert (types["token_embd.weight"], types["output.weight"]) == (tok, out)
+    got = [row(w) for w in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")]
+    assert got == [attn_q, attn_k, attn_v, attn_output, ffn_gate_up, ffn_gate_up, ffn_down]
 
 
 def test_shape_fallbacks_of_the_new_types() -> None:
@@ -242,7 +325,7 @@ def test_pure_output_embedding_and_leave_output() -> None:
         ("=q8_0", "missing tensor name pattern"),
         ("attn_v=", "missing ggml type"),
         ("attn_v=q9_9", "'q9_9'"),
-        ("attn_v=iq2_xxs", "'iq2_xxs'"),
+        ("attn_v=tq2_0", "'tq2_0'"),
         ("[attn=q8_0", "bad regular expression"),
         ("(?i)attn_v=q8_0", "'(?' is not ECMAScript"),
         ("attn_v++=q8_0", "'++' is not ECMAScript"),
