@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 BADGES = {"gpu": "● GPU", "partial": "◐ part GPU", "cpu": "○ CPU", "slow": "✗ pages", "none": "✗ too big"}
 
 
-def plan_for(src: str | Path | ModelSource, target: Target) -> Plan:
+def plan_for(src: str | Path | ModelSource, target: Target, *, has_imatrix: bool = False) -> Plan:
+    """`hubtui plan SRC` for `target` (`--imatrix` when `has_imatrix`: the imatrix-only types may be
+    recommended, the float types are not)."""
     from quant.plan import plan
 
-    return plan(src, target)
+    return plan(src, target, has_imatrix=has_imatrix)
 
 
 def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str, str]]:
