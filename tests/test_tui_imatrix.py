@@ -61,6 +61,9 @@ async def test_the_three_states_and_the_recommendation_follow_the_choice(
         assert set(IMATRIX_TYPES) <= set(labels)  # every file type is listed, the imatrix-only ones marked
         assert all(labels[t].endswith("(needs imatrix)") for t in IMATRIX_TYPES)
         assert labels["Q4_K_M"] == "Q4_K_M"
+        fit = text_of(app, "#cv-fit")  # the fit table marks them too, and says what the mark means
+        assert "* needs an imatrix" in fit and all(f"{t}*" in fit for t in IMATRIX_TYPES)
+        assert "Q4_K_M*" not in fit
         # off: nothing needing an imatrix is recommended; the file field is hidden
         assert app.session.imatrix == "" and not pane.query_one("#cv-imatrix-file", Input).display
         off = pane.recommended
