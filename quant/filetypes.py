@@ -132,6 +132,15 @@ IMATRIX_HINT = (
 )
 
 
+def usable_with(qtype: str, has_imatrix: bool) -> bool:
+    """Whether `check_imatrix_use` lets a conversion to `qtype` go with (or without) an importance matrix:
+    the imatrix-only types need one, the float types take none (an unknown name: not ours to judge)."""
+    ft = FILE_TYPES.get(qtype)
+    if ft is None:
+        return True
+    return ft.quantized if has_imatrix else not ft.needs_imatrix
+
+
 def check_imatrix_use(ft: FileType, has_imatrix: bool) -> None:
     """A type that needs an importance matrix gets one; a float type cannot use one (OptionError)."""
     if ft.needs_imatrix and not has_imatrix:

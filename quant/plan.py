@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant.errors import QuantError
-from quant.filetypes import FILE_TYPES, PLAN_TYPES
+from quant.filetypes import FILE_TYPES, PLAN_TYPES, usable_with
 from quant.inputs import not_regular
 from quant.memory import Estimate, ModelShape, RunSettings, estimate, kv_bytes, kv_bytes_per_layer, margin
 from quant.profiles import Target
@@ -440,7 +440,8 @@ def plan(
     """Size every type of `src` for `target` at context `ctx` and recommend one configuration.
 
     `options` (llama-quantize's per-tensor options) change the checkpoint's layouts as they would the files.
-    Types that need an importance matrix are sized but recommended only when `has_imatrix` (one is given).
+    Types that need an importance matrix are sized but recommended only when `has_imatrix` (one is given);
+    with one, a checkpoint's float types are sized but not recommended (an imatrix applies to quantised ones).
     """
     if ctx < MIN_CTX:
         raise PlanError(f"context {ctx} is too small: use at least {MIN_CTX} tokens")
@@ -461,7 +462,9 @@ def plan(
     fitting = [
         r
         for r in rows
-        if r.fits and r.qtype not in source.missing_kernels and (has_imatrix or not r.needs_imatrix)
+        if r.fits
+        and r.qtype not in source.missing_kernels
+        and (source.kind == "gguf" or usable_with(r.qtype, has_imatrix))
     ]
     recommendation = min(fitting, key=_rank) if fitting else None
     shape = next(iter(source.shapes.values()))

@@ -239,10 +239,10 @@ def test_same_statistics_as_llama_imatrix(converted, tmp_path):
 def test_convert_imatrix_auto_equals_an_explicit_imatrix(mixtral_tiny_dir, tmp_path, capsys, monkeypatch):
     """`convert --imatrix auto` computes the matrix from the default text in a temporary folder (removed) and
     quantises exactly as with that matrix given by file; an existing output stops it before any computing."""
-    import hubtui.commands.convert as convert_cmd
+    import hubtui.runner.imatrix as runner_imatrix
     from tests.convert_support import read_gguf, tensor_bytes
 
-    monkeypatch.setattr(convert_cmd, "AUTO_IMATRIX_CHUNKS", 2)
+    monkeypatch.setattr(runner_imatrix, "AUTO_IMATRIX_CHUNKS", 2)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     auto = out_dir / "auto.gguf"

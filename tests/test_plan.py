@@ -405,6 +405,20 @@ def test_imatrix_types_are_recommended_only_with_an_imatrix(mistral_tiny_dir: Pa
     assert all(
         r.needs_imatrix == FILE_TYPES[r.qtype].needs_imatrix for r in plan(plain, custom_target("64G")).rows
     )
+    # with room for everything: a float type without an imatrix, never with one (it applies to quantised types)
+    roomy, roomy_im = (
+        plan(s, custom_target("64G"), has_imatrix=h) for s, h in ((plain, False), (with_im, True))
+    )
+    assert not FILE_TYPES[roomy.recommendation.qtype].quantized
+    assert FILE_TYPES[roomy_im.recommendation.qtype].quantized
+    assert {r.qtype for r in roomy_im.rows} == {r.qtype for r in roomy.rows}  # all still sized and listed
+
+    # `hubtui plan --imatrix` is the same call: at that budget it recommends the imatrix type, plain plan none
+    args = ("plan", str(mistral_tiny_dir), "--ram", f"{lo}M", "--ctx", "1024", "--json")
+    with_flag, without = run_cli(*args, "--imatrix"), run_cli(*args)
+    assert with_flag.returncode == 0 and without.returncode == 0, with_flag.stderr + without.stderr
+    assert json.loads(with_flag.stdout)["recommendation"]["type"] == recommended(lo, True)
+    assert json.loads(without.stdout)["recommendation"] is None
 
 
 @pytest.fixture(scope="session")

@@ -366,6 +366,11 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             for pane in self.query(pane_cls):
                 pane.target_changed()
 
+    def on_imatrix_changed(self, _message: msg.ImatrixChanged) -> None:
+        """Browse's fit table and badges follow the Convert screen's imatrix choice (Convert re-plans itself)."""
+        for pane in self.query(BrowsePane):
+            pane.target_changed()
+
     def on_pick_custom_target(self, _message: msg.PickCustomTarget) -> None:
         self.pick_custom_target()
 

@@ -301,7 +301,7 @@ class BrowsePane(UsesSession, ReportsWorkerErrors, Vertical):
                 return
             try:
                 source, _ = self.sources.get(repo_id, self.session.endpoint)
-                badge = fit_badge(plan_for(source, target))
+                badge = fit_badge(plan_for(source, target, has_imatrix=self.session.has_imatrix))
             except Exception as exc:  # gated, not a supported layout, unreachable: no badge, no alarm
                 worker_failed(f"sizing {repo_id}", exc)
                 badge = "?"
@@ -381,7 +381,9 @@ class BrowsePane(UsesSession, ReportsWorkerErrors, Vertical):
         else:
             try:
                 source, origin = self.sources.get(repo_id, self.session.endpoint)
-                fit = plan_markup(plan_for(source, self.session.target.resolve()))
+                fit = plan_markup(
+                    plan_for(source, self.session.target.resolve(), has_imatrix=self.session.has_imatrix)
+                )
                 fit += f"\n[dim](sized from the {origin})[/]"
             except Exception as exc:
                 fit = f"[b]Fit[/b]: cannot size {repo_id}: {escape(worker_failed(f'sizing {repo_id}', exc))}"

@@ -57,6 +57,10 @@ class LocalChanged(Message):
     """Files appeared or went away (a download, a conversion, a deletion): listings and marks refresh."""
 
 
+class ImatrixChanged(Message):
+    """The Convert screen's importance matrix choice changed: fit tables and badges recommend anew."""
+
+
 class ChooseTarget(Message):
     """Make this the machine the whole app sizes for (and save it in config.toml)."""
 

@@ -22,18 +22,21 @@ if TYPE_CHECKING:
 
 # -- sizing -----------------------------------------------------------------------------------------
 
+IMATRIX_MARK = "*"  # after a type made only with an importance matrix (quant.filetypes needs_imatrix)
 BADGES = {"gpu": "● GPU", "partial": "◐ part GPU", "cpu": "○ CPU", "slow": "✗ pages", "none": "✗ too big"}
 
 
-def plan_for(src: str | Path | ModelSource, target: Target) -> Plan:
+def plan_for(src: str | Path | ModelSource, target: Target, *, has_imatrix: bool = False) -> Plan:
+    """`hubtui plan SRC` for `target` (`--imatrix` when `has_imatrix`: the imatrix-only types may be
+    recommended, the float types are not)."""
     from quant.plan import plan
 
-    return plan(src, target)
+    return plan(src, target, has_imatrix=has_imatrix)
 
 
 def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str, str]]:
     """(type, file size, bits per weight, working set, fit, max ctx) per type, read from the plan; the
-    recommended one has a ★."""
+    recommended one has a ★, a type made only with an importance matrix a * (IMATRIX_MARK)."""
     from hubtui.formatting import fit_label
 
     rec = p.recommendation.qtype if p.recommendation else None
@@ -42,7 +45,7 @@ def fit_rows(p: Plan) -> list[tuple[str, str, str, str, str, str]]:
         d = r.to_dict()
         rows.append(
             (
-                ("★ " if r.qtype == rec else "  ") + r.qtype,
+                ("★ " if r.qtype == rec else "  ") + r.qtype + (IMATRIX_MARK if r.needs_imatrix else ""),
                 format_bytes(d["file_size"]),
                 "-" if d["bpw"] is None else f"{d['bpw']:.2f}",
                 format_bytes(d["working_set"]),
@@ -58,7 +61,10 @@ def plan_markup(p: Plan) -> str:
     head = ("type", "file", "bpw", "memory", "fit", "max ctx")
     rows = fit_rows(p)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    out = [f"[b]Fit[/b] for {p.target.name} at context {p.settings.n_ctx} (★ recommended)"]
+    legend = "★ recommended" + (
+        f", {IMATRIX_MARK} needs an imatrix" if any(r.needs_imatrix for r in p.rows) else ""
+    )
+    out = [f"[b]Fit[/b] for {p.target.name} at context {p.settings.n_ctx} ({legend})"]
     out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     for r in rows:
         line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))

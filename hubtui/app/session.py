@@ -22,6 +22,12 @@ class Session:
     target: TargetChoice
     offline: bool
     offline_note: str = ""  # why the hub is off, shown on Local
+    imatrix: str = ""  # the Convert screen's importance matrix: "" off, "auto", or a file's path
+
+    @property
+    def has_imatrix(self) -> bool:
+        """Sizing recommends the imatrix-only types (and no float type) when conversions will have one."""
+        return bool(self.imatrix)
 
 
 class _HasSession(Protocol):

@@ -268,40 +268,27 @@ def command(
         )  # fmt: skip
 
 
-AUTO_IMATRIX_CHUNKS = 64
-"""`--imatrix auto` runs the first 64 chunks of 512 tokens of the default calibration text (32k tokens; the
-whole text is about 200 chunks): enough for stable column statistics at a fraction of the time."""
-
-
 def _auto_imatrix(
     src: Path, out: Path | None, threads: int | None, force: bool, stack: contextlib.ExitStack
 ) -> Any:
-    """`--imatrix auto`: an importance matrix of `src` from the default calibration text, in a temporary
-    folder beside the output (removed when the conversion ends, however it ends); returns it read."""
-    import tempfile
-
+    """`--imatrix auto`: the library's `auto_imatrix`, kept open until the conversion ends; returns it read."""
     from quant.errors import OutputExistsError
 
     if out is not None and not out.is_dir() and out.exists() and not force:
         raise OutputExistsError(out)  # before minutes of computing, not after
 
     from hubtui.commands.imatrix import ChunkProgress
-    from hubtui.runner.imatrix import compute_imatrix
-    from quant.imatrix.format import read_imatrix
+    from hubtui.runner import imatrix as runner_imatrix
 
     where = out if out is not None and out.is_dir() else (out.parent if out is not None else Path.cwd())
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".hubtui-imatrix-", dir=where)))
     click.echo(
         f"--imatrix auto: computing an importance matrix of {src.name} from the default calibration text "
-        f"({AUTO_IMATRIX_CHUNKS} chunks)",
+        f"({runner_imatrix.AUTO_IMATRIX_CHUNKS} chunks)",
         err=True,
     )
-    result = compute_imatrix(
-        src, tmp / "imatrix.gguf", chunks=AUTO_IMATRIX_CHUNKS, threads=threads, progress=ChunkProgress()
+    return stack.enter_context(
+        runner_imatrix.auto_imatrix(src, where, threads=threads, progress=ChunkProgress())
     )
-    matrix = read_imatrix(result.path)
-    matrix.source = Path(f"auto:{result.dataset}")  # recorded as quantize.imatrix.file; the file is temporary
-    return matrix
 
 
 def _convert_checkpoint(

@@ -235,6 +235,13 @@ def render(p: Plan) -> str:
     is_flag=True,
     help="Size for flash attention (llama-cpp-python's default is off): less compute.",
 )
+@click.option(
+    "--imatrix",
+    "has_imatrix",
+    is_flag=True,
+    help="Size for a conversion with an importance matrix (convert --imatrix): the types that need one "
+    "(IQ1-IQ3, Q2_K_S) may be recommended, the float types are not.",
+)
 @memory_mode_options
 @json_option
 def command(
@@ -246,6 +253,7 @@ def command(
     ctx: int | None,
     types: tuple[str, ...],
     flash_attn: bool,
+    has_imatrix: bool,
     no_mmap: bool,
     mlock: bool,
     as_json: bool,
@@ -259,7 +267,16 @@ def command(
     from hubtui.commands._common import echo_json
 
     target = resolve_target(target_name, ram, vram, gpus)
-    p = build_plan(src, target, ctx, types or None, flash_attn=flash_attn, mmap=not no_mmap, mlock=mlock)
+    p = build_plan(
+        src,
+        target,
+        ctx,
+        types or None,
+        flash_attn=flash_attn,
+        mmap=not no_mmap,
+        mlock=mlock,
+        has_imatrix=has_imatrix,
+    )
     if types and p.source.kind == "gguf":
         click.echo(f"hubtui: warning: --type is ignored for a GGUF file: {src} is sized as it is", err=True)
     for warning in p.warnings:

@@ -36,6 +36,10 @@ MIN_ROWS = 16  # llama-imatrix ignores MUL_MATs with fewer input rows
 F16_LIMIT_BYTES = 4 << 30  # a checkpoint whose F16 GGUF is larger is converted to Q8_0 instead
 GGML_TYPE_F32 = 0
 GGML_TYPE_I32 = 26
+AUTO_IMATRIX_CHUNKS = 64
+"""`auto_imatrix` (`convert --imatrix auto`, the Convert screen's "auto") runs the first 64 chunks of 512 tokens
+of the default calibration text (32k tokens; the whole text is about 200 chunks): enough for stable column
+statistics at a fraction of the time."""
 
 
 class ImatrixCancelled(RunnerError):
@@ -304,7 +308,11 @@ def tokenize(vocab: Any, text: str) -> list[int]:
 
 @contextlib.contextmanager
 def _model_file(
-    src: Path, work_dir: Path, threads: int | None, on_convert: Callable[[str, int, int], None] | None
+    src: Path,
+    work_dir: Path,
+    threads: int | None,
+    on_convert: Callable[[str, int, int], None] | None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[tuple[Path, str | None]]:
     """A GGUF to run: `src` itself, or a conversion of a checkpoint folder into a temporary folder beside
     the output (F16, or Q8_0 when the F16 file would exceed 4 GiB) that is removed on any exit."""
@@ -324,7 +332,7 @@ def _model_file(
     tmp = Path(tempfile.mkdtemp(prefix=".hubtui-imatrix-", dir=work_dir))
     try:
         out = tmp / f"model-{qtype}.gguf"
-        convert(src, out, qtype, threads=threads, progress=on_convert)
+        convert(src, out, qtype, threads=threads, progress=on_convert, cancel=cancel)
         yield out, qtype
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -365,7 +373,8 @@ def compute_imatrix(
     """Run `model_gguf` (a GGUF, or a safetensors checkpoint folder) over `text` (default: the shipped
     calibration text) and write llama-imatrix's GGUF importance matrix to `out`.
 
-    `progress` is called after each chunk; setting `cancel` stops at the next graph node (ImatrixCancelled).
+    `progress` is called after each chunk; setting `cancel` stops at the next graph node (ImatrixCancelled),
+    or the temporary conversion of a checkpoint folder (quant.convert.ConversionCancelled).
     Raises RunnerError with one line for bad input (a text shorter than two chunks names the tokens needed);
     nothing is left behind on any error, Ctrl-C or SIGTERM.
     """
@@ -386,7 +395,7 @@ def compute_imatrix(
     ).check()  # fail before any work
     body = read_text(text_path)
     n_threads = threads or len(os.sched_getaffinity(0))
-    with _model_file(src, out_path.resolve().parent, threads, on_convert) as (gguf_path, converted):
+    with _model_file(src, out_path.resolve().parent, threads, on_convert, cancel) as (gguf_path, converted):
         if converted is None:
             from hubtui.runner.gguf_check import check_facts, read_facts
 
@@ -501,3 +510,40 @@ def _run(
         if ctx is not None:
             llama_cpp.llama_free(ctx)
         llama_cpp.llama_model_free(model)
+
+
+@contextlib.contextmanager
+def auto_imatrix(
+    src: str | os.PathLike[str],
+    where: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    progress: Callable[[ImatrixProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    chunks: int | None = None,
+    on_convert: Callable[[str, int, int], None] | None = None,
+) -> Iterator[Any]:
+    """An importance matrix of `src` from the default calibration text (`chunks`, default
+    AUTO_IMATRIX_CHUNKS), computed in a temporary folder inside `where` (the output's folder) and yielded
+    read (`quant.imatrix.format.Imatrix`); the folder is removed on exit, however the block ends.
+
+    One home for `convert --imatrix auto` and the Convert screen's "auto": both convert inside the block.
+    """
+    from quant.imatrix.format import read_imatrix
+
+    tmp = Path(tempfile.mkdtemp(prefix=".hubtui-imatrix-", dir=where))
+    try:
+        result = compute_imatrix(
+            src,
+            tmp / "imatrix.gguf",
+            chunks=AUTO_IMATRIX_CHUNKS if chunks is None else chunks,
+            threads=threads,
+            progress=progress,
+            cancel=cancel,
+            on_convert=on_convert,
+        )
+        matrix = read_imatrix(result.path)
+        matrix.source = Path(f"auto:{result.dataset}")  # recorded as quantize.imatrix.file; the file goes
+        yield matrix
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
