@@ -60,7 +60,10 @@ def _ours(home: Path, offline: bool, endpoint: str, root: Path = REPO) -> dict[s
 
 
 def _env(home: Path, offline: bool, endpoint: str, root: Path = REPO) -> dict[str, str]:
-    return {**os.environ, **_ours(home, offline, endpoint, root)}
+    # the warm-up round writes the bytecode cache, as an installed package has one: a session that set
+    # PYTHONDONTWRITEBYTECODE would otherwise time compiling hubtui's sources at every start
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **_ours(home, offline, endpoint, root)}
 
 
 def pty_run(
@@ -133,7 +136,7 @@ def tmux_run(
     """The same two figures through tmux (screen polled every 10 ms, so each is up to 10 ms late)."""
     name = f"hubtui-bench-{uuid.uuid4().hex[:8]}"
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in _ours(home, offline, endpoint, root).items())
-    command = f"cd {shlex.quote(str(home))} && env {exports} {shlex.quote(sys.executable)} -m hubtui"
+    command = f"cd {shlex.quote(str(home))} && env -u PYTHONDONTWRITEBYTECODE {exports} {shlex.quote(sys.executable)} -m hubtui"
     mark = (OFFLINE_MARK if offline else ONLINE_MARK).decode()
 
     def screen() -> str:
