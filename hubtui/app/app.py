@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import importlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -50,28 +49,44 @@ SCREENS: tuple[tuple[str, str, str, str], ...] = (
 
 
 class _Panes(Mapping[str, type["Widget"]]):
-    """Tab id -> its screen's class, each module imported when first asked for: only the first screen's is
-    needed before the first frame (the others, with Markdown, Select, gguf-py's type list, come after it)."""
-
-    MODULES = {
-        "browse": ("hubtui.app.browse_pane", "BrowsePane"),
-        "downloads": ("hubtui.app.downloads_pane", "DownloadsPane"),
-        "local": ("hubtui.app.local_pane", "LocalPane"),
-        "convert": ("hubtui.app.convert_pane", "ConvertPane"),
-        "smoke": ("hubtui.app.smoke_pane", "SmokePane"),
-        "chat": ("hubtui.app.chat_pane", "ChatPane"),
-        "hardware": ("hubtui.app.hardware_pane", "HardwarePane"),
-    }
+    """Tab id -> its screen's class, each screen's module imported when first asked for: only the first
+    screen's is needed before the first frame (the others, with Markdown, Select and gguf-py's type list,
+    are built right after it)."""
 
     def __getitem__(self, tab: str) -> type[Widget]:
-        module, name = self.MODULES[tab]
-        return getattr(importlib.import_module(module), name)
+        if tab == "browse":
+            from hubtui.app.browse_pane import BrowsePane
+
+            return BrowsePane
+        if tab == "downloads":
+            from hubtui.app.downloads_pane import DownloadsPane
+
+            return DownloadsPane
+        if tab == "local":
+            return LocalPane
+        if tab == "convert":
+            from hubtui.app.convert_pane import ConvertPane
+
+            return ConvertPane
+        if tab == "smoke":
+            from hubtui.app.smoke_pane import SmokePane
+
+            return SmokePane
+        if tab == "chat":
+            from hubtui.app.chat_pane import ChatPane
+
+            return ChatPane
+        if tab == "hardware":
+            from hubtui.app.hardware_pane import HardwarePane
+
+            return HardwarePane
+        raise KeyError(tab)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.MODULES)
+        return (tab for tab, *_ in SCREENS)
 
     def __len__(self) -> int:
-        return len(self.MODULES)
+        return len(SCREENS)
 
 
 PANES = _Panes()
