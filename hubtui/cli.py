@@ -7,12 +7,14 @@ SIGTERM 143 and SIGHUP 129, each after the same clean-up (`hubtui.signals`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -32,6 +34,9 @@ SUBCOMMANDS = (
     "demo",
     "bundle",
 )
+
+
+_RAN_TUI: list[bool] = []  # set once the terminal app has run in this process: `entry` then ends it at once
 
 
 class _Notices(logging.Handler):
@@ -66,6 +71,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
         from hubtui.app.app import run_app
         from hubtui.signals import Terminated
 
+        _RAN_TUI.append(True)
         notes, code = run_app()
         for note in notes:
             click.echo(f"hubtui: {note}", err=True)
@@ -151,10 +157,30 @@ def entry() -> None:
     in-process and are not affected.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    code: int | str | None = 0
     try:
         main()
+    except SystemExit as exc:
+        code = exc.code
+        raise
     finally:
         gc.freeze()
+        if _RAN_TUI:
+            _exit_after_tui(code)
+
+
+def _exit_after_tui(code: int | str | None) -> NoReturn:
+    """End the process once the app has quit: the atexit handlers run (logging, temporary folders), but no
+    thread is joined and no module torn down. The app has already stopped and awaited the work that must
+    clean up; what may still run are a fit table's header requests, whose thread pool the interpreter would
+    otherwise wait for (up to a timeout with a slow hub) after ctrl+q."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import gguf
 import numpy as np
 
 from quant.errors import GGUFError
+from quant.gguf_import import gguf
 from quant.inputs import not_regular
 
 _MAGIC = b"GGUF"

@@ -13,6 +13,7 @@ and queue under a temporary folder; the hub is the tests' fake hub on 127.0.0.1 
     python scripts/bench_startup.py --tmux --search      # through tmux, quitting right after a search
     python scripts/bench_startup.py --runs 11 --offline
     python scripts/bench_startup.py --compare /tmp/hubtui-main   # an older tree, rounds interleaved
+    python scripts/bench_startup.py --offline --cached        # Local lists a checkpoint and a GGUF
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ RESULTS_MARK = b"Tiny-Mistral"  # a result row
 _CSI = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]")
 
 
+def _fill_cache(hub_cache: Path) -> None:
+    """A hub cache as after two downloads: a checkpoint repo and a GGUF repo (tiny files, real layout)."""
+    if hub_cache.exists():
+        return
+    repos = {
+        "models--meta-llama--Tiny": {"config.json": b"{}", "model.safetensors": b"\0" * 4096},
+        "models--someone--Tiny-GGUF": {"tiny-Q4_K_M.gguf": b"GGUF" + (3).to_bytes(4, "little") + bytes(16)},
+    }
+    for folder, files in repos.items():
+        base = hub_cache / folder
+        (base / "refs").mkdir(parents=True)
+        (base / "refs" / "main").write_text("0" * 40)
+        snap = base / "snapshots" / ("0" * 40)
+        snap.mkdir(parents=True)
+        (base / "blobs").mkdir()
+        for i, (name, data) in enumerate(files.items()):
+            blob = base / "blobs" / f"{i:040d}"
+            blob.write_bytes(data)
+            (snap / name).symlink_to(blob)
+
+
 def _ours(home: Path, offline: bool, endpoint: str, root: Path = REPO) -> dict[str, str]:
     env = {
         "PYTHONPATH": str(root),
@@ -60,7 +82,10 @@ def _ours(home: Path, offline: bool, endpoint: str, root: Path = REPO) -> dict[s
 
 
 def _env(home: Path, offline: bool, endpoint: str, root: Path = REPO) -> dict[str, str]:
-    return {**os.environ, **_ours(home, offline, endpoint, root)}
+    # the warm-up round writes the bytecode cache, as an installed package has one: a session that set
+    # PYTHONDONTWRITEBYTECODE would otherwise time compiling hubtui's sources at every start
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **_ours(home, offline, endpoint, root)}
 
 
 def pty_run(
@@ -133,7 +158,7 @@ def tmux_run(
     """The same two figures through tmux (screen polled every 10 ms, so each is up to 10 ms late)."""
     name = f"hubtui-bench-{uuid.uuid4().hex[:8]}"
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in _ours(home, offline, endpoint, root).items())
-    command = f"cd {shlex.quote(str(home))} && env {exports} {shlex.quote(sys.executable)} -m hubtui"
+    command = f"cd {shlex.quote(str(home))} && env -u PYTHONDONTWRITEBYTECODE {exports} {shlex.quote(sys.executable)} -m hubtui"
     mark = (OFFLINE_MARK if offline else ONLINE_MARK).decode()
 
     def screen() -> str:
@@ -182,6 +207,11 @@ def main() -> None:
     ap.add_argument("--tmux", action="store_true", help="run in tmux instead of a pseudo-terminal")
     ap.add_argument("--search", action="store_true", help="search (and wait for the results) before ctrl+q")
     ap.add_argument(
+        "--cached",
+        action="store_true",
+        help="start with a checkpoint and a GGUF in the hub cache (Local lists them)",
+    )
+    ap.add_argument(
         "--compare", metavar="TREE", help="another source tree of hubtui, run in alternate rounds"
     )
     args = ap.parse_args()
@@ -201,12 +231,16 @@ def main() -> None:
             for root in roots:  # interleaved rounds: both trees see the same load
                 home = Path(tmp) / str(roots.index(root))
                 home.mkdir(exist_ok=True)
+                if args.cached:
+                    _fill_cache(home / "hf" / "hub")
                 first, quit_s = run(home, args.offline, hub.url, args.search, root)
                 if i:  # the first round warms the OS page cache and Python's bytecode cache
                     firsts[root].append(first)
                     quits[root].append(quit_s)
     load = os.getloadavg()[0]
-    where = "offline, Local" if args.offline else "online, Browse"
+    where = ("offline, Local" if args.offline else "online, Browse") + (
+        ", cached repos" if args.cached else ""
+    )
     how = "tmux" if args.tmux else "pty"
     after = " after a search" if args.search else ""
     for root in roots:

@@ -11,8 +11,9 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast, overload
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -23,21 +24,25 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Header, Input, TabbedContent, TabPane
 
 from hubtui.app import messages as msg
-from hubtui.app.browse_pane import BrowsePane
-from hubtui.app.chat_pane import ChatPane
 from hubtui.app.config import Settings, load_settings
-from hubtui.app.convert_pane import ConvertPane
-from hubtui.app.downloads_pane import DownloadsPane
 from hubtui.app.footer import KeyFooter
-from hubtui.app.hardware_pane import HardwarePane
 from hubtui.app.help_screen import HelpScreen, Row
 from hubtui.app.jobs import JobBar
 from hubtui.app.local_pane import LocalPane
 from hubtui.app.logs import ReportsWorkerErrors, debugging, start_debug_log, stop_debug_log
 from hubtui.app.session import Session
-from hubtui.app.smoke_pane import SmokePane
 from hubtui.app.target import CUSTOM, TargetChoice
 from hubtui.hub import settings as hub_settings
+
+if TYPE_CHECKING:
+    from textual.widget import Widget
+
+    from hubtui.app.browse_pane import BrowsePane
+    from hubtui.app.chat_pane import ChatPane
+    from hubtui.app.convert_pane import ConvertPane
+    from hubtui.app.downloads_pane import DownloadsPane
+    from hubtui.app.hardware_pane import HardwarePane
+    from hubtui.app.smoke_pane import SmokePane
 
 # (tab id, title, key, binding id)
 SCREENS: tuple[tuple[str, str, str, str], ...] = (
@@ -49,15 +54,66 @@ SCREENS: tuple[tuple[str, str, str, str], ...] = (
     ("chat", "Chat", "f7", "screen.chat"),
     ("hardware", "Hardware", "f8", "screen.hardware"),
 )
-PANES = {
-    "browse": BrowsePane,
-    "downloads": DownloadsPane,
-    "local": LocalPane,
-    "convert": ConvertPane,
-    "smoke": SmokePane,
-    "chat": ChatPane,
-    "hardware": HardwarePane,
-}
+
+
+class _Panes(Mapping[str, type["Widget"]]):
+    """Tab id -> its screen's class, each screen's module imported when first asked for: only the first
+    screen's is needed before the first frame (the others, with Markdown, Select and gguf-py's type list,
+    are built right after it)."""
+
+    @overload
+    def __getitem__(self, tab: Literal["browse"]) -> type[BrowsePane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["downloads"]) -> type[DownloadsPane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["local"]) -> type[LocalPane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["convert"]) -> type[ConvertPane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["smoke"]) -> type[SmokePane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["chat"]) -> type[ChatPane]: ...
+    @overload
+    def __getitem__(self, tab: Literal["hardware"]) -> type[HardwarePane]: ...
+    @overload
+    def __getitem__(self, tab: str) -> type[Widget]: ...
+    def __getitem__(self, tab: str) -> type[Widget]:
+        if tab == "browse":
+            from hubtui.app.browse_pane import BrowsePane
+
+            return BrowsePane
+        if tab == "downloads":
+            from hubtui.app.downloads_pane import DownloadsPane
+
+            return DownloadsPane
+        if tab == "local":
+            return LocalPane
+        if tab == "convert":
+            from hubtui.app.convert_pane import ConvertPane
+
+            return ConvertPane
+        if tab == "smoke":
+            from hubtui.app.smoke_pane import SmokePane
+
+            return SmokePane
+        if tab == "chat":
+            from hubtui.app.chat_pane import ChatPane
+
+            return ChatPane
+        if tab == "hardware":
+            from hubtui.app.hardware_pane import HardwarePane
+
+            return HardwarePane
+        raise KeyError(tab)
+
+    def __iter__(self) -> Iterator[str]:
+        return (tab for tab, *_ in SCREENS)
+
+    def __len__(self) -> int:
+        return len(SCREENS)
+
+
+PANES = _Panes()
 # Work that must end before the process does: a conversion removes its .part file, downloads close their
 # partial files, llama.cpp stops generating or loading, the smoke test's child is killed.
 CLEANUP_GROUPS = ("convert", "downloads", "chat", "chat-load", "smoke", "bundle")
@@ -117,6 +173,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         super().__init__()
         self.chat_model = chat_model  # open the Chat screen on this GGUF at start (`hubtui demo`)
         self._built = asyncio.Event()
+        self._build_scheduled = False
         settings = settings if settings is not None else load_settings()
         offline = hub_settings.is_offline()
         self.session = Session(
@@ -145,7 +202,14 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         self._exit_on_termination()
         self.query_one("ContentTabs").can_focus = False  # F2-F8 switch screens; focus stays on the work
         self.sub_title = f"target: {self.session.target.label}"
-        self.call_after_refresh(self._build_other_screens)
+        if self.session.offline and not self.chat_model:
+            # the first screen is usable once Local lists the cache: the listing starts now, beside the first
+            # frame, and building the other six screens (about 0.3 s on the event loop) waits for it, or for
+            # a second at most
+            self.query_one(LocalPane).prefetch()
+            self.set_timer(1.0, self._build_soon)
+        else:
+            self._build_soon()
         if self.session.settings.keymap:
             self.set_keymap(self.session.settings.keymap)
         if self.session.settings.theme in self.available_themes:
@@ -154,7 +218,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             self.start_chat(self.chat_model)
         elif not self.session.offline:
             self.query_one("#search", Input).focus()
-            self._probe_hub()
+            self.call_after_refresh(self._probe_hub)  # its imports (urllib, ssl) wait for the first frame
         else:
             self.call_after_refresh(self._focus_default, "local")
 
@@ -182,6 +246,14 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
                         yield PANES[tab]()
         yield JobBar()
         yield KeyFooter(compact=True, show_command_palette=False)
+
+    def _build_soon(self) -> None:
+        if not self._build_scheduled:
+            self._build_scheduled = True
+            self.call_after_refresh(self._build_other_screens)
+
+    def on_local_pane_listed(self, _message: LocalPane.Listed) -> None:
+        self._build_soon()
 
     async def _build_other_screens(self) -> None:
         for tab, *_ in SCREENS:
@@ -262,7 +334,9 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             target = self.query_one("#chat-input")
         else:
             target = next((w for w in pane.query("*") if w.focusable), pane)
-        self.screen.set_focus(target)  # now: Widget.focus() would land later, perhaps after a switch
+        # now (Widget.focus() would land later, perhaps after a switch), and on its own screen: a help or
+        # other dialog opened meanwhile keeps its focus, the screen below gets its own for when it closes
+        target.screen.set_focus(target)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Tabs switch by messages: the last one to land decides where the focus is."""
@@ -279,7 +353,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
         self.enqueue_download(message.repo_id, message.gguf)
 
     def enqueue_download(self, repo_id: str, gguf: str | None = None) -> None:
-        self._when_built(lambda: self.query_one(DownloadsPane).enqueue(repo_id, gguf))
+        self._when_built(lambda: self.query_one(PANES["downloads"]).enqueue(repo_id, gguf))
 
     def on_open_convert(self, message: msg.OpenConvert) -> None:
         self.open_convert(message.src)
@@ -289,7 +363,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     def _open_convert(self, src: str) -> None:
         self._show_tab("convert")
-        self.query_one(ConvertPane).set_source(src)
+        self.query_one(PANES["convert"]).set_source(src)
 
     def on_convert_repo(self, message: msg.ConvertRepo) -> None:
         self._find_snapshot(message.repo_id)
@@ -316,7 +390,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     def _start_smoke(self, path: str) -> None:
         self._show_tab("smoke")
-        self.query_one(SmokePane).start(path)
+        self.query_one(PANES["smoke"]).start(path)
 
     def on_start_chat(self, message: msg.StartChat) -> None:
         self.start_chat(message.path)
@@ -326,20 +400,20 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     def _start_chat(self, path: str) -> None:
         self._show_tab("chat")
-        self.query_one(ChatPane).load(path)
+        self.query_one(PANES["chat"]).load(path)
 
     def on_attach_adapter(self, message: msg.AttachAdapter) -> None:
         self._when_built(self._attach_adapter, message.path)
 
     def _attach_adapter(self, path: str) -> None:
         self._show_tab("chat")
-        self.query_one(ChatPane).action_adapter(path)
+        self.query_one(PANES["chat"]).action_adapter(path)
 
     def on_local_changed(self, _message: msg.LocalChanged) -> None:
         for pane in self.query(LocalPane):
             pane.reload()
-        for browse in self.query(BrowsePane):
-            browse.local_changed()
+        for browse in self.query("BrowsePane"):  # by name: a screen not built yet needs no telling
+            cast("BrowsePane", browse).local_changed()
 
     # -- the target -------------------------------------------------------------------------------
     def on_choose_target(self, message: msg.ChooseTarget) -> None:
@@ -361,15 +435,14 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             except ConfigError as exc:
                 note = f"; not saved: {exc}"
         self.notify(f"Sizing for {choice.label}{note}.", title="Target")
-        sized: list[type[BrowsePane | ConvertPane | HardwarePane]] = [BrowsePane, ConvertPane, HardwarePane]
-        for pane_cls in sized:
+        for pane_cls in ("BrowsePane", "ConvertPane", "HardwarePane"):  # those built so far
             for pane in self.query(pane_cls):
-                pane.target_changed()
+                cast("BrowsePane | ConvertPane | HardwarePane", pane).target_changed()
 
     def on_imatrix_changed(self, _message: msg.ImatrixChanged) -> None:
         """Browse's fit table and badges follow the Convert screen's imatrix choice (Convert re-plans itself)."""
-        for pane in self.query(BrowsePane):
-            pane.target_changed()
+        for pane in self.query("BrowsePane"):
+            cast("BrowsePane", pane).target_changed()
 
     def on_pick_custom_target(self, _message: msg.PickCustomTarget) -> None:
         self.pick_custom_target()
@@ -420,11 +493,9 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
 
     async def _quit(self, running: list[msg.JobStatus]) -> None:
         self.exit_notes = [f"{j.title}: {j.on_quit}" for j in running]
-        Working = DownloadsPane | ConvertPane | SmokePane | ChatPane | LocalPane
-        working: list[type[Working]] = [DownloadsPane, ConvertPane, SmokePane, ChatPane, LocalPane]
-        for pane_cls in working:
+        for pane_cls in ("DownloadsPane", "ConvertPane", "SmokePane", "ChatPane", "LocalPane"):
             for pane in self.query(pane_cls):
-                pane.stop_for_quit()
+                cast("DownloadsPane | ConvertPane | SmokePane | ChatPane | LocalPane", pane).stop_for_quit()
         cleanup = [w for w in self.workers if w.group in CLEANUP_GROUPS and not w.is_finished]
         if cleanup:
             try:
@@ -455,7 +526,7 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             ]
             if rows:
                 groups.append((title, rows))
-        groups.append(("Chat commands (type them in the message box)", ChatPane.command_rows()))
+        groups.append(("Chat commands (type them in the message box)", PANES["chat"].command_rows()))
         return groups
 
     def binding_rows(self) -> list[Row]:

@@ -190,12 +190,12 @@ def _adapter(snapshot: Path) -> CachedAdapter | None:
 
 def list_cache(cache_dir: str | Path | None = None) -> CacheReport:
     """Every cached repo (size, last used, revisions), its GGUF files, and partial downloads."""
-    from huggingface_hub import scan_cache_dir
-
     cache = settings.cache_dir(cache_dir)
     stale = stale_temporaries()
     if not cache.is_dir():
         return CacheReport(cache, [], [], [], stale)
+    from huggingface_hub import scan_cache_dir  # 0.2 s of imports, not spent when there is no cache
+
     info = scan_cache_dir(cache)
     incomplete = sorted(
         (

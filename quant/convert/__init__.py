@@ -9,27 +9,10 @@ Names are loaded on first use: `convert` starts its tokenizer helper process bef
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
-
-def _import_gguf() -> None:
-    """Import gguf-py without mistral_common, if gguf is not loaded yet.
-
-    gguf's package import tries mistral_common for its MistralVocab (0.3 s, a third of our start-up), which
-    the converter never uses (quant.convert.vocab reads tokenizers itself); the block is lifted right after,
-    so mistral_common stays importable for everyone else. Done here so that every submodule gets it.
-    """
-    if "gguf" in sys.modules or "mistral_common" in sys.modules:
-        return
-    sys.modules["mistral_common"] = None  # type: ignore[assignment]  # makes its import raise ImportError
-    try:
-        import gguf  # noqa: F401
-    finally:
-        del sys.modules["mistral_common"]
-
-
-_import_gguf()
+# gguf-py without mistral_common, before any submodule imports gguf (quant/gguf_import.py says why)
+from quant.gguf_import import gguf  # noqa: F401
 
 _LAZY = {
     "ConvertResult": "quant.convert.api",

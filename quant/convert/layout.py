@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import gguf  # quant/convert/__init__.py imported it already, without mistral_common
+import gguf  # quant/convert/__init__.py imported it already, without mistral_common (quant.gguf_import)
 import numpy as np
 
 from quant.checkpoint_format import MISTRAL, checkpoint_format
