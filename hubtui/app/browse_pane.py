@@ -11,11 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, Markdown, Select, Static
+from textual.widgets import DataTable, Input, Label, Markdown, Static
 from textual.worker import get_current_worker
 
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import ConvertRepo, EnqueueDownload
+from hubtui.app.select import Select
 from hubtui.app.session import UsesSession
 from hubtui.units import format_bytes, format_count, parse_count
 

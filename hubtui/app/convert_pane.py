@@ -21,7 +21,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from hubtui.app.jobs import eta_text
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
@@ -35,6 +35,7 @@ from hubtui.app.messages import (
     StartSmoke,
 )
 from hubtui.app.modals import ConfirmScreen, ModelPicker
+from hubtui.app.select import Select
 from hubtui.app.session import UsesSession
 from hubtui.units import format_bytes
 from quant.filetypes import FILE_TYPES  # plain data: cheap to import, unlike the converter

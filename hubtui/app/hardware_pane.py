@@ -10,10 +10,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Label, Select, Static
+from textual.widgets import Label, Static
 
 from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import ChooseTarget, PickCustomTarget
+from hubtui.app.select import Select
 from hubtui.app.session import UsesSession
 from hubtui.app.target import CUSTOM, TargetChoice, explain
 
