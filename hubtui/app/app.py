@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, cast, overload
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
@@ -466,9 +467,14 @@ class HubtuiApp(ReportsWorkerErrors, App[None]):
             self._show_jobs()
 
     def _show_jobs(self) -> None:
-        self.query_one(JobBar).show_jobs(list(self.jobs.values()))
+        try:
+            bar, tabs = self.query_one(JobBar), self.query_one(TabbedContent)
+        except NoMatches:
+            if self._exit:  # a job's last message arrived while the app quits: nothing left to show it on
+                return
+            raise
+        bar.show_jobs(list(self.jobs.values()))
         busy = {j.tab for j in self.jobs.values()}
-        tabs = self.query_one(TabbedContent)
         for tab, title, key, _bid in SCREENS:
             label = tab_label(title, key, tab in busy)
             tab_widget = tabs.get_tab(tab)
