@@ -3,13 +3,13 @@
 
 Both run SmolLM2-135M-Instruct (the real checkpoint, built offline by tests.fixtures.cache and converted to
 F16 or Q8_0) over the default calibration text (hubtui/runner/calibration.txt) with the same --ctx, --chunks
-and threads, in alternating rounds (ours, llama.cpp, ours, ...); each figure is the median wall time of the
+and threads, in alternating rounds (ours, llama.cpp, ours, ...) after an uncounted warm-up round; each figure is the median wall time of the
 whole command (process start, model load, the run, writing the file). llama-imatrix runs with --no-ppl, since
 `hubtui imatrix` computes no perplexity. The tool comes from tests/llama_tools.py (built from the llama.cpp
 tree vendored in the installed llama-cpp-python's sdist, so both use the same ggml). The two files are
 checked to hold the same entries and counts.
 
-    python scripts/bench_imatrix.py --threads 2 --chunks 16 --rounds 3
+    python scripts/bench_imatrix.py --threads 2 --chunks 16 --rounds 5
     python scripts/bench_imatrix.py --type Q8_0 --json
 """
 
@@ -34,13 +34,13 @@ if str(REPO) not in sys.path:
 from scripts.bench_imatrix_quality import cpu  # noqa: E402
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
-    return seconds
+    return seconds, proc.stdout
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -61,13 +61,19 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ours_out, theirs_out = work / "ours.gguf", work / "theirs.gguf"
     common = ["--ctx", str(args.ctx), "--chunks", str(args.chunks)]
     ours = [sys.executable, "-m", "hubtui", "imatrix", str(model), "-o", str(ours_out), "--text", str(text),
-            *common, "--threads", str(args.threads), "--force"]  # fmt: skip
+            *common, "--threads", str(args.threads), "--force", "--json"]  # fmt: skip
     theirs = [str(tool), "-m", str(model), "-f", str(text), "-c", str(args.ctx), "--chunks", str(args.chunks),
               "-t", str(args.threads), "--no-ppl", "-o", str(theirs_out)]  # fmt: skip
+    for _ in range(args.warmup):  # page cache, shared libraries, Numba's cache: not counted
+        timed(ours)
+        timed(theirs)
     times: dict[str, list[float]] = {"hubtui": [], "llama-imatrix": []}
+    run_s: list[float] = []  # hubtui's own figure for running the model (loading and start-up excluded)
     for r in range(args.rounds):
-        times["hubtui"].append(timed(ours))
-        times["llama-imatrix"].append(timed(theirs))
+        seconds, out = timed(ours)
+        times["hubtui"].append(seconds)
+        run_s.append(json.loads(out)["seconds"])
+        times["llama-imatrix"].append(timed(theirs)[0])
         print(
             f"round {r + 1}: {times['hubtui'][-1]:.1f} s / {times['llama-imatrix'][-1]:.1f} s",
             file=sys.stderr,
@@ -86,7 +92,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "chunks": args.chunks,
         "threads": args.threads,
         "rounds": args.rounds,
+        "warmup": args.warmup,
         "times": times,
+        "hubtui_run_seconds": run_s,
         "median": med,
         "ratio": med["hubtui"] / med["llama-imatrix"],
         "same_entries_and_counts": bool(same),
@@ -101,9 +109,11 @@ def markdown(res: dict[str, Any]) -> str:
         f"| hubtui imatrix | {', '.join(f'{x:.1f}' for x in t['hubtui'])} | {m['hubtui']:.1f} |",
         f"| llama-imatrix --no-ppl | {', '.join(f'{x:.1f}' for x in t['llama-imatrix'])} "
         f"| {m['llama-imatrix']:.1f} |",
+        f"| (hubtui: running the model only) | {', '.join(f'{x:.1f}' for x in res['hubtui_run_seconds'])} "
+        f"| {statistics.median(res['hubtui_run_seconds']):.1f} |",
         "",
         f"Ratio hubtui / llama-imatrix: {res['ratio']:.2f}x ({res['model']}, --ctx {res['ctx']}, --chunks "
-        f"{res['chunks']}, {res['threads']} threads, {res['rounds']} alternating rounds; same entries and counts: "
+        f"{res['chunks']}, {res['threads']} threads, {res['rounds']} alternating rounds after {res['warmup']} warm-up; same entries and counts: "
         f"{'yes' if res['same_entries_and_counts'] else 'NO'}). Machine: {res['machine']['cpu']} "
         f"({', '.join(res['machine']['flags'])}), {res['machine']['cores']} cores, load average "
         f"{res['load_average']:.1f} at the end.",
@@ -117,7 +127,8 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=512)
     p.add_argument("--chunks", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="Uncounted rounds first.")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-imatrix."))
