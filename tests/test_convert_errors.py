@@ -252,7 +252,8 @@ def test_not_enough_disk_space(
 @pytest.mark.parametrize(
     ("args", "culprit"),
     [
-        (["--type", "IQ2_XXS"], "'IQ2_XXS'"),
+        (["--type", "TQ1_0"], "'TQ1_0'"),  # a llama-quantize type hubtui does not make
+        (["--type", "IQ2_XXS"], "--type IQ2_XXS needs an importance matrix (--imatrix): compute one with"),
         (["--threads", "0"], "--threads"),
         (["--bogus"], "--bogus"),
         (["--tensor-type", "attn_v=q9_9"], "'q9_9'"),
