@@ -17,7 +17,14 @@ from quant.errors import ImatrixError, OptionError
 from quant.imatrix.apply import plan_weights, requires_imatrix
 from quant.imatrix.format import Imatrix, ImatrixEntry, write_imatrix
 from tests import ggml_ref
-from tests.convert_support import Converted, QuantizeImatrix, llama_quantize, sha256, tensor_bytes
+from tests.convert_support import (
+    Converted,
+    QuantizeImatrix,
+    llama_quantize,
+    only_with_slow,
+    sha256,
+    tensor_bytes,
+)
 
 
 def entries_for(f32_gguf, *, skip=("token_embd.weight",), seed=0) -> dict[str, ImatrixEntry]:
@@ -121,18 +128,29 @@ def test_size_mismatch_names_the_tensor_except_token_embd() -> None:
 
 # -- whole files against llama_model_quantize with the same imatrix --------------------------------------
 
-FILES = [
-    ("mistral-tiny", "IQ2_XXS"),
-    ("mixtral-tiny", "IQ3_XXS"),
-    ("mistral-tiny", "Q4_0"),
-    ("mixtral-tiny", "IQ2_M"),
-]
+# The MoE fixture in the default run (dense attention and stacked experts, two IQ types); the dense model
+# with IQ2_XXS and with Q4_0 (a legacy type that reads the weights) adds ~45 s and runs with -m slow.
+FILES = [("mixtral-tiny", "IQ3_XXS"), ("mixtral-tiny", "IQ2_M")]
+FILES_SLOW = [("mistral-tiny", "IQ2_XXS"), ("mistral-tiny", "Q4_0")]
 
 
 @pytest.mark.parametrize(("fixture", "qtype"), FILES)
 def test_file_equals_llama_quantize_with_imatrix(
     converted: Converted, imatrix_files, tmp_path, fixture, qtype
 ) -> None:
+    _check_file(converted, imatrix_files, tmp_path, fixture, qtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fixture", "qtype"), FILES_SLOW)
+def test_file_equals_llama_quantize_with_imatrix_dense(
+    request: pytest.FixtureRequest, converted: Converted, imatrix_files, tmp_path, fixture, qtype
+) -> None:
+    only_with_slow(request, "the dense model's imatrix files")
+    _check_file(converted, imatrix_files, tmp_path, fixture, qtype)
+
+
+def _check_file(converted: Converted, imatrix_files, tmp_path, fixture: str, qtype: str) -> None:  # noqa: ANN001
     path = imatrix_files(fixture)
     ours = tmp_path / "ours.gguf"
     convert(converted.checkpoints[fixture], ours, qtype, threads=2, imatrix=path)

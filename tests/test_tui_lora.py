@@ -133,7 +133,7 @@ async def test_chat_attaches_an_adapter_the_reply_follows_it_and_detaching_resto
         assert chat.engine.llm.lora_path is None and "no adapter" in text_of(app, "#chat-model")
         plain = await _reply(pilot, chat, "Hello there")
 
-        await pilot.press("ctrl+l")
+        await pilot.press("ctrl+f")
         await wait_until(pilot, lambda: isinstance(app.screen, AdapterPicker), "the adapter picker")
         options = app.screen.query_one("#adapter-list", OptionList)
         await wait_until(pilot, lambda: options.option_count == 3, "the adapter list")
@@ -149,7 +149,7 @@ async def test_chat_attaches_an_adapter_the_reply_follows_it_and_detaching_resto
         with_adapter = await _reply(pilot, chat, "Hello there")
         assert with_adapter != plain
 
-        await pilot.press("ctrl+l")
+        await pilot.press("ctrl+f")
         await _pick(pilot, AdapterPicker.NONE)
         await _loaded(pilot, chat)
         assert chat.engine.llm.lora_path is None and chat.lora is None
@@ -167,7 +167,7 @@ async def test_an_adapter_for_another_architecture_is_refused_and_the_model_load
         await ready(pilot)
         chat = app.query_one(ChatPane)
         app._show_tab("chat")
-        await pilot.press("ctrl+l")  # no model yet: nothing to check against, so any adapter may be chosen
+        await pilot.press("ctrl+f")  # no model yet: nothing to check against, so any adapter may be chosen
         await wait_until(pilot, lambda: isinstance(app.screen, AdapterPicker), "the adapter picker")
         await _pick(pilot, other)
         assert chat.lora == (other, 1.0)

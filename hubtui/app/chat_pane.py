@@ -2,7 +2,7 @@
 
 The message box has the focus from the start; a message sent while the model loads waits and goes as soon
 as it is ready. The REPL's commands work here too (/save, /reset, /system, /help; the same code), ctrl+o
-opens another local GGUF, and ctrl+l attaches a LoRA adapter GGUF (or detaches it): the model is reloaded
+opens another local GGUF, and ctrl+f attaches a LoRA adapter GGUF (or detaches it): the model is reloaded
 with it, as `hubtui chat FILE --lora ADAPTER --lora-scale S` loads it.
 """
 
@@ -58,7 +58,7 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         Binding("ctrl+o", "pick", "Open GGUF", id="chat.pick", priority=True),
         Binding("escape", "stop", "Stop reply", id="chat.stop", priority=True),
         Binding("ctrl+n", "reset", "New chat", id="chat.reset", priority=True),
-        Binding("ctrl+l", "adapter", "LoRA adapter", id="chat.adapter", priority=True),
+        Binding("ctrl+f", "adapter", "LoRA adapter", id="chat.adapter", priority=True),
     ]
 
     class Loaded(Message):
@@ -121,7 +121,7 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
     def _no_model_line(self) -> str:
         line = "No model loaded: ctrl+o opens a GGUF (or ctrl+y on Local, F4)."
         if self.lora:
-            line += f"\n{self._lora_text(self.lora)} attaches when one loads (ctrl+l changes it)."
+            line += f"\n{self._lora_text(self.lora)} attaches when one loads (ctrl+f changes it)."
         return line
 
     @staticmethod
@@ -133,7 +133,7 @@ class ChatPane(UsesSession, ReportsWorkerErrors, Vertical):
         adapter = self._lora_text(self.engine_lora) if self.engine_lora else "no adapter"
         return (
             f"[b]{escape(Path(self.path).name)}[/b]: chat format {escape(str(self.engine.format.source))}, "
-            f"context {self.engine.n_ctx}; {adapter} (ctrl+l)"
+            f"context {self.engine.n_ctx}; {adapter} (ctrl+f)"
         )
 
     def _system_line(self) -> str:

@@ -192,7 +192,7 @@ class LocalPane(UsesSession, ReportsWorkerErrors, Vertical):
     def _adapter_warning(self, m: LocalModel) -> None:
         self.app.notify(
             f"{m.name} is a LoRA adapter ({m.detail}), not a model: it runs on top of its base. "
-            "Attach it in Chat (ctrl+y here, or ctrl+l on Chat).",
+            "Attach it in Chat (ctrl+y here, or ctrl+f on Chat).",
             severity="warning",
         )
 
