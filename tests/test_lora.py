@@ -194,6 +194,29 @@ def test_merged_kquant_equals_llama_quantize_of_merged_f32(mistral_tiny_dir: Pat
     assert changed == {n for n in plain if n.startswith("blk.") and "norm" not in n}
 
 
+def test_merged_with_an_imatrix_equals_llama_quantize_of_merged_f32(
+    mistral_tiny_dir: Path, tmp_path: Path
+) -> None:
+    """--lora and --imatrix together: the merged weights are quantised with the importance weights exactly as
+    llama_model_quantize quantises our merged F32 with the same imatrix file."""
+    from quant.imatrix.format import write_imatrix
+    from tests.convert_support import QuantizeImatrix
+    from tests.test_imatrix_apply import entries_for
+
+    ad = write_adapter(tmp_path / "ad", mistral_tiny_dir, r=8)
+    f32 = convert(mistral_tiny_dir, tmp_path / "m-f32.gguf", "F32", loras=[(ad, 1.0)]).path
+    im = write_imatrix(
+        tmp_path / "m.imatrix.gguf", entries_for(f32), datasets=["t.txt"], chunk_count=3, chunk_size=512
+    )
+    ours = convert(
+        mistral_tiny_dir, tmp_path / "m-iq4xs.gguf", "IQ4_XS", loras=[(ad, 1.0)], imatrix=str(im)
+    ).path
+    ref = llama_quantize(f32, tmp_path / "ref.gguf", "IQ4_XS", imatrix=QuantizeImatrix.from_file(str(im)))
+    assert _sha256(ours) == _sha256(ref)
+    plain = convert(mistral_tiny_dir, tmp_path / "p.gguf", "IQ4_XS", imatrix=str(im)).path
+    assert tensor_bytes(plain)["blk.0.attn_q.weight"] != tensor_bytes(ours)["blk.0.attn_q.weight"]  # merged
+
+
 # ---- bad input: one line naming the file/tensor/shape, exit 1, nothing left behind
 
 
