@@ -237,3 +237,41 @@ def test_imatrix_changes_the_layout_as_llama_quantize(converted: Converted, imat
     ]
     assert not any(k.startswith("quantize.imatrix") for k in plain.kv)
     assert with_im.file_size > plain.file_size  # the four KVs
+
+
+@pytest.mark.parametrize(
+    ("fixture", "qtype", "fmt"), [("mixtral-tiny", "IQ3_XXS", "gguf"), ("mixtral-tiny", "Q4_K_M", "dat")]
+)
+def test_llama_quantize_tool_reads_our_files_and_writes_ours(
+    converted: Converted, tmp_path, fixture: str, qtype: str, fmt: str
+) -> None:
+    """Opt-in, with the `llama-quantize` binary built from the sdist (tests/llama_tools.py): llama.cpp's own
+    loader reads an imatrix file (our GGUF writer's, or a legacy .dat) and its output equals ours."""
+    import subprocess
+
+    from tests.llama_tools import find_tool
+    from tests.test_imatrix_format import _legacy_bytes
+
+    tool = find_tool("llama-quantize")
+    if tool is None:
+        pytest.skip("llama-quantize is not built (python tests/llama_tools.py llama-quantize)")
+    f32 = converted(fixture, "F32")
+    entries = entries_for(f32)
+    path = tmp_path / f"m.imatrix.{fmt}"
+    if fmt == "gguf":
+        write_imatrix(path, entries, datasets=["calibration.txt"], chunk_count=7, chunk_size=512)
+    else:  # one matrix per entry in the legacy format: the dense tensors only, as llama-imatrix's .dat
+        dense = {n: e for n, e in entries.items() if e.n_mat == 1}
+        for e in dense.values():
+            e.counts[:] = 1024
+        path.write_bytes(_legacy_bytes(dense, 512, (2, "calibration.txt")))
+    ref = tmp_path / "ref.gguf"
+    run = subprocess.run(
+        [str(tool), "--imatrix", str(path), str(f32), str(ref), qtype, "2"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    ours = convert(
+        converted.checkpoints[fixture], tmp_path / "ours.gguf", qtype, threads=2, imatrix=str(path)
+    ).path
+    assert tensor_bytes(ours) == tensor_bytes(ref)
+    assert sha256(ours) == sha256(ref)
