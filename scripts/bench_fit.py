@@ -49,6 +49,7 @@ def ensure_ggufs(name: str, types: list[str], root: Path, keep_checkpoint: bool)
     missing = [t for t, p in out.items() if not p.exists()]
     if missing:
         src = build(name, root / "checkpoints")
+        (root / "gguf").mkdir(parents=True, exist_ok=True)
         for t in missing:
             cmd = [sys.executable, "-m", "hubtui", "convert", str(src), "-o", str(out[t]), "--type", t]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
