@@ -114,34 +114,35 @@ def run_child(
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_repo_root(), env.get("PYTHONPATH")) if p)
         with open(err_path, "wb") as err:
-            with deferred_signals() as deferred:  # no signal between the fork and knowing the child
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", module, req_path, out_path],
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the child
-                )
-            events: queue.Queue[dict[str, str] | None] = queue.Queue()
+            proc: subprocess.Popen[bytes] | None = None
+            try:  # from the fork on, any exception (Ctrl-C, SIGTERM once the handlers are back) stops the child
+                with deferred_signals() as deferred:  # no signal between the fork and knowing the child
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", module, req_path, out_path],
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the child
+                    )
+                events: queue.Queue[dict[str, str] | None] = queue.Queue()
 
-            def pump() -> None:
-                assert proc.stdout is not None
-                for raw in proc.stdout:
-                    try:
-                        ev = json.loads(raw)
-                    except ValueError:
-                        continue  # native code printing to stdout: not ours
-                    if isinstance(ev, dict) and "stage" in ev:
-                        events.put(ev)
-                events.put(None)
+                def pump() -> None:
+                    assert proc is not None and proc.stdout is not None
+                    for raw in proc.stdout:
+                        try:
+                            ev = json.loads(raw)
+                        except ValueError:
+                            continue  # native code printing to stdout: not ours
+                        if isinstance(ev, dict) and "stage" in ev:
+                            events.put(ev)
+                    events.put(None)
 
-            reader = threading.Thread(target=pump, daemon=True)
-            reader.start()
-            deadline = time.monotonic() + timeout
-            stage: str | None = None
-            timed_out = cancelled = False
-            try:
+                reader = threading.Thread(target=pump, daemon=True)
+                reader.start()
+                deadline = time.monotonic() + timeout
+                stage: str | None = None
+                timed_out = cancelled = False
                 deferred.deliver()  # a Ctrl-C or SIGTERM that came during the spawn: now the child is stopped
                 while True:
                     left = deadline - time.monotonic()
@@ -169,8 +170,9 @@ def run_child(
                     proc.kill()
                 rc = proc.wait(timeout=30)
             except BaseException:
-                proc.kill()
-                proc.wait()
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
                 raise
             reader.join(timeout=5)
         if cancelled:
