@@ -12,8 +12,8 @@ from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.gguf_file import GGUFSummary
-    from quant.hardware import Hardware
-    from quant.profiles import Target
+    from quant.sizing.hardware import Hardware
+    from quant.sizing.profiles import Target
 
 FIT_LABELS = {
     "gpu": "full GPU",
@@ -141,7 +141,7 @@ def hardware_rows(hw: Hardware) -> list[tuple[str, str]]:
         ("RAM", ram),
         ("swap", f"{format_bytes(hw.swap_total)} (not counted)"),
     ]
-    from quant.repack import repack_rules
+    from quant.sizing.repack import repack_rules
 
     rules = repack_rules(hw.cpu_features)
     repacked = ", ".join(rules.types) or "nothing"

@@ -60,8 +60,8 @@ def ensure_ggufs(name: str, types: list[str], root: Path, keep_checkpoint: bool)
 
 def settings_for(gguf: Path, n_ctx: int, filled: int | None, mmap: bool = True, mlock: bool = False):
     from hubtui.runner.machine import detect_machine
-    from quant.memory import RunSettings
-    from quant.repack import repack_rules
+    from quant.sizing.memory import RunSettings
+    from quant.sizing.repack import repack_rules
 
     repack = repack_rules(detect_machine().cpu_features)
     return RunSettings(n_ctx=n_ctx, repack=repack, filled=filled, mmap=mmap, mlock=mlock)
@@ -69,8 +69,8 @@ def settings_for(gguf: Path, n_ctx: int, filled: int | None, mmap: bool = True, 
 
 def predict(gguf: Path, n_ctx: int, filled: int | None, **mode) -> dict:
     """The plan's figures (bytes) for `gguf` at `n_ctx` with `filled` tokens in the cache (None: full)."""
-    from quant.memory import estimate, margin
-    from quant.plan import gguf_shape
+    from quant.sizing.memory import estimate, margin
+    from quant.sizing.plan import gguf_shape
 
     _, _, shape = gguf_shape(gguf)
     host = estimate(shape, settings_for(gguf, n_ctx, filled, **mode)).host
@@ -86,8 +86,8 @@ def predict(gguf: Path, n_ctx: int, filled: int | None, **mode) -> dict:
 
 def verdict_at(gguf: Path, n_ctx: int, filled: int | None, budget: int, **mode) -> str:
     """What the plan says about a CPU machine with `budget` bytes (fits, tight, pages from disk, ...)."""
-    from quant.plan import fit, gguf_shape
-    from quant.profiles import Target
+    from quant.sizing.plan import fit, gguf_shape
+    from quant.sizing.profiles import Target
 
     _, _, shape = gguf_shape(gguf)
     settings = settings_for(gguf, n_ctx, filled, **mode)
@@ -240,9 +240,9 @@ def check(gguf: Path, n_ctx: int, args: argparse.Namespace, *, cap_reject: int |
 
 def target_check(gguf: Path, n_ctx: int, args: argparse.Namespace, target_name: str) -> dict:
     """`hubtui plan FILE --target PROFILE --ctx N`'s verdict, and llama.cpp under a cap of the profile's RAM."""
-    from quant.memory import RunSettings
-    from quant.plan import plan
-    from quant.profiles import get_profile
+    from quant.sizing.memory import RunSettings
+    from quant.sizing.plan import plan
+    from quant.sizing.profiles import get_profile
 
     target = get_profile(target_name)
     settings = RunSettings(repack=target.repack, mmap=not args.no_mmap, mlock=args.mlock)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Sizing accuracy: compare `quant.plan` predictions with what llama.cpp (llama-cpp-python, CPU) does.
+"""Sizing accuracy: compare `quant.sizing.plan` predictions with what llama.cpp (llama-cpp-python, CPU)
+does.
 
 For each GGUF × context it loads the model in a fresh child process (stderr dup'ed to a file before
 `import llama_cpp`, so llama.cpp's own log is captured), parses the buffer sizes llama.cpp logs
@@ -130,9 +131,9 @@ def measure(
 def predict(model: Path, n_ctx: int):
     """(estimate, shape) for `model` loaded on CPU at `n_ctx` with llama-cpp-python's defaults."""
     from hubtui.runner.machine import detect_machine
-    from quant.memory import RunSettings, estimate
-    from quant.plan import gguf_shape
-    from quant.repack import repack_rules
+    from quant.sizing.memory import RunSettings, estimate
+    from quant.sizing.plan import gguf_shape
+    from quant.sizing.repack import repack_rules
 
     _, _, shape = gguf_shape(model)
     settings = RunSettings(n_ctx=n_ctx, repack=repack_rules(detect_machine().cpu_features))
@@ -141,7 +142,7 @@ def predict(model: Path, n_ctx: int):
 
 def compare(model: Path, n_ctx: int, m: Measurement) -> dict[str, float | int | str | bool]:
     """Predicted vs logged (MiB) and predicted vs measured peak RSS."""
-    from quant.memory import HOST_RUNTIME
+    from quant.sizing.memory import HOST_RUNTIME
 
     est, _ = predict(model, n_ctx)
     host = est.host
@@ -220,8 +221,8 @@ def cap_check(checkpoint_dir: Path, budget: int, n_ctx: int, cap_kind: str, gguf
 
     `gguf_for(qtype)` returns the converted file for the recommended type.
     """
-    from quant.plan import plan
-    from quant.profiles import Target
+    from quant.sizing.plan import plan
+    from quant.sizing.profiles import Target
 
     p = plan(checkpoint_dir, Target(f"{budget // MIB} MiB", budget), ctx=n_ctx)
     rec = p.recommendation
@@ -250,9 +251,9 @@ def cap_check(checkpoint_dir: Path, budget: int, n_ctx: int, cap_kind: str, gguf
 
 def cap_sweep(name: str, ctxs: list[int], cap_kind: str, every: int = 1) -> list[dict]:
     """For each type (every `every`-th) and context: a CPU budget 1 MiB over that type's own prediction."""
-    from quant.memory import RunSettings
-    from quant.plan import fit, load_source
-    from quant.profiles import Target
+    from quant.sizing.memory import RunSettings
+    from quant.sizing.plan import fit, load_source
+    from quant.sizing.profiles import Target
     from tests.fixtures.cache import checkpoint
 
     src = checkpoint(name)

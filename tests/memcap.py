@@ -18,7 +18,7 @@ class CgroupCap:
     """A child memory cgroup with a hard limit, when this process may create one (`dir` is None otherwise)."""
 
     def __init__(self, limit: int) -> None:
-        from quant.hardware import _own_cgroups
+        from quant.sizing.hardware import _own_cgroups
 
         own = _own_cgroups(Path("/"))
         self.dir: Path | None = None

@@ -294,7 +294,7 @@ def test_a_custom_target_plans_the_bundle_and_cancel_leaves_nothing(
     from hubtui.runner.bundle import build_bundle, plan_for_target
     from hubtui.runner.errors import RunnerError
     from hubtui.runner.gguf_check import read_facts
-    from quant.profiles import custom_target
+    from quant.sizing.profiles import custom_target
 
     plan = plan_for_target(bundle_gguf, read_facts(bundle_gguf), custom_target("4G"))
     assert plan.target == "custom" and plan.description == "4 GiB RAM, no GPU" and plan.fits

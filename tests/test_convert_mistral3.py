@@ -417,7 +417,7 @@ def test_mmproj_and_model_are_committed_together(tmp_path: Path, capsys, monkeyp
 
 
 def test_plan_sizes_mistral_layout_checkpoints_exactly() -> None:
-    from quant.plan import load_source
+    from quant.sizing.plan import load_source
 
     src = checkpoint("ministral3-native-tiny")
     source = load_source(src, ["Q8_0", "Q4_K_M"])

@@ -106,7 +106,7 @@ def test_every_type_a_file_can_hold_has_a_kernel() -> None:
 def test_everything_derives_from_the_one_list() -> None:
     from hubtui.app.convert_pane import file_types
     from hubtui.commands.convert import types_epilog
-    from quant.plan import DEFAULT_TYPES, QUALITY_ORDER
+    from quant.sizing.plan import DEFAULT_TYPES, QUALITY_ORDER
 
     assert file_types() == QUALITY_ORDER == tuple(FILE_TYPES)
     assert DEFAULT_TYPES == PLAN_TYPES == tuple(n for n in FILE_TYPES if n not in ("F32", "BF16"))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from quant.hardware import GIB, MIB, Probes, detect_cgroup_limit, detect_hardware
+from quant.sizing.hardware import GIB, MIB, Probes, detect_cgroup_limit, detect_hardware
 
 
 def fake_psutil(total: int, available: int, swap: int = 0) -> SimpleNamespace:

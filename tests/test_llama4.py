@@ -242,9 +242,9 @@ def test_plan_counts_active_parameters_and_chunked_kv_cache(checkpoints: dict[st
     from dataclasses import replace
 
     from hubtui.commands.plan import render
-    from quant.memory import RunSettings, kv_bytes_per_layer
-    from quant.plan import load_source, plan
-    from quant.profiles import get_profile
+    from quant.sizing.memory import RunSettings, kv_bytes_per_layer
+    from quant.sizing.plan import load_source, plan
+    from quant.sizing.profiles import get_profile
 
     src = checkpoints["llama4-vision-tiny"]
     cfg = text_config(json.loads((src / "config.json").read_text()))

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from quant.filetypes import FILE_TYPES, PLAN_TYPES
-from quant.hardware import GIB, GPU, MIB, Hardware
-from quant.memory import (
+from quant.sizing.hardware import GIB, GPU, MIB, Hardware
+from quant.sizing.memory import (
     HOST_RUNTIME,
     ModelShape,
     RunSettings,
@@ -25,8 +25,8 @@ from quant.memory import (
     gpu_layer_split,
     kv_bytes,
 )
-from quant.plan import PlanError, fit, host_need, load_source, max_context, plan
-from quant.profiles import (
+from quant.sizing.plan import PlanError, fit, host_need, load_source, max_context, plan
+from quant.sizing.profiles import (
     PROFILES,
     Target,
     TargetError,
@@ -190,7 +190,7 @@ def test_compute_and_work_buffers() -> None:
 
 
 def test_compute_touched_grows_with_the_filled_context() -> None:
-    from quant.memory import compute_touched, compute_untouched
+    from quant.sizing.memory import compute_touched, compute_untouched
 
     shape = replace(toy_shape(), n_vocab=128256, n_ff=4096)
     short, long = RunSettings(n_ctx=512), RunSettings(n_ctx=32768)
@@ -547,7 +547,7 @@ def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path) -> None:
 
 
 def test_cpu_repack_copies_are_counted_on_the_host() -> None:
-    from quant.repack import NO_REPACK, X86_AVX2
+    from quant.sizing.repack import NO_REPACK, X86_AVX2
 
     tensors = [
         ("token_embd.weight", 1000, "Q4_K", (512, 64), 0),  # GET_ROWS, never repacked

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quant.plan import load_source
+from quant.sizing.plan import load_source
 
 MIB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]

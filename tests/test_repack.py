@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from quant.hardware import Probes, detect_hardware
-from quant.repack import (
+from quant.sizing.hardware import Probes, detect_hardware
+from quant.sizing.repack import (
     ARM_I8MM,
     NO_REPACK,
     X86_AVX2,
@@ -100,7 +100,7 @@ def test_detection_prefers_the_library_over_cpu_flags(tmp_path: Path) -> None:
     )
     hw = detect_hardware(built)
     assert hw.cpu_features == ["AVX2", "REPACK"] and hw.cpu_features_source == "llama.cpp build"
-    from quant.profiles import machine_target
+    from quant.sizing.profiles import machine_target
 
     assert machine_target(hw).repack == X86_AVX2
     assert any("repacks Q4_0, Q4_K" in n for n in machine_target(hw).assumptions)
@@ -123,7 +123,7 @@ def test_detection_on_apple_silicon_reads_sysctl() -> None:
 
 
 def test_profiles_state_their_cpu() -> None:
-    from quant.profiles import PROFILES
+    from quant.sizing.profiles import PROFILES
 
     assert PROFILES["laptop-8g"].repack == X86_AVX2
     assert PROFILES["mac-m-16g"].repack == ARM_I8MM

@@ -7,7 +7,7 @@ import pytest
 
 from hubtui.demo.smollm2 import bundled_gguf
 from hubtui.runner.offload import auto_gpu_layers
-from quant.profiles import Target
+from quant.sizing.profiles import Target
 
 
 def test_cpu_only_build_offloads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,11 +17,11 @@ def test_cpu_only_build_offloads_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.parametrize(("vram", "expect_all"), [(8 << 30, True), (200 << 20, False)])
 def test_gpu_build_follows_the_plan(monkeypatch: pytest.MonkeyPatch, vram: int, expect_all: bool) -> None:
-    import quant.profiles
+    import quant.sizing.profiles
 
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
     monkeypatch.setattr(
-        quant.profiles, "machine_target", lambda hw: Target("this machine", 16 << 30, (vram,))
+        quant.sizing.profiles, "machine_target", lambda hw: Target("this machine", 16 << 30, (vram,))
     )
     ngl, why = auto_gpu_layers(bundled_gguf(), 1024)
     n_layer = 30  # SmolLM2-135M

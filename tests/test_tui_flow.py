@@ -55,7 +55,7 @@ async def test_search_details_download_convert_smoke_chat(
         downloads = app.query_one(DownloadsPane)
         await wait_until(pilot, lambda: downloads.jobs[SMOL].item.state == "done", "download")
         assert "model.safetensors" in downloads.jobs[SMOL].per_file  # per-file progress was tracked
-        # the details pane now has the fit table from quant.plan for the configured target
+        # the details pane now has the fit table from quant.sizing.plan for the configured target
         await wait_until(pilot, lambda: "downloaded checkpoint" in text_of(app, "#fit"), "fit table")
         fit = text_of(app, "#fit")
         assert "laptop-8g" in fit and "Q4_K_M" in fit and "Q8_0" in fit

@@ -52,7 +52,7 @@ def pinned(
     gguf = out / "Llama3-Tiny-Q4_K_M.gguf"
     gguf.write_bytes(b"GGUF" + bytes(4096))
     os.utime(gguf, (FIXED_TIME, FIXED_TIME))
-    import quant.hardware as hw
+    import quant.sizing.hardware as hw
 
     fixed = hw.Hardware(
         "Linux", "x86_64", 16 << 30, 12 << 30, 16 << 30, 12 << 30, 2 << 30, 2 << 30, None,

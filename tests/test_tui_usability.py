@@ -59,15 +59,15 @@ def offline_app(out: Path, **settings: str) -> HubtuiApp:
 async def test_a_type_the_user_picked_survives_sizing_and_target_changes(
     out: Path, llama3_tiny_dir: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import quant.plan
+    import quant.sizing.plan
 
-    real_plan, gate = quant.plan.plan, threading.Event()
+    real_plan, gate = quant.sizing.plan.plan, threading.Event()
 
     def slow_plan(*args: Any, **kwargs: Any) -> Any:  # sizing finishes only after the user has chosen
         gate.wait(30)
         return real_plan(*args, **kwargs)
 
-    monkeypatch.setattr(quant.plan, "plan", slow_plan)
+    monkeypatch.setattr(quant.sizing.plan, "plan", slow_plan)
     app = offline_app(out, target="laptop-8g")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
@@ -110,10 +110,10 @@ async def test_auto_converts_the_recommended_type_for_the_target(
         app.open_convert(str(llama3_tiny_dir))
         await pilot.press("ctrl+r")  # at once, before the fit table: sized first, then converted
         await wait_until(pilot, lambda: pane.last_output is not None, "conversion")
-        import quant.plan
-        from quant.profiles import get_profile
+        import quant.sizing.plan
+        from quant.sizing.profiles import get_profile
 
-        expected = quant.plan.plan(llama3_tiny_dir, get_profile("laptop-8g")).recommendation.qtype
+        expected = quant.sizing.plan.plan(llama3_tiny_dir, get_profile("laptop-8g")).recommendation.qtype
         assert asked == [expected]
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from quant.hardware import GIB, MIB
-from quant.memory import FOLIO, ModelShape, RunSettings, estimate, margin
-from quant.plan import fit, host_need, load_source, max_context, plan
-from quant.profiles import Target, get_profile
-from quant.repack import ARM_I8MM, X86_AVX2
+from quant.sizing.hardware import GIB, MIB
+from quant.sizing.memory import FOLIO, ModelShape, RunSettings, estimate, margin
+from quant.sizing.plan import fit, host_need, load_source, max_context, plan
+from quant.sizing.profiles import Target, get_profile
+from quant.sizing.repack import ARM_I8MM, X86_AVX2
 from tests.test_plan import run_cli
 
 HP = {"n_layer": 2, "n_embd": 512, "n_head": 8, "n_head_kv": 2, "n_vocab": 1000, "n_ctx_train": 4096}

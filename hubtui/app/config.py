@@ -89,7 +89,7 @@ def load_settings(path: Path | None = None) -> Settings:
 
 
 def _check_target(path: Path, data: dict, target: str, ram: str, vram: str, gpus: int | None) -> None:
-    from quant.profiles import PROFILES, TargetError, custom_target
+    from quant.sizing.profiles import PROFILES, TargetError, custom_target
 
     if target == "custom":
         try:

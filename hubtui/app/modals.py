@@ -330,7 +330,7 @@ class TargetScreen(ModalScreen[TargetChoice | None]):
         self.query_one("#tg-ram", Input).focus()
 
     def on_input_submitted(self) -> None:
-        from quant.profiles import TargetError, custom_target
+        from quant.sizing.profiles import TargetError, custom_target
 
         ram = self.query_one("#tg-ram", Input).value.strip()
         vram = self.query_one("#tg-vram", Input).value.strip()

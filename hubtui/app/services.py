@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
-    from quant.plan import ModelSource, Plan
-    from quant.profiles import Target
+    from quant.sizing.plan import ModelSource, Plan
+    from quant.sizing.profiles import Target
 
 # -- sizing -----------------------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ BADGES = {"gpu": "● GPU", "partial": "◐ part GPU", "cpu": "○ CPU", "slow":
 def plan_for(src: str | Path | ModelSource, target: Target, *, has_imatrix: bool = False) -> Plan:
     """`hubtui plan SRC` for `target` (`--imatrix` when `has_imatrix`: the imatrix-only types may be
     recommended, the float types are not)."""
-    from quant.plan import plan
+    from quant.sizing.plan import plan
 
     return plan(src, target, has_imatrix=has_imatrix)
 
@@ -111,7 +111,7 @@ class RepoSources:
 
     def _read(self, repo_id: str, endpoint: str | None) -> tuple[ModelSource, str]:
         from hubtui.hub.snapshots import snapshot_dir
-        from quant.plan import load_source
+        from quant.sizing.plan import load_source
 
         snap = snapshot_dir(repo_id)
         if snap is not None:
@@ -125,7 +125,7 @@ def _headers_source(repo_id: str, endpoint: str | None) -> ModelSource:
     import tempfile
 
     from hubtui.hub.standin import headers_only_checkpoint
-    from quant.plan import load_source
+    from quant.sizing.plan import load_source
 
     with tempfile.TemporaryDirectory(prefix="hubtui-fit-") as tmp:
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hubtui.app.config import Settings
-    from quant.profiles import Target
+    from quant.sizing.profiles import Target
 
 MACHINE = "this machine"
 CUSTOM = "custom"
@@ -48,7 +48,7 @@ class TargetChoice:
 
     def resolve(self) -> Target:
         """The budget sizing works with; this machine is probed now (blocking: call from a worker)."""
-        from quant.profiles import custom_target, get_profile, machine_target
+        from quant.sizing.profiles import custom_target, get_profile, machine_target
 
         if self.name == CUSTOM:
             return custom_target(self.ram, self.vram or None, self.gpus)
@@ -61,7 +61,7 @@ class TargetChoice:
 
 def profile_choices() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile, as `hubtui plan --target` knows them."""
-    from quant.profiles import PROFILES
+    from quant.sizing.profiles import PROFILES
 
     return [(name, t.description) for name, t in PROFILES.items()]
 

@@ -14,8 +14,8 @@ from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.convert.options import TensorOptions
-    from quant.plan import Plan
-    from quant.profiles import Target
+    from quant.sizing.plan import Plan
+    from quant.sizing.profiles import Target
 
 BAR_WIDTH = 20
 
@@ -58,7 +58,7 @@ def target_options(func):
 
 def resolve_target(target_name: str | None, ram: str | None, vram: str | None, gpus: int | None) -> Target:
     """The target the options describe (this machine when none is given); bad values are usage errors."""
-    from quant.profiles import TargetError, custom_target, get_profile, machine_target
+    from quant.sizing.profiles import TargetError, custom_target, get_profile, machine_target
 
     if target_name and (ram or vram or gpus is not None):
         raise click.UsageError("give either --target or --ram/--vram/--gpus, not both")
@@ -91,7 +91,7 @@ def build_plan(
 ) -> Plan:
     from quant.errors import QuantError
     from quant.filetypes import resolve_file_type
-    from quant.plan import DEFAULT_CTX, DEFAULT_TYPES, PlanError, plan
+    from quant.sizing.plan import DEFAULT_CTX, DEFAULT_TYPES, PlanError, plan
 
     if types:
         try:
@@ -99,7 +99,7 @@ def build_plan(
         except QuantError as exc:
             raise click.BadParameter(str(exc), param_hint="--type") from None
     from hubtui.commands._common import checkpoint_source
-    from quant.memory import RunSettings
+    from quant.sizing.memory import RunSettings
 
     settings = RunSettings(flash_attn=flash_attn, repack=target.repack, mmap=mmap, mlock=mlock)
     from hubtui.errors import HubtuiError
@@ -138,7 +138,7 @@ def _bar(fraction: float | None) -> str:
 
 
 def render(p: Plan) -> str:
-    from quant.memory import MARGIN_FRACTION, MARGIN_MIN
+    from quant.sizing.memory import MARGIN_FRACTION, MARGIN_MIN
 
     data = p.to_dict()
     model, tgt = data["model"], data["target"]

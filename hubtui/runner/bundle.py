@@ -28,7 +28,7 @@ from hubtui.runner.gguf_check import GGUFFacts
 from hubtui.units import format_bytes
 
 if TYPE_CHECKING:
-    from quant.profiles import Target
+    from quant.sizing.profiles import Target
 
 SUMS = "SHA256SUMS"
 CHAT_APP = "hubtui-chat.pyz"
@@ -94,15 +94,16 @@ class BundlePlan:
 
 
 def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | Target | None) -> BundlePlan:
-    """Context, GPU layers and memory for the target profile, from the project's sizing model (`quant.plan`).
+    """Context, GPU layers and memory for the target profile, from the project's sizing model
+    (`quant.sizing.plan`).
 
     The context is the largest that fits (working set plus margin within the target's RAM, the same verdict
     as `hubtui plan`), capped at MAX_BUNDLE_CTX: field laptops gain little from more and pay for it in memory
     and prompt time. Without a target: laptop-8g, the smallest profile. A `Target` (a custom one, this
     machine) is taken as it is.
     """
-    from quant.plan import load_source, max_context, plan
-    from quant.profiles import Target, get_profile
+    from quant.sizing.plan import load_source, max_context, plan
+    from quant.sizing.profiles import Target, get_profile
 
     target = target_name if isinstance(target_name, Target) else get_profile(target_name or "laptop-8g")
     source = load_source(path)
@@ -129,7 +130,7 @@ def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | Target | No
     )
     notes.append(
         f"placement: {row.placement.kind}, {row.placement.verdict} "
-        "(memory from quant.plan: llama.cpp's allocations and what of them must stay resident)"
+        "(memory from quant.sizing.plan: llama.cpp's allocations and what of them must stay resident)"
     )
     return BundlePlan(
         target.name,

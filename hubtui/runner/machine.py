@@ -1,7 +1,8 @@
 """This machine as llama.cpp sees it: quant's hardware probes plus the installed library's own answers.
 
 llama-cpp-python knows two things /proc cannot tell: whether its build can offload to a GPU, and which CPU
-features it was compiled with (they decide which weights its CPU backend repacks, see `quant.repack`).
+features it was compiled with (they decide which weights its CPU backend repacks, see
+`quant.sizing.repack`).
 One function for `hubtui hw`, `hubtui plan`'s default target, the runner and the TUI's Hardware screen.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from quant.hardware import Hardware
+    from quant.sizing.hardware import Hardware
 
 
 def _llama_offload_probe() -> Callable[[], bool] | None:
@@ -34,7 +35,7 @@ def _llama_system_info_probe() -> Callable[[], str] | None:
 
 def detect_machine() -> Hardware:
     """quant's probes plus llama-cpp-python's answers on GPU offload and on its CPU features."""
-    from quant.hardware import Probes, detect_hardware
+    from quant.sizing.hardware import Probes, detect_hardware
 
     return detect_hardware(
         Probes(gpu_offload=_llama_offload_probe(), llama_system_info=_llama_system_info_probe())

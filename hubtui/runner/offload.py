@@ -9,16 +9,17 @@ from typing import Any
 def auto_gpu_layers(
     path: str | os.PathLike[str], n_ctx: int, *, mmap: bool = True, mlock: bool = False
 ) -> tuple[int, str]:
-    """(n_gpu_layers, why). 0 when this llama.cpp build cannot offload; else what quant.plan fits in free VRAM."""
+    """(n_gpu_layers, why). 0 when this llama.cpp build cannot offload; else what quant.sizing.plan fits in
+    free VRAM."""
     import llama_cpp
 
     if not llama_cpp.llama_supports_gpu_offload():
         return 0, "this llama-cpp-python build has no GPU support"
     try:
         from hubtui.runner.machine import detect_machine
-        from quant.memory import RunSettings
-        from quant.plan import load_source, plan
-        from quant.profiles import machine_target
+        from quant.sizing.memory import RunSettings
+        from quant.sizing.plan import load_source, plan
+        from quant.sizing.profiles import machine_target
     except ImportError:  # the standalone chat app in a field bundle carries no sizing code
         return -1, "GPU build, no sizing code: offloading every layer"
     try:

@@ -52,7 +52,7 @@ class SmokeReport:
     measurements: dict[str, Any] = field(default_factory=dict)
     mmap: bool = True
     mlock: bool = False
-    plan: dict[str, Any] | None = None  # the sizing row for this machine and mode (quant.plan)
+    plan: dict[str, Any] | None = None  # the sizing row for this machine and mode (quant.sizing.plan)
 
     def add(self, check: str, level: str, message: str) -> None:
         self.checks.append(Finding(check, level, message))
@@ -208,9 +208,9 @@ def _memory_check(
 
     from hubtui.runner.machine import detect_machine
     from quant.errors import QuantError
-    from quant.memory import RunSettings
-    from quant.plan import plan
-    from quant.profiles import machine_target
+    from quant.sizing.memory import RunSettings
+    from quant.sizing.plan import plan
+    from quant.sizing.profiles import machine_target
 
     target = machine_target(detect_machine())
     settings = RunSettings(repack=target.repack, mmap=report.mmap, mlock=report.mlock)

@@ -1,7 +1,7 @@
 """Which GGUF of a model fits a target, how to load it (GPU layers, context), and which one to pick.
 
 For a local checkpoint every type's file size is exact (the converter's own layout, `plan_layout`); for a
-GGUF file only that file is sized. Memory comes from `quant.memory`; fitting follows llama.cpp's
+GGUF file only that file is sized. Memory comes from `quant.sizing.memory`; fitting follows llama.cpp's
 semantics: layers are offloaded from the last one down with the output layer first, every GPU is its own
 budget, and on the host mmapped weights may exceed RAM only at the price of paging ("slow").
 """
@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 from quant.errors import QuantError
 from quant.filetypes import FILE_TYPES, PLAN_TYPES, usable_with
 from quant.inputs import not_regular
-from quant.memory import Estimate, ModelShape, RunSettings, estimate, kv_bytes, kv_bytes_per_layer, margin
-from quant.profiles import Target
+from quant.sizing.memory import (
+    Estimate,
+    ModelShape,
+    RunSettings,
+    estimate,
+    kv_bytes,
+    kv_bytes_per_layer,
+    margin,
+)
+from quant.sizing.profiles import Target
 
 if TYPE_CHECKING:
     from quant.convert.options import TensorOptions

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from quant.errors import QuantError
-from quant.hardware import GIB, MIB, Hardware, metal_default_budget
-from quant.repack import ARM_I8MM, X86_AVX2, X86_AVX512, CpuRepack, repack_rules
+from quant.sizing.hardware import GIB, MIB, Hardware, metal_default_budget
+from quant.sizing.repack import ARM_I8MM, X86_AVX2, X86_AVX512, CpuRepack, repack_rules
 
 RAM_RESERVE_MIN = 1536 * MIB
 RAM_RESERVE_FRACTION = 0.20
@@ -36,7 +36,7 @@ class Target:
     unified: bool = False  # Apple Silicon: the GPU budget is part of `ram`, not extra
     description: str = ""
     assumptions: list[str] = field(default_factory=list)
-    repack: CpuRepack = X86_AVX2  # which weights llama.cpp's CPU backend copies (quant.repack)
+    repack: CpuRepack = X86_AVX2  # which weights llama.cpp's CPU backend copies (quant.sizing.repack)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"gpus": list(self.gpus), "repack": self.repack.to_dict()}

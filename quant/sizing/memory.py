@@ -3,9 +3,10 @@
 Buffers follow llama.cpp's load log (docs/sizing.md has the derivations): weights are the tensor bytes,
 placed the way llama.cpp places layers (the last `n_gpu_layers` go to the GPU, the output layer counts
 inside `n_gpu_layers` and goes first, token_embd stays on the host); some host weights get an anonymous
-CPU_REPACK copy (`quant.repack`); the KV cache is per layer over a context padded to 256; the compute buffer
-is the worst case of the f32 KQ matrix (without flash attention) and the logits path; the output buffer is
-n_vocab floats per sequence; without flash attention ggml's CPU backend also needs an unlogged work buffer.
+CPU_REPACK copy (`quant.sizing.repack`); the KV cache is per layer over a context padded to 256; the compute
+buffer is the worst case of the f32 KQ matrix (without flash attention) and the logits path; the output
+buffer is n_vocab floats per sequence; without flash attention ggml's CPU backend also needs an unlogged work
+buffer.
 
 On the host three figures matter, and they differ a lot once weights are memory-mapped:
 
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from quant.repack import X86_AVX2, CpuRepack
+from quant.sizing.repack import X86_AVX2, CpuRepack
 
 MIB = 1 << 20
 KV_PAD = 256  # llama-context pads n_ctx to a multiple of 256
@@ -212,7 +213,7 @@ class RunSettings:
     flash_attn: bool = False  # llama-cpp-python defaults to off
     kv_type: str = "f16"
     n_seq: int = 1
-    repack: CpuRepack = X86_AVX2  # the CPU's repack rules (quant.repack)
+    repack: CpuRepack = X86_AVX2  # the CPU's repack rules (quant.sizing.repack)
     mmap: bool = True  # llama.cpp maps the file; --no-mmap reads it into anonymous memory
     mlock: bool = False  # pin the model's memory (the mapped span with mmap)
     # tokens in the KV cache when the figures are taken; None = a full context, what plans size for

@@ -385,7 +385,7 @@ def _darwin_flags(probes: Probes) -> list[str]:
 
 def _cpu_features(flags: list[str], probes: Probes, notes: list[str]) -> tuple[list[str], str]:
     """llama.cpp's CPU features: its own build's answer when the probe can ask it, else the CPU flags."""
-    from quant.repack import features_from_cpuinfo, features_from_system_info
+    from quant.sizing.repack import features_from_cpuinfo, features_from_system_info
 
     if probes.llama_system_info is not None:
         try:
