@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.convert import convert, plan_layout, resolve_file_type
+from quant.convert import convert, file_layout, resolve_file_type
 from tests.convert_support import Converted, only_with_slow, sha256, tensor_bytes
 
 FIXTURES = ("smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny", "llama3-tiny-fp8")
@@ -67,7 +67,7 @@ def test_quantised_tensors_equal_llama_quantize_all(
 def test_layout_predicts_the_file_exactly(converted: Converted, checkpoints: dict[str, Path]) -> None:
     for fixture, qtype in (("mixtral-tiny", "Q4_K_M"), ("llama3-tiny", "Q4_K_S"), ("mistral-tiny", "Q8_0")):
         path = converted(fixture, qtype)
-        layout = plan_layout(checkpoints[fixture], qtype)
+        layout = file_layout(checkpoints[fixture], qtype)
         assert path.stat().st_size == layout.file_size
         got = tensor_bytes(path)
         assert [t.name for t in layout.tensors] == list(got)
@@ -76,7 +76,7 @@ def test_layout_predicts_the_file_exactly(converted: Converted, checkpoints: dic
 
 
 def test_mixtral_layout_stacks_experts_and_keeps_router_f32(checkpoints: dict[str, Path]) -> None:
-    layout = plan_layout(checkpoints["mixtral-tiny"], "Q4_K_M")
+    layout = file_layout(checkpoints["mixtral-tiny"], "Q4_K_M")
     by_name = {t.name: t for t in layout.tensors}
     hp = layout.hparams
     assert by_name["blk.0.ffn_gate_exps.weight"].ne == (hp.n_embd, hp.n_ff, 8)
@@ -90,7 +90,7 @@ def test_mixtral_layout_stacks_experts_and_keeps_router_f32(checkpoints: dict[st
 def test_llama3_rope_freqs_and_tied_embedding_quantised_like_output(
     checkpoints: dict[str, Path],
 ) -> None:
-    layout = plan_layout(checkpoints["llama3-tiny"], "Q4_K_M")
+    layout = file_layout(checkpoints["llama3-tiny"], "Q4_K_M")
     by_name = {t.name: t for t in layout.tensors}
     assert by_name["rope_freqs.weight"].type == "F32"
     assert by_name["rope_freqs.weight"].ne == (layout.head_dim // 2,)
@@ -102,12 +102,12 @@ def test_tensor_and_kv_order_follow_the_llama_cpp_tool_that_makes_the_type(
     checkpoints: dict[str, Path],
 ) -> None:
     """convert_hf_to_gguf's order for the types it writes itself; llama-quantize's for the K-quant mixtures."""
-    direct = plan_layout(checkpoints["llama3-tiny"], "F16")
+    direct = file_layout(checkpoints["llama3-tiny"], "F16")
     names = [t.name for t in direct.tensors]
     assert names[:3] == ["rope_freqs.weight", "token_embd.weight", "blk.0.attn_norm.weight"]
     keys = list(direct.kv)
     assert keys.index("general.file_type") < keys.index("tokenizer.ggml.model") < len(keys) - 2
-    quantized = plan_layout(checkpoints["llama3-tiny"], "Q4_K_M")
+    quantized = file_layout(checkpoints["llama3-tiny"], "Q4_K_M")
     names = [t.name for t in quantized.tensors]
     assert names[:4] == [
         "output_norm.weight",
@@ -147,7 +147,7 @@ def test_llama_cpp_logits_match_reference_forward(
 ) -> None:
     from tests.reference.forward import Model
 
-    layout = plan_layout(checkpoints[fixture], qtype)
+    layout = file_layout(checkpoints[fixture], qtype)
     rng = np.random.default_rng(5)
     prompts = [
         [1, 2, 3],
@@ -178,7 +178,7 @@ def test_progress_reports_every_tensor_and_reaches_total(
     result = convert(
         checkpoints["mixtral-tiny"], tmp_path / "m.gguf", "Q8_0", progress=lambda *a: seen.append(a)
     )
-    layout = plan_layout(checkpoints["mixtral-tiny"], "Q8_0")
+    layout = file_layout(checkpoints["mixtral-tiny"], "Q8_0")
     assert {n for n, _, _ in seen if n} == {t.name for t in layout.tensors}
     assert seen[-1][1] == seen[-1][2] == layout.tensor_bytes
     assert all(b[1] >= a[1] for a, b in zip(seen, seen[1:], strict=False))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.convert import convert, plan_layout
+from quant.convert import convert, file_layout
 from quant.errors import ConversionError
 from tests.convert_support import (
     anchor,
@@ -128,7 +128,7 @@ def test_fp8_variants_f32_is_the_numpy_dequantisation(
 def test_plan_sizes_an_fp8_checkpoint_from_shapes(llama3_tiny_fp8_dir: Path, llama3_tiny_dir: Path) -> None:
     """Sizes come from shapes: the FP8 checkpoint lays out exactly like the BF16 one, scales not counted."""
     for qtype in ("Q4_K_M",):
-        fp8, bf16 = plan_layout(llama3_tiny_fp8_dir, qtype), plan_layout(llama3_tiny_dir, qtype)
+        fp8, bf16 = file_layout(llama3_tiny_fp8_dir, qtype), file_layout(llama3_tiny_dir, qtype)
         assert [(t.name, t.type, t.ne, t.nbytes) for t in fp8.tensors] == [
             (t.name, t.type, t.ne, t.nbytes) for t in bf16.tensors
         ]
@@ -158,7 +158,7 @@ def test_hub_details_and_plan_of_an_fp8_repo(
     fp8 = sum(w.size for n, w in weights.items() if n.endswith("proj.weight"))
     bf16 = sum(w.size for n, w in weights.items() if not n.endswith(("proj.weight", "_scale_inv")))
     assert d.dtypes == {"F8_E4M3": fp8, "BF16": bf16}
-    assert d.parameters == fp8 + bf16 == plan_layout(tiny_fp8, "Q8_0").n_params
+    assert d.parameters == fp8 + bf16 == file_layout(tiny_fp8, "Q8_0").n_params
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
     code, out, err = run_main(
@@ -166,7 +166,7 @@ def test_hub_details_and_plan_of_an_fp8_repo(
     )
     assert code == 0, err
     sizes = {row["type"]: row["file_size"] for row in json.loads(out)["types"]}
-    assert sizes == {q: plan_layout(tiny_fp8, q).file_size for q in ("Q8_0", "Q4_K_M")}
+    assert sizes == {q: file_layout(tiny_fp8, q).file_size for q in ("Q8_0", "Q4_K_M")}
 
 
 # ---- bad input -------------------------------------------------------------------------------------------

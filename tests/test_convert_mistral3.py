@@ -18,7 +18,7 @@ import gguf
 import numpy as np
 import pytest
 
-from quant.convert import convert, plan_layout, resolve_file_type
+from quant.convert import convert, file_layout, resolve_file_type
 from quant.errors import ConversionError
 from tests.convert_support import clone_checkpoint, read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.fixtures.cache import checkpoint
@@ -82,7 +82,7 @@ def test_tensors_and_keys_equal_llama_quantize_all(
 
 
 def test_ministral3_keys_and_tensors() -> None:
-    layout = plan_layout(checkpoint("ministral3-tiny"), "Q4_K_M")
+    layout = file_layout(checkpoint("ministral3-tiny"), "Q4_K_M")
     kv = layout.kv
     assert kv["general.architecture"] == "mistral3"
     assert kv["mistral3.rope.scaling.type"] == "yarn" and kv["mistral3.rope.scaling.factor"] == 16.0
@@ -97,7 +97,7 @@ def test_ministral3_keys_and_tensors() -> None:
 
 
 def test_mistral3_leaves_the_vision_tower_out_of_the_text_model() -> None:
-    layout = plan_layout(checkpoint("mistral3-tiny"), "Q8_0")
+    layout = file_layout(checkpoint("mistral3-tiny"), "Q8_0")
     kv = layout.kv
     assert kv["general.architecture"] == "mistral3" and kv["mistral3.attention.key_length"] == 96
     assert "mistral3.rope.scaling.type" not in kv and "mistral3.attention.temperature_scale" not in kv
@@ -108,7 +108,7 @@ def test_mistral3_leaves_the_vision_tower_out_of_the_text_model() -> None:
 
 def test_layout_predicts_each_file_exactly(converted: Converted) -> None:
     for fixture, qtype in (("ministral3-tiny", "Q4_K_M"), ("ministral3-native-tiny", "F16")):
-        path, layout = converted(fixture, qtype), plan_layout(checkpoint(fixture), qtype)
+        path, layout = converted(fixture, qtype), file_layout(checkpoint(fixture), qtype)
         assert path.stat().st_size == layout.file_size
         assert [t.name for t in layout.tensors] == list(tensor_bytes(path))
 
@@ -313,7 +313,7 @@ def test_mistral4_text_model_is_refused_by_name(tmp_path: Path) -> None:
     cfg["text_config"]["model_type"] = "mistral4"
     (ckpt / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConversionError, match="mistral4"):
-        plan_layout(ckpt, "Q8_0")
+        file_layout(ckpt, "Q8_0")
 
 
 # ---- the vision projector (--mmproj)
@@ -423,7 +423,7 @@ def test_plan_sizes_mistral_layout_checkpoints_exactly() -> None:
     source = load_source(src, ["Q8_0", "Q4_K_M"])
     assert source.kind == "checkpoint"
     for qtype, shape in source.shapes.items():
-        assert shape.file_size == plan_layout(src, qtype).file_size
+        assert shape.file_size == file_layout(src, qtype).file_size
 
 
 def test_runner_checks_accept_mistral3(converted: Converted) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quant.convert import plan_layout
+from quant.convert import file_layout
 from quant.convert.mixture import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
 from quant.convert.options import TensorOptions, parse_tensor_type
 from quant.errors import ConversionError, OptionError
@@ -379,32 +379,32 @@ def test_transformers5_rope_parameters(tiny: Path, tmp_path: Path) -> None:
     ckpt = with_config(
         tiny, tmp_path, rope_theta=None, rope_parameters={"rope_type": "default", "rope_theta": 12345.0}
     )
-    layout = plan_layout(ckpt, "F16")
+    layout = file_layout(ckpt, "F16")
     assert layout.kv["llama.rope.freq_base"] == pytest.approx(12345.0)
     assert "llama.rope.scaling.type" not in layout.kv
 
 
 def test_linear_and_yarn_rope_scaling_keys(tiny: Path, tmp_path: Path) -> None:
-    lin = plan_layout(
+    lin = file_layout(
         with_config(tiny, tmp_path / "a", rope_scaling={"type": "linear", "factor": 4.0}), "F16"
     )
     assert lin.kv["llama.rope.scaling.type"] == "linear" and lin.kv["llama.rope.scaling.factor"] == 4.0
     yarn = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 2048, "beta_fast": 32.0}
-    y = plan_layout(with_config(tiny, tmp_path / "b", rope_scaling=yarn), "F16")
+    y = file_layout(with_config(tiny, tmp_path / "b", rope_scaling=yarn), "F16")
     assert y.kv["llama.rope.scaling.type"] == "yarn"
     assert y.kv["llama.rope.scaling.original_context_length"] == 2048
     assert y.kv["llama.rope.scaling.yarn_beta_fast"] == 32.0
     with pytest.raises(ConversionError, match="longrope"):
-        plan_layout(
+        file_layout(
             with_config(tiny, tmp_path / "c", rope_scaling={"rope_type": "longrope", "factor": 2.0}), "F16"
         )
 
 
 def test_explicit_head_dim_writes_key_length(tiny: Path, mistral_tiny_dir: Path, tmp_path: Path) -> None:
-    layout = plan_layout(with_config(tiny, tmp_path, head_dim=16), "F16")
+    layout = file_layout(with_config(tiny, tmp_path, head_dim=16), "F16")
     assert layout.kv["llama.attention.key_length"] == layout.kv["llama.attention.value_length"] == 16
     # transformers' MistralConfig and LlamaConfig fill in head_dim, so llama.cpp writes the keys anyway ...
-    assert plan_layout(tiny, "F16").kv["llama.attention.key_length"] == 64 // 4
+    assert file_layout(tiny, "F16").kv["llama.attention.key_length"] == 64 // 4
     # ... MixtralConfig does not (transformers picks the class by model_type)
     mixtral = write_tiny_checkpoint(
         tmp_path / "m",
@@ -414,6 +414,6 @@ def test_explicit_head_dim_writes_key_length(tiny: Path, mistral_tiny_dir: Path,
         num_local_experts=2,
         num_experts_per_tok=1,
     )
-    assert "llama.attention.key_length" not in plan_layout(mixtral, "F16").kv
+    assert "llama.attention.key_length" not in file_layout(mixtral, "F16").kv
     with pytest.raises(ConversionError, match="head_dim"):
-        plan_layout(with_config(tiny, tmp_path / "x", head_dim=32), "F16")  # q_proj rows no longer match
+        file_layout(with_config(tiny, tmp_path / "x", head_dim=32), "F16")  # q_proj rows no longer match

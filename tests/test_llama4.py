@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.convert import plan_layout
+from quant.convert import file_layout
 from tests.convert_support import (
     anchor,
     assert_follows_f32,
@@ -250,7 +250,7 @@ def test_plan_counts_active_parameters_and_chunked_kv_cache(checkpoints: dict[st
     cfg = text_config(json.loads((src / "config.json").read_text()))
     source = load_source(src, ["Q8_0"])
     shape = source.shapes["Q8_0"]
-    layout = plan_layout(src, "Q8_0")
+    layout = file_layout(src, "Q8_0")
     assert shape.n_params == layout.n_params
     e, h, f = cfg["num_local_experts"], cfg["hidden_size"], cfg["intermediate_size"]
     per_expert = 3 * h * f * len(cfg["moe_layers"])

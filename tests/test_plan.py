@@ -329,14 +329,14 @@ def smollm2_plans(smollm2_dir: Path):
 
 
 def test_checkpoint_file_sizes_equal_the_converter_layout(smollm2_dir: Path, smollm2_plans) -> None:
-    from quant.convert import plan_layout
+    from quant.convert import file_layout
 
     rows = {r.qtype: r for r in smollm2_plans["laptop-8g"].rows}
     assert list(rows) == list(TYPES)
     # one of each layout family: convert_hf_to_gguf's, and llama-quantize's K-quant, legacy and IQ mixtures
     for qtype in ("F16", "Q8_0", "Q4_K_M", "Q3_K_S", "Q5_1", "IQ4_XS"):
-        assert rows[qtype].file_size == plan_layout(smollm2_dir, qtype).file_size, qtype
-    q3 = plan_layout(smollm2_dir, "Q3_K_S")
+        assert rows[qtype].file_size == file_layout(smollm2_dir, qtype).file_size, qtype
+    q3 = file_layout(smollm2_dir, "Q3_K_S")
     assert rows["Q3_K_S"].bpw == pytest.approx(8 * q3.tensor_bytes / q3.n_params)
     assert rows["Q3_K_S"].to_dict()["hint"] == FILE_TYPES["Q3_K_S"].hint
     assert (
@@ -346,7 +346,7 @@ def test_checkpoint_file_sizes_equal_the_converter_layout(smollm2_dir: Path, smo
 
 
 def test_mixtral_file_sizes_equal_the_converter_layout(mixtral_tiny_dir: Path) -> None:
-    from quant.convert import plan_layout
+    from quant.convert import file_layout
     from quant.convert.layout import prepare
 
     p = plan(mixtral_tiny_dir, get_profile("laptop-8g"), ctx=512)
@@ -354,7 +354,7 @@ def test_mixtral_file_sizes_equal_the_converter_layout(mixtral_tiny_dir: Path) -
         if row.needs_imatrix:
             size = prepare(mixtral_tiny_dir, row.qtype, assume_imatrix=True).layout.file_size
         else:
-            size = plan_layout(mixtral_tiny_dir, row.qtype).file_size
+            size = file_layout(mixtral_tiny_dir, row.qtype).file_size
         assert row.file_size == size, row.qtype
     assert p.to_dict()["model"]["n_expert"] == 8
 
@@ -699,10 +699,10 @@ def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: P
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["source"]["kind"] == "checkpoint" and data["types"][0]["type"] == "Q8_0"
-    from quant.convert import plan_layout
+    from quant.convert import file_layout
 
     # general.name comes from the directory, so the exact size is the snapshot's own layout
-    assert data["types"][0]["file_size"] == plan_layout(snapshot, "Q8_0").file_size
+    assert data["types"][0]["file_size"] == file_layout(snapshot, "Q8_0").file_size
     missing = subprocess.run(
         [*cmd[:4], "someone/other", "--target", "laptop-8g"],
         capture_output=True,

@@ -17,7 +17,7 @@ from tests.fakehub.server import FakeRepo
 def test_plan_a_hub_repo_from_headers_only(
     fake_hub, mistral_tiny_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quant.convert import plan_layout
+    from quant.convert import file_layout
 
     repo = fake_hub.add_repo(FakeRepo("someone/mistral-tiny"))
     for f in sorted(mistral_tiny_dir.iterdir()):
@@ -42,7 +42,7 @@ def test_plan_a_hub_repo_from_headers_only(
     data = json.loads(out)
     sizes = {row["type"]: row["file_size"] for row in data["types"]}
     # the stand-in directory has the repo's name, like a local clone: same general.name, same bytes
-    assert sizes == {q: plan_layout(mistral_tiny_dir, q).file_size for q in ("Q8_0", "Q4_K_M")}
+    assert sizes == {q: file_layout(mistral_tiny_dir, q).file_size for q in ("Q8_0", "Q4_K_M")}
     shards = [f for f in mistral_tiny_dir.iterdir() if f.suffix == ".safetensors"]
     assert shards
     for shard in shards:

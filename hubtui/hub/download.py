@@ -134,7 +134,7 @@ def download(
         if local_dir is not None
         else storage_folder(cache, repo_id) / "snapshots" / commit
     )
-    items = [_plan(name, siblings[name], root, cache, repo_id, local_dir is not None) for name in names]
+    items = [_transfer(name, siblings[name], root, cache, repo_id, local_dir is not None) for name in names]
 
     need = sum(it.expected.size - it.have for it in items if not it.cached)
     target = root if local_dir is not None else storage_folder(cache, repo_id) / "blobs"
@@ -184,7 +184,8 @@ def _choose(
     return filter_names(select_for_conversion(names, repo_id), None, exclude)
 
 
-def _plan(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: bool) -> _Item:
+def _transfer(name: str, sib: object, root: Path, cache: Path, repo_id: str, local: bool) -> _Item:
+    """One file's transfer: its expected size and hash, where it lands, and what of it is already here."""
     size = getattr(sib, "size", None)
     lfs = getattr(sib, "lfs", None)
     blob_id = getattr(sib, "blob_id", None)

@@ -1,6 +1,6 @@
 """Hugging Face safetensors checkpoints (Llama, Mistral, Mixtral) to GGUF, in one streaming step.
 
-`plan_layout` lays out the output exactly (tensors, types, offsets, file size) from headers alone;
+`file_layout` lays out the output exactly (tensors, types, offsets, file size) from headers alone;
 `convert` writes it. Tokenizer and general.* metadata come from `vocab` and `metadata`.
 
 Names are loaded on first use: `convert` starts its tokenizer helper process before the heavy imports
@@ -21,7 +21,7 @@ _LAZY = {
     "default_output_path": "quant.convert.api",
     "Layout": "quant.convert.layout",
     "TensorLayout": "quant.convert.layout",
-    "plan_layout": "quant.convert.layout",
+    "file_layout": "quant.convert.layout",
     "TYPE_CHOICES": "quant.convert.mixture",
     "resolve_file_type": "quant.convert.mixture",
     "TensorOptions": "quant.convert.options",
@@ -30,7 +30,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from quant.convert.api import ConvertResult, convert, convert_with_mmproj, default_output_path
-    from quant.convert.layout import Layout, TensorLayout, plan_layout
+    from quant.convert.layout import Layout, TensorLayout, file_layout
     from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
     from quant.convert.options import TensorOptions
     from quant.convert.writer import ConversionCancelled
@@ -55,6 +55,6 @@ __all__ = [
     "convert",
     "convert_with_mmproj",
     "default_output_path",
-    "plan_layout",
+    "file_layout",
     "resolve_file_type",
 ]

@@ -6,7 +6,7 @@ have `head_dim / 2` entries, and a SentencePiece vocabulary is padded to `vocab_
 headers are already parsed (cheap, and bounded by the files' real size), so each declared size is compared
 with the tensor it describes first; a config that disagrees fails here in milliseconds with the key, its
 value and the tensor that contradicts it. Tensors this module does not recognise are left to the later,
-complete checks (`tensors.plan_tensors`).
+complete checks (`tensors.map_tensors`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from quant.convert.mixture import (
     row_nbytes,
 )
 from quant.convert.options import TensorOptions
-from quant.convert.tensors import OutTensor, plan_tensors
+from quant.convert.tensors import OutTensor, map_tensors
 from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
 from quant.errors import ConversionError
 from quant.filetypes import check_imatrix_use
@@ -265,7 +265,7 @@ def _read_model(src: Path) -> tuple[str, dict[str, Any], HParams, Any, list[OutT
     sources = attach_scales(index_tensors(src, fmt), fp8)
     if fmt != MISTRAL:  # config.json's keys, named in its messages
         check_config_against_tensors(src, hp, sources)  # before anything proportional to a declared size
-    return fmt, card_config, hp, vocab, plan_tensors(hp, sources)
+    return fmt, card_config, hp, vocab, map_tensors(hp, sources)
 
 
 def _prepare(
@@ -368,7 +368,7 @@ def finish(
     return Prepared(layout, header, tensors, general)
 
 
-def plan_layout(
+def file_layout(
     src: str | Path,
     qtype: str = "Q4_K_M",
     options: TensorOptions | None = None,

@@ -178,7 +178,7 @@ def shape_mismatch(
     return None
 
 
-def plan_tensors(hp: HParams, sources: list[SourceTensor]) -> list[OutTensor]:
+def map_tensors(hp: HParams, sources: list[SourceTensor]) -> list[OutTensor]:
     """The output tensors in the converter's order; validates names, shapes and completeness.
 
     What each architecture contributes (renames, skipped and generated tensors, stacked experts, expected

@@ -1,6 +1,6 @@
 """Which GGUF of a model fits a target, how to load it (GPU layers, context), and which one to pick.
 
-For a local checkpoint every type's file size is exact (the converter's own layout, `plan_layout`); for a
+For a local checkpoint every type's file size is exact (the converter's own layout, `file_layout`); for a
 GGUF file only that file is sized. Memory comes from `quant.sizing.memory`; fitting follows llama.cpp's
 semantics: layers are offloaded from the last one down with the output layer first, every GPU is its own
 budget, and on the host mmapped weights may exceed RAM only at the price of paging ("slow").
@@ -230,7 +230,7 @@ def _checkpoint_shapes(
     The header (KVs, tensor infos) has the same length for every type, so only the tensor types need
     recomputing; that skips reloading the tokenizer per type. Each type's tensors are laid out in the order
     its llama.cpp tool writes them (llama-quantize sorts by layer), so data offsets are exact too.
-    tests/test_plan.py checks each file size against `plan_layout` itself. Returns the shapes, the parameter
+    tests/test_plan.py checks each file size against `file_layout` itself. Returns the shapes, the parameter
     count and each type's ggml types. A type that needs an importance matrix is laid out as made with one;
     the others with one only when `has_imatrix` (it changes a few mixture rules).
     """
