@@ -1,8 +1,9 @@
 """The file types hubtui writes: the one list the converter, the planner, the CLI and the TUI derive from.
 
 A file type (Q4_K_M, Q3_K_S, ...) names a whole-file recipe; each tensor then gets a ggml type (Q4_K, Q6_K,
-...) by llama-quantize's mixture rules (`quant.convert.mixture`). This module is plain data, cheap to import
-(no numpy, gguf or numba), so command-line help and the TUI can list the types without loading the converter.
+...) by llama-quantize's per-tensor type rules (`quant.convert.type_rules`). This module is plain data,
+cheap to import (no numpy, gguf or numba), so command-line help and the TUI can list the types without
+loading the converter.
 
 Sources, in the llama.cpp tree: ftype ids from `include/llama.h`; default ggml types from
 `llama_ftype_get_default_type` in `src/llama-quant.cpp`; the perplexity figures in the hints from

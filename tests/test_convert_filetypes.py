@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from quant.convert.layout import Prepared, prepare
-from quant.convert.mixture import TensorSpec, choose_types
+from quant.convert.type_rules import TensorSpec, choose_types
 from quant.filetypes import FILE_TYPES, resolve_file_type
 from tests.convert_support import (
     Converted,

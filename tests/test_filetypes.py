@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from quant.convert.mixture import TensorSpec, choose_types, row_nbytes
+from quant.convert.type_rules import TensorSpec, choose_types, row_nbytes
 from quant.filetypes import ALIASES, FILE_TYPES, PLAN_TYPES, TENSOR_TYPES, TYPE_CHOICES, resolve_file_type
 
 # tools/quantize/README.md, the meta-llama/Llama-3.1-8B table ("bits/weight" row)

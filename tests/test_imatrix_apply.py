@@ -224,7 +224,7 @@ def test_bad_imatrix_inputs_leave_nothing(converted: Converted, imatrix_files, t
 def test_imatrix_changes_the_layout_as_llama_quantize(converted: Converted, imatrix_files) -> None:
     """An imatrix adds llama-quantize's four quantize.imatrix.* KVs right after general.file_type; the mixture
     rules an imatrix changes need at least 8 layers (i < n/8) and are checked layer by layer on a 16-layer
-    model in tests/test_convert_mixture.py."""
+    model in tests/test_convert_type_rules.py."""
     src = converted.checkpoints["mistral-tiny"]
     plain = prepare(src, "IQ4_NL").layout
     with_im = prepare(src, "IQ4_NL", imatrix=imatrix_files("mistral-tiny")).layout

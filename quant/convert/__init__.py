@@ -22,8 +22,8 @@ _LAZY = {
     "Layout": "quant.convert.layout",
     "TensorLayout": "quant.convert.layout",
     "file_layout": "quant.convert.layout",
-    "TYPE_CHOICES": "quant.convert.mixture",
-    "resolve_file_type": "quant.convert.mixture",
+    "TYPE_CHOICES": "quant.convert.type_rules",
+    "resolve_file_type": "quant.convert.type_rules",
     "TensorOptions": "quant.convert.options",
     "ConversionCancelled": "quant.convert.writer",
 }
@@ -31,8 +31,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from quant.convert.api import ConvertResult, convert, convert_with_mmproj, default_output_path
     from quant.convert.layout import Layout, TensorLayout, file_layout
-    from quant.convert.mixture import TYPE_CHOICES, resolve_file_type
     from quant.convert.options import TensorOptions
+    from quant.convert.type_rules import TYPE_CHOICES, resolve_file_type
     from quant.convert.writer import ConversionCancelled
 
 

@@ -23,7 +23,10 @@ from quant.convert.checkpoint import HParams, index_tensors, parse_hparams, read
 from quant.convert.config_check import check_config_against_tensors
 from quant.convert.fp8 import attach_scales, read_quantization
 from quant.convert.gguf_internals import kv_table, pack_value
-from quant.convert.mixture import (
+from quant.convert.options import TensorOptions
+from quant.convert.tensors import OutTensor, map_tensors
+from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
+from quant.convert.type_rules import (
     FileType,
     TensorSpec,
     choose_types,
@@ -31,9 +34,6 @@ from quant.convert.mixture import (
     resolve_file_type,
     row_nbytes,
 )
-from quant.convert.options import TensorOptions
-from quant.convert.tensors import OutTensor, map_tensors
-from quant.convert.tokenizer_probe import TokenizerProbe, start_tokenizer_probe
 from quant.errors import ConversionError
 from quant.filetypes import check_imatrix_use
 from quant.gguf_file import GGUF_NUMPY_DTYPES

@@ -23,7 +23,7 @@ from quant.convert.archs.base import param_counts
 from quant.convert.checkpoint import parse_hparams, read_config
 from quant.convert.layout import TensorLayout, _header_bytes, _pad
 from quant.convert.lora import Adapter, LoraPair, read_adapter
-from quant.convert.mixture import row_nbytes
+from quant.convert.type_rules import row_nbytes
 from quant.errors import ConversionError
 from quant.outputs import claim_output
 

@@ -36,8 +36,8 @@ from quant.convert.checkpoint import (
 from quant.convert.checkpoint import _float as float_key
 from quant.convert.checkpoint import _int as int_key
 from quant.convert.layout import Prepared, finish
-from quant.convert.mixture import FileType, block_size, resolve_file_type
 from quant.convert.tensors import OutTensor
+from quant.convert.type_rules import FileType, block_size, resolve_file_type
 from quant.errors import ConversionError
 
 MMPROJ_TYPES = ("F32", "F16", "BF16", "Q8_0")  # what convert_hf_to_gguf --outtype offers for a projector

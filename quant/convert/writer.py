@@ -19,8 +19,8 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from quant.convert.layout import ALIGNMENT, Prepared, _pad
-from quant.convert.mixture import row_nbytes
 from quant.convert.tensors import OutTensor
+from quant.convert.type_rules import row_nbytes
 from quant.errors import ConversionError
 
 CHUNK_ELEMENTS = 1 << 22  # 4 Mi float32 = 16 MiB per chunk

@@ -235,8 +235,8 @@ def _checkpoint_shapes(
     the others with one only when `has_imatrix` (it changes a few mixture rules).
     """
     from quant.convert.layout import _pad, natural_tensors, prepare, quantize_layout
-    from quant.convert.mixture import TensorSpec, choose_types, layer_key, resolve_file_type, row_nbytes
     from quant.convert.options import TensorOptions
+    from quant.convert.type_rules import TensorSpec, choose_types, layer_key, resolve_file_type, row_nbytes
 
     prep = prepare(src, types[0], options=options, assume_imatrix=_with_imatrix(types[0], has_imatrix))
     first = prep.layout

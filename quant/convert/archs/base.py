@@ -22,8 +22,8 @@ from quant.errors import ConversionError
 
 if TYPE_CHECKING:
     from quant.convert.checkpoint import HParams, SourceTensor
-    from quant.convert.mixture import FileType
     from quant.convert.tensors import OutTensor
+    from quant.convert.type_rules import FileType
 
 QUANTIZATION_VERSION = 2
 

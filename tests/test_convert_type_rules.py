@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from quant.convert import file_layout
-from quant.convert.mixture import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
 from quant.convert.options import TensorOptions, parse_tensor_type
+from quant.convert.type_rules import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
 from quant.errors import ConversionError, OptionError
 from tests.convert_support import clone_checkpoint, write_tiny_checkpoint
 

@@ -1,4 +1,4 @@
-"""The per-tensor ggml types of each file type, exactly as llama.cpp chooses them.
+"""The per-tensor type rules: the ggml type of every tensor for each file type, exactly as llama.cpp chooses.
 
 F32/F16/BF16 follow convert_hf_to_gguf's --outtype rules. The quantised file types follow llama-quantize
 (`llama_tensor_get_type` and `llama_tensor_get_type_impl` in src/llama-quant.cpp) applied to the F32
