@@ -194,7 +194,7 @@ def list_local(output_dir: Path, cache_dir: str | None = None) -> tuple[list[Loc
                 )
             )
     folders = [(output_dir, "")]
-    from hubtui.runner.demo import demo_dir
+    from hubtui.demo.run import demo_dir
 
     demo = demo_dir()
     if demo.resolve() != output_dir.resolve():

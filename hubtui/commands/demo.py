@@ -28,7 +28,7 @@ def command(
     """
     import sys
 
-    from hubtui.runner.demo import run_demo
+    from hubtui.demo.run import run_demo
     from hubtui.runner.smoke_report import render_text
 
     def progress(stage: str, message: str) -> None:
