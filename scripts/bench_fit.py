@@ -106,7 +106,7 @@ def run_probe(
     mlock: bool = False,
 ) -> dict:
     """One fit_probe run (uncapped, or in a cgroup capped at `cap` bytes); never raises for a dead child."""
-    from tests.memcap import CgroupCap, evict
+    from tests.support.memcap import CgroupCap, evict
 
     still_cached = evict(gguf)
     if still_cached > 0.02:  # another process maps it: the capped run would not be charged for those pages

@@ -5,9 +5,9 @@ Both run SmolLM2-135M-Instruct (the real checkpoint, built offline by tests.fixt
 F16 or Q8_0) over the default calibration text (hubtui/runner/calibration.txt) with the same --ctx, --chunks
 and threads, in alternating rounds (ours, llama.cpp, ours, ...) after an uncounted warm-up round; each figure is the median wall time of the
 whole command (process start, model load, the run, writing the file). llama-imatrix runs with --no-ppl, since
-`hubtui imatrix` computes no perplexity. The tool comes from tests/llama_tools.py (built from the llama.cpp
-tree vendored in the installed llama-cpp-python's sdist, so both use the same ggml). The two files are
-checked to hold the same entries and counts.
+`hubtui imatrix` computes no perplexity. The tool comes from tests/support/llama_tools.py (built from the
+llama.cpp tree vendored in the installed llama-cpp-python's sdist, so both use the same ggml). The two files
+are checked to hold the same entries and counts.
 
     python scripts/bench_imatrix.py --threads 2 --chunks 16 --rounds 5
     python scripts/bench_imatrix.py --type Q8_0 --json
@@ -46,11 +46,11 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from quant.imatrix.format import read_imatrix
     from tests.fixtures.cache import checkpoint
-    from tests.llama_tools import find_tool
+    from tests.support.llama_tools import find_tool
 
     tool = find_tool("llama-imatrix")
     if tool is None:
-        raise SystemExit("llama-imatrix is not built (python tests/llama_tools.py llama-imatrix)")
+        raise SystemExit("llama-imatrix is not built (python tests/support/llama_tools.py llama-imatrix)")
     model = work / f"SmolLM2-135M-Instruct-{args.type}.gguf"
     subprocess.run(
         [sys.executable, "-m", "hubtui", "convert", str(checkpoint("smollm2-135m")), "--type", args.type,

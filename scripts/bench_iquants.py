@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from scripts.bench_quant import interleaved_rounds, machine, single_thread_cpu_clock  # noqa: E402
-from tests import ggml_ref  # noqa: E402  (llama.cpp through ctypes; quant itself never loads llama_cpp)
+from tests.support import ggml_ref  # noqa: E402  (llama.cpp through ctypes; quant never loads llama_cpp)
 
 TYPES = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
 

@@ -105,7 +105,7 @@ def measure(
         cmd = [sys.executable, "-c", _CHILD, str(log_path), str(model), str(n_ctx), str(n_fill)]
         cgroup = None
         if cap and cap_kind == "cgroup":
-            from tests.memcap import CgroupCap
+            from tests.support.memcap import CgroupCap
 
             cgroup = CgroupCap(cap)
             if cgroup.dir is None:
@@ -229,7 +229,7 @@ def cap_check(checkpoint_dir: Path, budget: int, n_ctx: int, cap_kind: str, gguf
     row: dict = {"model": checkpoint_dir.name, "budget_mib": budget / MIB, "ctx": n_ctx}
     if rec is None:
         return row | {"recommended": None}
-    from tests.memcap import evict
+    from tests.support.memcap import evict
 
     model = gguf_for(rec.qtype)
     evict(model)
@@ -268,7 +268,7 @@ def cap_sweep(name: str, ctxs: list[int], cap_kind: str, every: int = 1) -> list
 
 
 def cap_kind_here() -> str:
-    from tests.memcap import cgroup_available
+    from tests.support.memcap import cgroup_available
 
     return "cgroup" if cgroup_available() else "rlimit"
 

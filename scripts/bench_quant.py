@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests import ggml_ref  # noqa: E402  (llama.cpp through ctypes; quant itself never loads llama_cpp)
+from tests.support import ggml_ref  # noqa: E402  (llama.cpp through ctypes; quant never loads llama_cpp)
 
 TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"]  # 1- and 32-element blocks
 TYPES += ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]  # 256

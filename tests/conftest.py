@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.convert_support import Converted
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import BUILDERS
+from tests.support.convert_support import Converted
 
 
 @pytest.fixture(scope="session", autouse=True)

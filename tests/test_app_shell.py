@@ -15,7 +15,7 @@ from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F4
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.tui_helpers import isolate
+    from tests.support.tui_helpers import isolate
 
     isolate(tmp_path, monkeypatch)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.runner_models import converted_gguf
+from tests.support.runner_models import converted_gguf
 
 EXPECTED = {"Modelfile", "README.txt", "SHA256SUMS", "SMOKE.md", "hubtui-chat.pyz", "smoke-report.json"}
 
@@ -151,7 +151,7 @@ def test_refuses_a_non_empty_destination(bundle_gguf: Path, tmp_path: Path) -> N
 
 
 def test_failing_model_leaves_nothing_behind(tmp_path: Path) -> None:
-    from tests.runner_models import write_tiny_gguf
+    from tests.support.runner_models import write_tiny_gguf
 
     hollow = write_tiny_gguf(tmp_path / "hollow.gguf", n_tokens=100, embed_rows=100)
     dest = tmp_path / "out" / "bundle"
@@ -194,7 +194,7 @@ def test_bundle_ships_base_and_adapter_with_its_scale(
 ) -> None:
     import llama_cpp
 
-    from tests.cli_helpers import run_main
+    from tests.support.cli_helpers import run_main
 
     base, folder, adapter = lora_base
     out = tmp_path / "field"
@@ -263,7 +263,7 @@ def test_bundle_merges_a_peft_adapter_while_converting(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from quant.convert import convert
-    from tests.cli_helpers import run_main
+    from tests.support.cli_helpers import run_main
 
     _, folder, adapter = lora_base
     out = tmp_path / "bundles" / "merged"

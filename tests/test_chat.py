@@ -18,7 +18,7 @@ from hubtui.runner.chat import ChatEngine, load_model
 from hubtui.runner.errors import RunnerError
 from hubtui.runner.formats import FALLBACK_TEMPLATES, ChatFormat, guess_fallback
 from hubtui.runner.repl import run_repl
-from tests.runner_models import converted_gguf
+from tests.support.runner_models import converted_gguf
 
 QUESTION = "What is the capital of France?"
 

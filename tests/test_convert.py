@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from quant.convert import convert, file_layout, resolve_file_type
-from tests.convert_support import Converted, only_with_slow, sha256, tensor_bytes
+from tests.support.convert_support import Converted, only_with_slow, sha256, tensor_bytes
 
 FIXTURES = ("smollm2-135m", "llama3-tiny", "mistral-tiny", "mixtral-tiny", "llama3-tiny-fp8")
 

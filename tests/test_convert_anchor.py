@@ -3,7 +3,7 @@
 Set HUBTUI_ANCHOR_PYTHON to a Python with torch, transformers, safetensors, sentencepiece and mistral-common,
 and HUBTUI_LLAMA_CPP_SRC to the llama.cpp tree of the llama-cpp-python sdist. Every file must be
 byte-identical: F16 and Q8_0 with `convert_hf_to_gguf.py --outtype` (`--mistral-format` for Mistral's
-layout), Q4_K_M with its F32 output through the `llama-quantize` tool (tests/llama_tools.py).
+layout), Q4_K_M with its F32 output through the `llama-quantize` tool (tests/support/llama_tools.py).
 
 transformers 5 loads its mistral-common tokenizer whenever a Hugging Face directory holds tekken.json, and
 llama.cpp's converter then fails (`MistralCommonBackend has no attribute vocab`); our output does not depend
@@ -23,9 +23,9 @@ import pytest
 
 from quant.convert import convert
 from quant.convert.mmproj import prepare_mmproj
-from tests.convert_support import read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.fixtures.cache import checkpoint
-from tests.llama_tools import find_tool
+from tests.support.convert_support import read_gguf, tensor_bytes, write_tiny_checkpoint
+from tests.support.llama_tools import find_tool
 
 PYTHON = os.environ.get("HUBTUI_ANCHOR_PYTHON")
 LLAMA_SRC = os.environ.get("HUBTUI_LLAMA_CPP_SRC")
@@ -58,7 +58,7 @@ def llama_cpp_convert(src: Path, out: Path, qtype: str, *extra: str) -> Path:
     if qtype not in OUTTYPES:
         tool = find_tool("llama-quantize")
         if tool is None:
-            pytest.skip("llama-quantize is not built (python tests/llama_tools.py)")
+            pytest.skip("llama-quantize is not built (python tests/support/llama_tools.py)")
         f32 = llama_cpp_convert(src, out.with_suffix(".f32.gguf"), "F32", *extra)
         subprocess.run([str(tool), str(f32), str(out), qtype, "2"], check=True, capture_output=True)
         return out

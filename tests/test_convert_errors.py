@@ -12,7 +12,7 @@ import pytest
 from hubtui.cli import main
 from quant.convert import ConversionCancelled, convert
 from quant.errors import ConversionError
-from tests.convert_support import clone_checkpoint, rewrite_header, write_tiny_checkpoint
+from tests.support.convert_support import clone_checkpoint, rewrite_header, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -163,8 +163,8 @@ def test_non_finite_weights_name_the_tensor_and_remove_the_part_file(
     mistral_tiny_dir: Path, tmp_path: Path, capsys, value: float
 ) -> None:
     from hubtui.demo.checkpoint_writer import write_weights
-    from tests.convert_support import tiny_config
     from tests.fixtures.checkpoints import random_weights
+    from tests.support.convert_support import tiny_config
 
     ckpt = write_tiny_checkpoint(tmp_path / "nan", mistral_tiny_dir)
     weights = random_weights(tiny_config(), 7)
@@ -187,8 +187,8 @@ def test_weights_that_overflow_f16_are_refused_with_tensor_and_row(
 ) -> None:
     """A float32 weight beyond 65504 would become inf in an F16 GGUF; llama.cpp's row check rejects that."""
     from hubtui.demo.checkpoint_writer import write_weights
-    from tests.convert_support import tiny_config
     from tests.fixtures.checkpoints import random_weights
+    from tests.support.convert_support import tiny_config
 
     ckpt = write_tiny_checkpoint(tmp_path / "big", mistral_tiny_dir)
     weights = random_weights(tiny_config(), 7)
@@ -214,8 +214,8 @@ def test_bf16_weights_whose_q8_0_scale_overflows_are_refused(
     """BF16 → Q8_0 goes through the fused row kernel; a block whose scale (amax / 127) passes 65504 is an
     fp16 inf that llama.cpp's row check rejects, so the fused path must refuse it, naming tensor and row."""
     from hubtui.demo.checkpoint_writer import write_weights
-    from tests.convert_support import tiny_config
     from tests.fixtures.checkpoints import random_weights
+    from tests.support.convert_support import tiny_config
 
     ckpt = write_tiny_checkpoint(tmp_path / "big", mistral_tiny_dir)
     weights = random_weights(tiny_config(), 7)

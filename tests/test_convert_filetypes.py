@@ -19,7 +19,7 @@ import pytest
 from quant.convert.layout import Prepared, prepare
 from quant.convert.type_rules import TensorSpec, choose_types
 from quant.filetypes import FILE_TYPES, resolve_file_type
-from tests.convert_support import (
+from tests.support.convert_support import (
     Converted,
     QuantizeOptions,
     llama_quantize_types,

@@ -18,7 +18,9 @@ import pytest
 
 from quant.convert import convert, file_layout
 from quant.errors import ConversionError
-from tests.convert_support import (
+from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
+from tests.reference.f32_gguf import reference_tensors
+from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
     clone_checkpoint,
@@ -28,8 +30,6 @@ from tests.convert_support import (
     rewrite_header,
     write_fp8_checkpoint,
 )
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
-from tests.reference.f32_gguf import reference_tensors
 from tests.test_convert_errors import assert_fails, edit_config
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from quant.convert.writer import CHUNK_ELEMENTS
-from tests.convert_support import write_fp8_checkpoint, write_tiny_checkpoint
+from tests.support.convert_support import write_fp8_checkpoint, write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

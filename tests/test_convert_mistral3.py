@@ -20,10 +20,10 @@ import pytest
 
 from quant.convert import convert, file_layout, resolve_file_type
 from quant.errors import ConversionError
-from tests.convert_support import clone_checkpoint, read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import MISTRAL3_BUILDERS, native_weights, random_weights
 from tests.fixtures.tekken_tokenizer import tekkenizer
+from tests.support.convert_support import clone_checkpoint, read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.test_convert import Converted
 from tests.test_convert_errors import assert_fails, run_cli
 from tests.test_vocab import TRICKY

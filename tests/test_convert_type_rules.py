@@ -11,7 +11,7 @@ from quant.convert import file_layout
 from quant.convert.options import TensorOptions, parse_tensor_type
 from quant.convert.type_rules import FILE_TYPES, TensorSpec, choose_types, resolve_file_type, use_more_bits
 from quant.errors import ConversionError, OptionError
-from tests.convert_support import clone_checkpoint, write_tiny_checkpoint
+from tests.support.convert_support import clone_checkpoint, write_tiny_checkpoint
 
 CODES = {"Q4_K": "4", "Q5_K": "5", "Q6_K": "6", "Q8_0": "8", "Q5_0": "a", "Q5_1": "b"}
 CODES |= {"Q2_K": "2", "Q3_K": "3", "IQ4_NL": "h", "IQ4_XS": "i", "Q4_0": "j", "Q4_1": "k", "F16": "f"}

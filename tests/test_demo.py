@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hubtui import __version__
-from tests.runner_models import converted_gguf
+from tests.support.runner_models import converted_gguf
 
 
 def hubtui(*args: str) -> subprocess.CompletedProcess[str]:

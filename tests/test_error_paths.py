@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from quant.outputs import claim_output
-from tests.cli_helpers import run_main
 from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401 - registers hub_env
-from tests.runner_models import write_tiny_gguf
+from tests.support.cli_helpers import run_main
+from tests.support.runner_models import write_tiny_gguf
 
 
 @pytest.fixture

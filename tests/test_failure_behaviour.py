@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.runner_models import converted_gguf
+from tests.support.runner_models import converted_gguf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

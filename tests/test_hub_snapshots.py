@@ -10,7 +10,7 @@ import pytest
 
 from hubtui.hub.errors import HubError
 from hubtui.hub.snapshots import find_snapshot, resolve_checkpoint, snapshot_dir
-from tests.cli_helpers import run_main
+from tests.support.cli_helpers import run_main
 
 REPO = "someone/tiny-mistral"
 OLD = "a" * 40  # the commit refs/main names

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cli_helpers import run_main
 from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401 - registers hub_env
+from tests.support.cli_helpers import run_main
 
 
 class Blackhole:

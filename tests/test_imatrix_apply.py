@@ -16,8 +16,8 @@ from quant.convert.layout import prepare
 from quant.errors import ImatrixError, OptionError
 from quant.imatrix.apply import plan_weights, requires_imatrix
 from quant.imatrix.format import Imatrix, ImatrixEntry, write_imatrix
-from tests import ggml_ref
-from tests.convert_support import (
+from tests.support import ggml_ref
+from tests.support.convert_support import (
     Converted,
     QuantizeImatrix,
     llama_quantize,
@@ -245,16 +245,17 @@ def test_imatrix_changes_the_layout_as_llama_quantize(converted: Converted, imat
 def test_llama_quantize_tool_reads_our_files_and_writes_ours(
     converted: Converted, tmp_path, fixture: str, qtype: str, fmt: str
 ) -> None:
-    """Opt-in, with the `llama-quantize` binary built from the sdist (tests/llama_tools.py): llama.cpp's own
-    loader reads an imatrix file (our GGUF writer's, or a legacy .dat) and its output equals ours."""
+    """Opt-in, with the `llama-quantize` binary built from the sdist (tests/support/llama_tools.py):
+    llama.cpp's own loader reads an imatrix file (our GGUF writer's, or a legacy .dat) and its output equals
+    ours."""
     import subprocess
 
-    from tests.llama_tools import find_tool
+    from tests.support.llama_tools import find_tool
     from tests.test_imatrix_format import _legacy_bytes
 
     tool = find_tool("llama-quantize")
     if tool is None:
-        pytest.skip("llama-quantize is not built (python tests/llama_tools.py llama-quantize)")
+        pytest.skip("llama-quantize is not built (python tests/support/llama_tools.py llama-quantize)")
     f32 = converted(fixture, "F32")
     entries = entries_for(f32)
     path = tmp_path / f"m.imatrix.{fmt}"

@@ -205,14 +205,14 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(converted, tmp_path, cap
 
 
 def test_same_statistics_as_llama_imatrix(converted, tmp_path):
-    """Opt-in: needs llama.cpp's llama-imatrix (python tests/llama_tools.py llama-imatrix)."""
+    """Opt-in: needs llama.cpp's llama-imatrix (python tests/support/llama_tools.py llama-imatrix)."""
     import subprocess
 
-    from tests.llama_tools import find_tool
+    from tests.support.llama_tools import find_tool
 
     tool = find_tool("llama-imatrix")
     if tool is None:
-        pytest.skip("llama-imatrix is not built (python tests/llama_tools.py llama-imatrix)")
+        pytest.skip("llama-imatrix is not built (python tests/support/llama_tools.py llama-imatrix)")
     model = converted("llama3-tiny", "F32")
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
@@ -250,7 +250,7 @@ def test_convert_imatrix_auto_equals_an_explicit_imatrix(mixtral_tiny_dir, tmp_p
     """`convert --imatrix auto` computes the matrix from the default text in a temporary folder (removed) and
     quantises exactly as with that matrix given by file; an existing output stops it before any computing."""
     import hubtui.runner.imatrix as runner_imatrix
-    from tests.convert_support import read_gguf, tensor_bytes
+    from tests.support.convert_support import read_gguf, tensor_bytes
 
     monkeypatch.setattr(runner_imatrix, "AUTO_IMATRIX_CHUNKS", 2)
     out_dir = tmp_path / "out"

@@ -14,7 +14,7 @@ import pytest
 
 from quant.convert.vocab import load_vocab
 from quant.errors import ConversionError
-from tests.convert_support import clone_checkpoint
+from tests.support.convert_support import clone_checkpoint
 from tests.test_convert_errors import assert_fails, bad, edit_config, run_cli, shard, tiny_dir  # noqa: F401
 
 

@@ -19,8 +19,8 @@ from hypothesis.extra.numpy import arrays
 from quant import QUANT_TYPES, QuantError, dequantize, quantize
 from quant.kernels import base, iq_grids
 from quant.kernels.iquants import IQuant
-from tests import ggml_ref
-from tests.quant_cases import DISTRIBUTIONS, make_input, same_floats, thread_counts
+from tests.support import ggml_ref
+from tests.support.quant_cases import DISTRIBUTIONS, make_input, same_floats, thread_counts
 
 IQ_TYPES = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
 NEEDS_IMATRIX = {"IQ1_S", "IQ2_XXS", "IQ2_XS"}

@@ -12,8 +12,8 @@ import pytest
 
 import quant.kernels.api as api
 from quant import QUANT_TYPES, QuantError, dequantize, quantize
-from tests import ggml_ref
-from tests.quant_cases import make_input, same_floats
+from tests.support import ggml_ref
+from tests.support.quant_cases import make_input, same_floats
 
 SIMPLE_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1"]
 

@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 
 import quant.kernels.api as api
 from quant import QUANT_TYPES, QuantError, quantize
-from tests import ggml_ref
-from tests.quant_cases import (
+from tests.support import ggml_ref
+from tests.support.quant_cases import (
     DISTRIBUTIONS,
     SHAPES_32,
     SHAPES_256,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant import QUANT_TYPES, quantize
-from tests import ggml_ref
-from tests.quant_cases import (
+from tests.support import ggml_ref
+from tests.support.quant_cases import (
     DISTRIBUTIONS,
     SHAPES_32,
     assert_dequantize_matches_ggml,

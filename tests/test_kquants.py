@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 
 from quant import QUANT_TYPES, QuantError, dequantize, quantize
 from quant.kernels import base
-from tests import ggml_ref
-from tests.quant_cases import (
+from tests.support import ggml_ref
+from tests.support.quant_cases import (
     DISTRIBUTIONS,
     SHAPES_256,
     assert_dequantize_matches_ggml,

@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 
 from quant.convert import file_layout
-from tests.convert_support import (
+from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
+from tests.reference.forward import read_weights
+from tests.reference.forward_llama4 import Llama4, text_config
+from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
     clone_checkpoint,
@@ -28,9 +31,6 @@ from tests.convert_support import (
     llama_quantize,
     rewrite_header,
 )
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
-from tests.reference.forward import read_weights
-from tests.reference.forward_llama4 import Llama4, text_config
 from tests.test_convert_errors import assert_fails, edit_config
 
 FIXTURES = ("llama4-tiny", "llama4-vision-tiny")
@@ -294,7 +294,7 @@ def test_inspect_shows_experts_and_active_parameters(
 
 def test_smoke_accepts_the_llama4_architecture(tmp_path: Path) -> None:
     from hubtui.runner.gguf_check import check_facts, read_facts
-    from tests.runner_models import write_tiny_gguf
+    from tests.support.runner_models import write_tiny_gguf
 
     facts = read_facts(write_tiny_gguf(tmp_path / "l4.gguf", n_tokens=100, embed_rows=100, arch="llama4"))
     assert [(f.level, f.message) for f in check_facts(facts) if f.check == "architecture"] == [

@@ -18,11 +18,11 @@ import pytest
 
 from quant.convert import convert
 from quant.convert.lora_gguf import convert_adapter
-from tests.cli_helpers import run_main
-from tests.convert_support import anchor, llama_quantize, tensor_bytes
 from tests.fixtures.adapters import adapter_tensors, merged_weights, read_adapter_arrays, write_adapter
 from tests.reference.forward import Model
 from tests.reference.llamacpp import LlamaCpp, cosine
+from tests.support.cli_helpers import run_main
+from tests.support.convert_support import anchor, llama_quantize, tensor_bytes
 
 IDS = [1, 450, 7483, 310, 3444, 338, 3681, 29889, 13, 1576]
 
@@ -200,7 +200,7 @@ def test_merged_with_an_imatrix_equals_llama_quantize_of_merged_f32(
     """--lora and --imatrix together: the merged weights are quantised with the importance weights exactly as
     llama_model_quantize quantises our merged F32 with the same imatrix file."""
     from quant.imatrix.format import write_imatrix
-    from tests.convert_support import QuantizeImatrix
+    from tests.support.convert_support import QuantizeImatrix
     from tests.test_imatrix_apply import entries_for
 
     ad = write_adapter(tmp_path / "ad", mistral_tiny_dir, r=8)

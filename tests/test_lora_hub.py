@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from quant.convert.lora_gguf import convert_adapter
-from tests.cli_helpers import run_main
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import (  # noqa: F401
     add_adapter_repo,
@@ -22,6 +21,7 @@ from tests.fakehub.fixtures import (  # noqa: F401
     hub_env_fixture,
 )
 from tests.fixtures.adapters import write_adapter
+from tests.support.cli_helpers import run_main
 
 BASE = "mistralai/Tiny-Mistral"
 ADAPTER = "someone/Tiny-Mistral-LoRA"

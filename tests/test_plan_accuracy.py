@@ -83,7 +83,7 @@ def test_llama_cpp_buffers_smollm2_gguf_tied_2048() -> None:
 @pytest.fixture(scope="module")
 def capped():
     """scripts/bench_fit.py's helpers, when this process may create a capped memory cgroup."""
-    from tests.memcap import cgroup_available
+    from tests.support.memcap import cgroup_available
 
     if not cgroup_available():
         pytest.skip("this process cannot create a child memory cgroup for the hard caps (needs root)")

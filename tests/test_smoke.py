@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hubtui.runner.smoke import SmokeReport, run_child, run_smoke
-from tests.runner_models import converted_gguf, write_tiny_gguf
+from tests.support.runner_models import converted_gguf, write_tiny_gguf
 
 
 def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
@@ -190,7 +190,7 @@ def test_bad_gpu_layers_is_usage_error(tmp_path: Path) -> None:
 def test_child_crash_or_hang_becomes_a_reason(mode: str, expect: str) -> None:
     seen: list[str] = []
     result, failure, stage = run_child(
-        "tests.runner_fake_worker",
+        "tests.support.runner_fake_worker",
         {"mode": mode},
         timeout=3 if mode == "hang" else 60,
         on_progress=lambda s, m: seen.append(s),
@@ -208,7 +208,7 @@ def test_cancel_kills_the_child_at_once() -> None:
     cancel = threading.Event()
     t0 = time.monotonic()
     result, failure, stage = run_child(
-        "tests.runner_fake_worker",
+        "tests.support.runner_fake_worker",
         {"mode": "hang"},
         timeout=120,
         on_progress=lambda s, m: cancel.set(),
@@ -231,7 +231,7 @@ def test_no_leftover_temp_dirs_from_smoke(tmp_path: Path, monkeypatch: pytest.Mo
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    run_child("tests.runner_fake_worker", {"mode": "exit"}, timeout=60)
+    run_child("tests.support.runner_fake_worker", {"mode": "exit"}, timeout=60)
     assert list(tmp_path.iterdir()) == []
     shutil.rmtree(tmp_path, ignore_errors=True)
 

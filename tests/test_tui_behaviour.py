@@ -17,7 +17,15 @@ from hubtui.hub.download import format_bytes
 from quant.filetypes import FILE_TYPES
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import BIG, TOKEN, add_big_repo, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import hold_conversion, isolate, make_app, pick_type, ready, text_of, wait_until
+from tests.support.tui_helpers import (
+    hold_conversion,
+    isolate,
+    make_app,
+    pick_type,
+    ready,
+    text_of,
+    wait_until,
+)
 
 
 @pytest.fixture

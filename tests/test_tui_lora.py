@@ -18,7 +18,7 @@ from quant.convert import convert
 from quant.convert.lora_gguf import convert_adapter
 from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401
 from tests.fixtures.adapters import write_adapter
-from tests.tui_helpers import isolate, make_app, ready, text_of, wait_until
+from tests.support.tui_helpers import isolate, make_app, ready, text_of, wait_until
 
 BASE_CARD = "---\nbase_model: mistralai/Mistral-7B-v0.3\nlibrary_name: peft\n---\n# adapter\n"
 

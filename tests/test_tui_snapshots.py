@@ -20,7 +20,7 @@ from hubtui.app.smoke_pane import SmokePane
 from hubtui.runner.smoke import SmokeReport
 from tests.fakehub import FakeHub
 from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.tui_helpers import ScriptedEngine, isolate, make_app, text_of, wait_until
+from tests.support.tui_helpers import ScriptedEngine, isolate, make_app, text_of, wait_until
 
 SIZES = [(80, 24), (120, 40)]
 FIXED_TIME = 1_767_225_600  # 2026-01-01 00:00 UTC

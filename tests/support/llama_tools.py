@@ -6,7 +6,7 @@ match wins:
 
 - `HUBTUI_LLAMA_TOOLS`: a directory holding the built binaries (e.g. a CMake build's `bin/`);
 - `~/.cache/hubtui/llama-tools/<version>/build/bin`, built there by `build_tools()` (or
-  `python tests/llama_tools.py [TARGET ...]`).
+  `python tests/support/llama_tools.py [TARGET ...]`).
 
 The source tree comes from `HUBTUI_LLAMA_CPP_SRC` (the sdist's `vendor/llama.cpp`), or the sdist is fetched
 with `pip download` (PyPI is reachable here and in CI) and unpacked next to the cached build.

@@ -2,7 +2,7 @@
 types in test_kquants.py, importance weights in test_kernels_imatrix.py).
 
 Every kernel is checked on the same distributions, shapes and thread counts against llama.cpp's own
-quantiser (tests/ggml_ref.py), so a new type gets the whole battery by parametrising over these.
+quantiser (tests/support/ggml_ref.py), so a new type gets the whole battery by parametrising over these.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from quant import QuantError, dequantize, quantize
 from quant.kernels.api import default_threads
-from tests import ggml_ref
+from tests.support import ggml_ref
 
 Distribution = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
 

@@ -383,7 +383,7 @@ def assert_follows_f32(
     """`got` (converted_arrays of an F16 or Q8_0 conversion) holds what llama.cpp makes of our F32 output:
     convert_hf_to_gguf's fp16 rounding, or ggml's own quantiser (ggml_quantize_chunk) row by row; norms,
     routers and rope_freqs stay F32."""
-    from tests.ggml_ref import quantize
+    from tests.support.ggml_ref import quantize
 
     assert set(got) == set(f32)
     for name, (ttype, data) in got.items():
