@@ -11,6 +11,10 @@ from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import BUILDERS
 from tests.support.convert_support import Converted
 
+# Fixture modules every test can use without importing them: the fake hub (`hub_env`, `fake_hub`) and the
+# checkpoints the bad-input tests break (`tiny_dir`, `bad`).
+pytest_plugins = ["tests.fakehub.fixtures", "tests.support.bad_checkpoints"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -10,7 +10,6 @@ from hubtui.app.app import HubtuiApp
 from hubtui.app.config import ConfigError, Settings, load_settings
 from hubtui.app.help_screen import HelpScreen
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,8 @@ import pytest
 
 from quant.convert import convert, file_layout
 from quant.errors import ConversionError
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
 from tests.reference.f32_gguf import reference_tensors
+from tests.support.bad_checkpoints import assert_fails, edit_config
 from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
@@ -30,7 +30,6 @@ from tests.support.convert_support import (
     rewrite_header,
     write_fp8_checkpoint,
 )
-from tests.test_convert_errors import assert_fails, edit_config
 
 
 def assert_dequantised(

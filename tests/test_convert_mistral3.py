@@ -23,9 +23,9 @@ from quant.errors import ConversionError
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import MISTRAL3_BUILDERS, native_weights, random_weights
 from tests.fixtures.tekken_tokenizer import tekkenizer
+from tests.support.bad_checkpoints import assert_fails, run_cli
 from tests.support.convert_support import clone_checkpoint, read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.test_convert import Converted
-from tests.test_convert_errors import assert_fails, run_cli
 from tests.test_vocab import TRICKY
 
 TYPES = ("Q8_0", "Q4_K_M", "F16")

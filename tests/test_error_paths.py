@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from quant.outputs import claim_output
-from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401 - registers hub_env
 from tests.support.cli_helpers import run_main
 from tests.support.runner_models import write_tiny_gguf
 

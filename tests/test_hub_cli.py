@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ from hubtui.hub.errors import (
     UnsafeFileNameError,
 )
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import BIG, TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import BIG, TOKEN, USER, add_llama_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LLAMA = "meta-llama/Tiny-Llama"

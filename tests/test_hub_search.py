@@ -10,7 +10,7 @@ from hubtui.hub.details import details
 from hubtui.hub.errors import HubOfflineError, RepoNotFoundError, RevisionNotFoundError
 from hubtui.hub.search import SearchFilters, search
 from tests.fakehub import FakeHub, FakeRepo
-from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import TOKEN, USER, add_llama_repo
 
 
 def test_family_preset_puts_the_official_org_first(fake_hub: FakeHub) -> None:

@@ -16,7 +16,7 @@ from hubtui.hub.download import download
 from hubtui.hub.errors import ChecksumMismatchError
 from hubtui.hub.segmented import bytes_done
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import BIG, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import BIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLIT = {"connections": 4, "split_above": 100_000}  # the 400000-byte test file in four 100000-byte ranges

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401 - registers hub_env
 from tests.support.cli_helpers import run_main
 
 

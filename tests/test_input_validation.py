@@ -14,8 +14,8 @@ import pytest
 
 from quant.convert.vocab import load_vocab
 from quant.errors import ConversionError
+from tests.support.bad_checkpoints import assert_fails, edit_config, run_cli
 from tests.support.convert_support import clone_checkpoint
-from tests.test_convert_errors import assert_fails, bad, edit_config, run_cli, shard, tiny_dir  # noqa: F401
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def no_big_name_maps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_an_absurd_layer_count_fails_before_anything_is_built_for_it(
-    bad: Path,  # noqa: F811
+    bad: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     no_big_name_maps: list[int],
@@ -55,7 +55,7 @@ def test_an_absurd_layer_count_fails_before_anything_is_built_for_it(
     ids=["vocab_size", "hidden_size", "intermediate_size"],
 )
 def test_declared_sizes_are_checked_against_the_tensors(
-    bad: Path,  # noqa: F811
+    bad: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     no_big_name_maps: list[int],
@@ -89,7 +89,7 @@ def test_an_absurd_expert_count_is_refused(
 
 @pytest.mark.parametrize("where", ["parent", "absolute", "linked-dir"])
 def test_index_entries_must_stay_inside_the_checkpoint(
-    bad: Path,  # noqa: F811
+    bad: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     where: str,
@@ -119,7 +119,7 @@ def test_index_entries_must_stay_inside_the_checkpoint(
     "victim", ["model-00001-of-00002.safetensors", "tokenizer.model", "model.safetensors.index.json"]
 )
 def test_force_never_overwrites_an_input(
-    tiny_dir: Path,  # noqa: F811
+    tiny_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     victim: str,
@@ -140,7 +140,7 @@ def test_force_never_overwrites_an_input(
 
 
 def test_force_never_overwrites_a_hub_cache_blob_behind_a_snapshot_link(
-    tiny_dir: Path,  # noqa: F811
+    tiny_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -172,7 +172,7 @@ def test_a_corrupt_tokenizer_model_beside_a_good_tokenizer_json_is_an_error(
 
 
 def test_fifos_among_the_checkpoint_files_are_refused_not_read(
-    bad: Path,  # noqa: F811
+    bad: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -193,7 +193,7 @@ def tiny_dir_config(ckpt: Path) -> Path:
 
 
 def test_a_fifo_generation_config_is_skipped_like_an_unreadable_one(
-    tiny_dir: Path,  # noqa: F811
+    tiny_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from quant.convert import file_layout
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
 from tests.reference.forward import read_weights
 from tests.reference.forward_llama4 import Llama4, text_config
+from tests.support.bad_checkpoints import assert_fails, edit_config
 from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
@@ -31,7 +31,6 @@ from tests.support.convert_support import (
     llama_quantize,
     rewrite_header,
 )
-from tests.test_convert_errors import assert_fails, edit_config
 
 FIXTURES = ("llama4-tiny", "llama4-vision-tiny")
 # the rest of the matrix (the other fixture's F32 weights, F16 and Q8_0; smoke; a prompt past one attention

@@ -13,13 +13,7 @@ import pytest
 
 from quant.convert.lora_gguf import convert_adapter
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import (  # noqa: F401
-    add_adapter_repo,
-    add_gguf_repo,
-    add_mistral_repo,
-    fake_hub_fixture,
-    hub_env_fixture,
-)
+from tests.fakehub.fixtures import add_adapter_repo, add_gguf_repo, add_mistral_repo
 from tests.fixtures.adapters import write_adapter
 from tests.support.cli_helpers import run_main
 

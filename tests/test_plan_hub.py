@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401 - registers the fixtures
 from tests.fakehub.server import FakeRepo
 from tests.support.cli_helpers import run_main
 

@@ -16,7 +16,7 @@ from hubtui.app.modals import ConfirmScreen
 from hubtui.hub.download import format_bytes
 from quant.filetypes import FILE_TYPES
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import BIG, TOKEN, add_big_repo, add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import BIG, TOKEN, add_big_repo, add_llama_repo
 from tests.support.tui_helpers import (
     hold_conversion,
     isolate,

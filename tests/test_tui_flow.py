@@ -14,7 +14,6 @@ from hubtui.app.local_pane import LocalPane
 from hubtui.app.modals import TextScreen
 from hubtui.app.smoke_pane import SmokePane
 from tests.fakehub import FakeHub, FakeRepo
-from tests.fakehub.fixtures import add_llama_repo, fake_hub_fixture, hub_env_fixture  # noqa: F401
 from tests.support.tui_helpers import isolate, make_app, pick_type, ready, text_of, wait_until
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -13,7 +13,6 @@ import hubtui.runner.imatrix as runner_imatrix
 from hubtui.app.convert_pane import ConvertPane
 from hubtui.runner.imatrix import DEFAULT_TEXT, compute_imatrix
 from quant.filetypes import FILE_TYPES, IMATRIX_TYPES
-from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401
 from tests.support.convert_support import read_gguf
 from tests.support.tui_helpers import isolate, make_app, pick_type, ready, text_of, wait_until
 

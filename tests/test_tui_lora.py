@@ -16,7 +16,6 @@ from hubtui.app.chat_pane import ChatPane
 from hubtui.app.modals import AdapterPicker
 from quant.convert import convert
 from quant.convert.lora_gguf import convert_adapter
-from tests.fakehub.fixtures import hub_env_fixture  # noqa: F401
 from tests.fixtures.adapters import write_adapter
 from tests.support.tui_helpers import isolate, make_app, ready, text_of, wait_until
 

@@ -19,7 +19,6 @@ from hubtui.app.chat_pane import ChatPane
 from hubtui.app.smoke_pane import SmokePane
 from hubtui.runner.smoke import SmokeReport
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
 from tests.support.tui_helpers import ScriptedEngine, isolate, make_app, text_of, wait_until
 
 SIZES = [(80, 24), (120, 40)]

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.fakehub.fixtures import fake_hub_fixture, hub_env_fixture  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(

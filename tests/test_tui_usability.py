@@ -28,7 +28,7 @@ from hubtui.app.modals import ConfirmScreen, ModelPicker, TargetScreen, TextScre
 from hubtui.app.target import TargetChoice
 from hubtui.units import format_bytes
 from tests.fakehub import FakeHub, FakeRepo
-from tests.fakehub.fixtures import BIG, fake_hub_fixture, hub_env_fixture  # noqa: F401
+from tests.fakehub.fixtures import BIG
 from tests.support.tui_helpers import (
     ScriptedEngine,
     hold_conversion,
