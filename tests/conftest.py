@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import BUILDERS
+from tests.support.cli_helpers import CliResult
 from tests.support.convert_support import Converted
 
 # Fixture modules every test can use without importing them: the fake hub (`hub_env`, `fake_hub`) and the
@@ -92,3 +94,30 @@ def _no_debug_from_earlier_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     passes it must not turn later tests' one-line errors into tracebacks."""
     monkeypatch.setenv("HUBTUI_DEBUG", "")
     monkeypatch.delenv("HUBTUI_DEBUG")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """`hubtui ARGS` in this process: `cli("plan", path, "--json")` calls `hubtui.cli.main([...])` (arguments
+    through `str`), catches its SystemExit and returns a CliResult (`.code`, `.out`, `.err`, `.json()`);
+    `env={...}` sets environment variables for that call only. Tests that check the process itself (exit
+    status of `python -m hubtui`, signals, start-up imports) run a subprocess instead and say why."""
+    from hubtui.cli import main
+
+    def run(*args: object, env: dict[str, str] | None = None) -> CliResult:
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            # `--debug` sets HUBTUI_DEBUG in os.environ: restored after the call, so it reaches no other call
+            m.setenv("HUBTUI_DEBUG", "")
+            m.delenv("HUBTUI_DEBUG")
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_helpers import Cli
 from tests.support.runner_models import converted_gguf
 
 EXPECTED = {"Modelfile", "README.txt", "SHA256SUMS", "SMOKE.md", "hubtui-chat.pyz", "smoke-report.json"}
-
-
-def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +24,23 @@ def bundle_gguf(smollm2_dir: Path) -> Path:
     return converted_gguf(smollm2_dir, "Q8_0")
 
 
+def run_subprocess(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m hubtui ARGS`, for the session fixture below: it outlives any one test, so it cannot use the
+    function-scoped `cli` fixture (capsys)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
+    )
+
+
 @pytest.fixture(scope="session")
 def bundle(bundle_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("bundle") / "field"
-    res = hubtui("bundle", str(bundle_gguf), "-o", str(out), "--target", "laptop-8g", "--json")
+    res = run_subprocess("bundle", str(bundle_gguf), "-o", str(out), "--target", "laptop-8g", "--json")
     assert res.returncode == 0, res.stderr
     return out, json.loads(res.stdout)
 
 
-def test_bundle_contents(bundle: tuple[Path, dict[str, Any]], bundle_gguf: Path) -> None:
+def test_bundle_contents(bundle: tuple[Path, dict[str, Any]], bundle_gguf: Path, cli: Cli) -> None:
     out, summary = bundle
     names = {p.name for p in out.iterdir()}
     assert names == EXPECTED | {bundle_gguf.name}
@@ -111,12 +114,12 @@ def test_standalone_chat_app_needs_only_llama_cpp(
 
 
 def test_verify_passes_then_catches_a_modified_byte(
-    bundle: tuple[Path, dict[str, Any]], tmp_path: Path
+    bundle: tuple[Path, dict[str, Any]], tmp_path: Path, cli: Cli
 ) -> None:
     out, _ = bundle
-    ok = hubtui("bundle", "--verify", str(out), "--json")
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["ok"] is True
+    ok = cli("bundle", "--verify", str(out), "--json")
+    assert ok.code == 0, ok.err
+    assert ok.json()["ok"] is True
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -126,38 +129,38 @@ def test_verify_passes_then_catches_a_modified_byte(
         byte = fh.read(1)
         fh.seek(-1, os.SEEK_CUR)
         fh.write(bytes([byte[0] ^ 0x01]))
-    bad = hubtui("bundle", "--verify", str(copy))
-    assert bad.returncode == 1
-    assert f"{gguf.name}: MISMATCH" in bad.stdout
-    assert bad.stderr.strip() == f"hubtui: error: {copy}: bundle verification failed: {gguf.name} mismatch"
+    bad = cli("bundle", "--verify", str(copy))
+    assert bad.code == 1
+    assert f"{gguf.name}: MISMATCH" in bad.out
+    assert bad.err.strip() == f"hubtui: error: {copy}: bundle verification failed: {gguf.name} mismatch"
 
     (copy / "README.txt").unlink()
-    data = json.loads(hubtui("bundle", "--verify", str(copy), "--json").stdout)
+    data = json.loads(cli("bundle", "--verify", str(copy), "--json").out)
     assert data["files"]["README.txt"] == "missing" and data["ok"] is False
 
 
-def test_verify_rejects_a_folder_without_checksums(tmp_path: Path) -> None:
-    res = hubtui("bundle", "--verify", str(tmp_path))
-    assert res.returncode == 1
-    assert "no SHA256SUMS file" in res.stderr
+def test_verify_rejects_a_folder_without_checksums(tmp_path: Path, cli: Cli) -> None:
+    res = cli("bundle", "--verify", str(tmp_path))
+    assert res.code == 1
+    assert "no SHA256SUMS file" in res.err
 
 
-def test_refuses_a_non_empty_destination(bundle_gguf: Path, tmp_path: Path) -> None:
+def test_refuses_a_non_empty_destination(bundle_gguf: Path, tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    res = hubtui("bundle", str(bundle_gguf), "-o", str(tmp_path))
-    assert res.returncode == 1
-    assert "already exists and is not an empty directory" in res.stderr
+    res = cli("bundle", str(bundle_gguf), "-o", str(tmp_path))
+    assert res.code == 1
+    assert "already exists and is not an empty directory" in res.err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_failing_model_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_failing_model_leaves_nothing_behind(tmp_path: Path, cli: Cli) -> None:
     from tests.support.runner_models import write_tiny_gguf
 
     hollow = write_tiny_gguf(tmp_path / "hollow.gguf", n_tokens=100, embed_rows=100)
     dest = tmp_path / "out" / "bundle"
-    res = hubtui("bundle", str(hollow), "-o", str(dest))
-    assert res.returncode == 1
-    last = res.stderr.strip().splitlines()[-1]
+    res = cli("bundle", str(hollow), "-o", str(dest))
+    assert res.code == 1
+    last = res.err.strip().splitlines()[-1]
     assert last.startswith(
         "hubtui: error: hollow.gguf failed the smoke test: hollow.gguf: llama.cpp could not load it: "
     )
@@ -166,10 +169,10 @@ def test_failing_model_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_unknown_target_and_missing_output_are_errors(bundle_gguf: Path, tmp_path: Path) -> None:
-    res = hubtui("bundle", str(bundle_gguf), "-o", str(tmp_path / "b"), "--target", "toaster")
-    assert res.returncode == 1 and "unknown target profile 'toaster'" in res.stderr
-    assert hubtui("bundle", str(bundle_gguf)).returncode == 2
+def test_unknown_target_and_missing_output_are_errors(bundle_gguf: Path, tmp_path: Path, cli: Cli) -> None:
+    res = cli("bundle", str(bundle_gguf), "-o", str(tmp_path / "b"), "--target", "toaster")
+    assert res.code == 1 and "unknown target profile 'toaster'" in res.err
+    assert cli("bundle", str(bundle_gguf)).code == 2
 
 
 # ---- LoRA adapters: base + adapter GGUF side by side, or merged while converting
@@ -190,16 +193,14 @@ def lora_base(mistral_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_bundle_ships_base_and_adapter_with_its_scale(
-    lora_base: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lora_base: tuple[Path, Path, Path], tmp_path: Path, cli: Cli
 ) -> None:
     import llama_cpp
-
-    from tests.support.cli_helpers import run_main
 
     base, folder, adapter = lora_base
     out = tmp_path / "field"
     args = ["bundle", str(base), "--lora", str(adapter), "--lora-scale", "0.5", "-o", str(out), "--json"]
-    code, stdout, err = run_main(args, capsys)
+    code, stdout, err = cli(*args)
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["adapter"] == {"file": adapter.name, "scale": 0.5}
@@ -245,13 +246,13 @@ def test_bundle_ships_base_and_adapter_with_its_scale(
 
     # refused, with nothing left behind: a model GGUF as the adapter, an adapter folder beside a GGUF
     bad = tmp_path / "bad"
-    code, _, err = run_main(["bundle", str(base), "--lora", str(base), "-o", str(bad)], capsys)
+    code, _, err = cli("bundle", str(base), "--lora", str(base), "-o", str(bad))
     assert code == 1 and "has the model's file name" in err
     model_as_adapter = adapter.parent / "model.gguf"
     shutil.copyfile(base, model_as_adapter)
-    code, _, err = run_main(["bundle", str(base), "--lora", str(model_as_adapter), "-o", str(bad)], capsys)
+    code, _, err = cli("bundle", str(base), "--lora", str(model_as_adapter), "-o", str(bad))
     assert code == 1 and "model.gguf: not a LoRA adapter GGUF" in err and err.count("\n") == 1
-    code, _, err = run_main(["bundle", str(base), "--lora", str(folder), "-o", str(bad)], capsys)
+    code, _, err = cli("bundle", str(base), "--lora", str(folder), "-o", str(bad))
     assert code == 2 and "is a folder" in err
     assert not bad.exists() and [p.name for p in tmp_path.iterdir()] == ["field"]
 
@@ -260,15 +261,14 @@ def test_bundle_merges_a_peft_adapter_while_converting(
     mistral_tiny_dir: Path,
     lora_base: tuple[Path, Path, Path],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     from quant.convert import convert
-    from tests.support.cli_helpers import run_main
 
     _, folder, adapter = lora_base
     out = tmp_path / "bundles" / "merged"
     args = ["bundle", str(mistral_tiny_dir), "--lora", str(folder), "--lora-scale", "0.5", "--type", "Q8_0"]
-    code, stdout, err = run_main([*args, "-o", str(out), "--json"], capsys)
+    code, stdout, err = cli(*args, "-o", str(out), "--json")
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["adapter"] is None and summary["merged"] == [{"adapter": str(folder), "scale": 0.5}]
@@ -279,9 +279,9 @@ def test_bundle_merges_a_peft_adapter_while_converting(
     assert "ADAPTER" not in (out / "Modelfile").read_text()
     assert [p.name for p in (tmp_path / "bundles").iterdir()] == ["merged"]  # the conversion folder is gone
     # refused: an adapter GGUF to merge, a taken destination (before converting)
-    code, _, err = run_main([*args[:3], str(adapter), "-o", str(tmp_path / "x")], capsys)
+    code, _, err = cli(*args[:3], str(adapter), "-o", str(tmp_path / "x"))
     assert code == 2 and "PEFT adapter folders" in err
-    code, _, err = run_main([*args, "-o", str(out)], capsys)
+    code, _, err = cli(*args, "-o", str(out))
     assert code == 1 and "not an empty folder" in err
 
 

@@ -245,6 +245,8 @@ def test_cli_repl_with_scripted_stdin(chat_gguf: Path, tmp_path: Path) -> None:
 def test_cli_chat_on_a_broken_file_is_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a model")
+    # a real process: "one line" is about everything on its stderr, llama.cpp's native log included, which
+    # an in-process run (capsys) would not see
     out = subprocess.run(
         [sys.executable, "-m", "hubtui", "chat", str(junk)],
         input="",

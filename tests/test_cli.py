@@ -13,6 +13,7 @@ from hubtui.cli import SUBCOMMANDS, cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    # a real `python -m hubtui`: what is tested is the process (its entry point, help, exit statuses)
     return subprocess.run(
         [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=120
     )

@@ -20,6 +20,7 @@ from quant.convert import convert, file_layout
 from quant.errors import ConversionError
 from tests.reference.f32_gguf import reference_tensors
 from tests.support.bad_checkpoints import assert_fails, edit_config
+from tests.support.cli_helpers import Cli
 from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
@@ -141,13 +142,12 @@ def test_plan_sizes_an_fp8_checkpoint_from_shapes(llama3_tiny_fp8_dir: Path, lla
 
 
 def test_hub_details_and_plan_of_an_fp8_repo(
-    fake_hub, tiny_fp8: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fake_hub, tiny_fp8: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """details: the F8_E4M3 dtype, parameters without the scales; plan: the exact size from headers alone."""
     from hubtui.hub.details import details
     from tests.fakehub.server import FakeRepo
     from tests.reference.forward import read_safetensors
-    from tests.test_plan_hub import run_main
 
     repo = fake_hub.add_repo(FakeRepo("someone/tiny-fp8"))
     for f in sorted(tiny_fp8.iterdir()):
@@ -160,9 +160,7 @@ def test_hub_details_and_plan_of_an_fp8_repo(
     assert d.parameters == fp8 + bf16 == file_layout(tiny_fp8, "Q8_0").n_params
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
-    code, out, err = run_main(
-        ["plan", "someone/tiny-fp8", "--type", "Q8_0", "--type", "Q4_K_M", "--json"], capsys
-    )
+    code, out, err = cli("plan", "someone/tiny-fp8", "--type", "Q8_0", "--type", "Q4_K_M", "--json")
     assert code == 0, err
     sizes = {row["type"]: row["file_size"] for row in json.loads(out)["types"]}
     assert sizes == {q: file_layout(tiny_fp8, q).file_size for q in ("Q8_0", "Q4_K_M")}
@@ -186,47 +184,47 @@ Q = "model.layers.1.self_attn.q_proj.weight"
 
 @pytest.mark.parametrize("method", ["gptq", "awq", "bitsandbytes", "compressed-tensors", "mxfp4", None])
 def test_other_quant_methods_are_refused_by_name(
-    method: str | None, bad_fp8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    method: str | None, bad_fp8: Path, tmp_path: Path, cli: Cli
 ) -> None:
     edit_config(bad_fp8, quantization_config={"quant_method": method, "bits": 4})
-    line = assert_fails(bad_fp8, tmp_path / "out", capsys, "config.json", f"quant_method {method!r}")
+    line = assert_fails(bad_fp8, tmp_path / "out", cli, "config.json", f"quant_method {method!r}")
     assert "not supported" in line
 
 
-def test_fp8_weight_without_its_scale(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_fp8_weight_without_its_scale(bad_fp8: Path, tmp_path: Path, cli) -> None:
     rewrite_header(bad_fp8 / "model.safetensors", lambda h: h.pop(Q + "_scale_inv"))
-    assert_fails(bad_fp8, tmp_path / "out", capsys, f"{Q!r} is F8_E4M3", f"{Q + '_scale_inv'!r} is missing")
+    assert_fails(bad_fp8, tmp_path / "out", cli, f"{Q!r} is F8_E4M3", f"{Q + '_scale_inv'!r} is missing")
 
 
-def test_fp8_weights_without_an_fp8_quantization_config(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_fp8_weights_without_an_fp8_quantization_config(bad_fp8: Path, tmp_path: Path, cli) -> None:
     edit_config(bad_fp8, quantization_config=None)
-    assert_fails(bad_fp8, tmp_path / "out", capsys, "is F8_E4M3", "quant_method 'fp8'")
+    assert_fails(bad_fp8, tmp_path / "out", cli, "is F8_E4M3", "quant_method 'fp8'")
 
 
-def test_scale_of_the_wrong_shape(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_scale_of_the_wrong_shape(bad_fp8: Path, tmp_path: Path, cli) -> None:
     def reshape(h: dict) -> None:
         assert h[Q + "_scale_inv"]["shape"] == [2, 2]
         h[Q + "_scale_inv"]["shape"] = [4, 1]  # same bytes, wrong grid
 
     rewrite_header(bad_fp8 / "model.safetensors", reshape)
-    line = assert_fails(bad_fp8, tmp_path / "out", capsys, f"{Q + '_scale_inv'!r}", "[4, 1]", "[64, 64]")
+    line = assert_fails(bad_fp8, tmp_path / "out", cli, f"{Q + '_scale_inv'!r}", "[4, 1]", "[64, 64]")
     assert "weight_block_size [32, 32] needs [2, 2]" in line
 
 
-def test_scale_without_its_weight(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_scale_without_its_weight(bad_fp8: Path, tmp_path: Path, cli) -> None:
     rewrite_header(bad_fp8 / "model.safetensors", lambda h: h.pop(Q))
-    assert_fails(bad_fp8, tmp_path / "out", capsys, f"{Q + '_scale_inv'!r} scales {Q!r}", "does not have")
+    assert_fails(bad_fp8, tmp_path / "out", cli, f"{Q + '_scale_inv'!r} scales {Q!r}", "does not have")
 
 
-def test_bad_weight_block_size(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_bad_weight_block_size(bad_fp8: Path, tmp_path: Path, cli) -> None:
     edit_config(bad_fp8, quantization_config={"quant_method": "fp8", "weight_block_size": [128]})
-    assert_fails(bad_fp8, tmp_path / "out", capsys, "quantization_config.weight_block_size", "[128]")
+    assert_fails(bad_fp8, tmp_path / "out", cli, "quantization_config.weight_block_size", "[128]")
 
 
-def test_modelopt_export_is_refused(bad_fp8: Path, tmp_path: Path, capsys) -> None:
+def test_modelopt_export_is_refused(bad_fp8: Path, tmp_path: Path, cli) -> None:
     edit_config(bad_fp8, quantization_config=None)
     (bad_fp8 / "hf_quant_config.json").write_text('{"producer": {"name": "modelopt"}}')
-    assert_fails(bad_fp8, tmp_path / "out", capsys, "hf_quant_config.json", "ModelOpt")
+    assert_fails(bad_fp8, tmp_path / "out", cli, "hf_quant_config.json", "ModelOpt")
 
 
 def test_nan_in_an_fp8_weight_is_refused(bad_fp8: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from quant.errors import ConversionError
 from tests.fixtures.cache import checkpoint
 from tests.fixtures.checkpoints import MISTRAL3_BUILDERS, native_weights, random_weights
 from tests.fixtures.tekken_tokenizer import tekkenizer
-from tests.support.bad_checkpoints import assert_fails, run_cli
+from tests.support.bad_checkpoints import assert_fails
 from tests.support.convert_support import clone_checkpoint, read_gguf, tensor_bytes, write_tiny_checkpoint
 from tests.test_convert import Converted
 from tests.test_vocab import TRICKY
@@ -250,21 +250,21 @@ def _edit_params(ckpt: Path, **changes: object) -> None:
 
 
 @pytest.mark.parametrize("key", ["head_dim", "n_heads", "dim", "max_position_embeddings", "norm_eps"])
-def test_params_json_missing_a_key(native: Path, tmp_path: Path, capsys, key: str) -> None:
+def test_params_json_missing_a_key(native: Path, tmp_path: Path, cli, key: str) -> None:
     _edit_params(native, **{key: None})
-    assert_fails(native, tmp_path / "out", capsys, "params.json", f"'{key}'")
+    assert_fails(native, tmp_path / "out", cli, "params.json", f"'{key}'")
 
 
-def test_params_json_with_a_broken_yarn_or_vocab_size(native: Path, tmp_path: Path, capsys) -> None:
+def test_params_json_with_a_broken_yarn_or_vocab_size(native: Path, tmp_path: Path, cli) -> None:
     _edit_params(native, yarn={"factor": 16.0, "beta": 32.0})
-    assert_fails(native, tmp_path / "a", capsys, "params.json", "'yarn'", "'alpha'")
+    assert_fails(native, tmp_path / "a", cli, "params.json", "'yarn'", "'alpha'")
     _edit_params(native, yarn=None, vocab_size=32000)
-    assert_fails(native, tmp_path / "b", capsys, "params.json", "'vocab_size'", "131072")
+    assert_fails(native, tmp_path / "b", cli, "params.json", "'vocab_size'", "131072")
     _edit_params(native, vocab_size=131072, moe={"num_experts": 8})
-    assert_fails(native, tmp_path / "c", capsys, "params.json", "'moe'")
+    assert_fails(native, tmp_path / "c", cli, "params.json", "'moe'")
 
 
-def test_vision_only_checkpoints_are_refused(tmp_path: Path, capsys) -> None:
+def test_vision_only_checkpoints_are_refused(tmp_path: Path, cli) -> None:
     from hubtui.demo.checkpoint_writer import write_safetensors
     from tests.fixtures.checkpoints import MISTRAL3_TINY_CONFIG, vision_weights
 
@@ -272,7 +272,7 @@ def test_vision_only_checkpoints_are_refused(tmp_path: Path, capsys) -> None:
     hf.mkdir()
     (hf / "config.json").write_text(json.dumps(MISTRAL3_TINY_CONFIG))
     write_safetensors(hf / "model.safetensors", vision_weights(MISTRAL3_TINY_CONFIG, 1), "BF16")
-    line = assert_fails(hf, tmp_path / "a", capsys, "model.safetensors", "vision")
+    line = assert_fails(hf, tmp_path / "a", cli, "model.safetensors", "vision")
     native = clone_checkpoint(
         checkpoint("ministral3-native-tiny"), tmp_path / "n", skip=("consolidated.safetensors",)
     )
@@ -281,11 +281,11 @@ def test_vision_only_checkpoints_are_refused(tmp_path: Path, capsys) -> None:
         {"vision_encoder.ln_pre.weight": np.ones(64, np.float32)},
         "BF16",
     )
-    assert_fails(native, tmp_path / "b", capsys, "consolidated.safetensors", "vision")
+    assert_fails(native, tmp_path / "b", cli, "consolidated.safetensors", "vision")
     assert "traceback" not in line.lower()
 
 
-def test_ministral3_without_yarn_or_its_keys_is_refused(tmp_path: Path, capsys) -> None:
+def test_ministral3_without_yarn_or_its_keys_is_refused(tmp_path: Path, cli) -> None:
     src = checkpoint("ministral3-tiny")
     for i, (rope, culprit) in enumerate(
         [
@@ -303,7 +303,7 @@ def test_ministral3_without_yarn_or_its_keys_is_refused(tmp_path: Path, capsys) 
         cfg = json.loads((src / "config.json").read_text())
         cfg["rope_parameters"] = {k: v for k, v in rope.items() if v is not None}
         (ckpt / "config.json").write_text(json.dumps(cfg))
-        assert_fails(ckpt, tmp_path / f"o{i}", capsys, "config.json", culprit)
+        assert_fails(ckpt, tmp_path / f"o{i}", cli, "config.json", culprit)
 
 
 def test_mistral4_text_model_is_refused_by_name(tmp_path: Path) -> None:
@@ -319,14 +319,14 @@ def test_mistral4_text_model_is_refused_by_name(tmp_path: Path) -> None:
 # ---- the vision projector (--mmproj)
 
 
-def test_mmproj_is_llama_cpps_projector_and_mtmd_loads_it(tmp_path: Path, capsys) -> None:
+def test_mmproj_is_llama_cpps_projector_and_mtmd_loads_it(tmp_path: Path, cli) -> None:
     from tests.reference.forward import read_weights
     from tests.reference.llamacpp import mtmd_loads
 
     src = checkpoint("mistral3-tiny")
     text, proj = tmp_path / "text.gguf", tmp_path / "mmproj.gguf"
-    code, out, _ = run_cli(
-        ["convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(proj), "--json"], capsys
+    code, out, _ = cli(
+        "convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(proj), "--json"
     )
     assert code == 0
     result = json.loads(out)
@@ -350,16 +350,16 @@ def test_mmproj_is_llama_cpps_projector_and_mtmd_loads_it(tmp_path: Path, capsys
         permuted.astype(np.float16),
     )
     assert mtmd_loads(text, proj)
-    code, out, _ = run_cli(["inspect", str(proj)], capsys)
+    code, out, _ = cli("inspect", str(proj))
     assert code == 0 and "pixtral projector, 3 blocks, embd 64" in out
 
 
-def test_mmproj_needs_a_vision_tower_and_leaves_nothing_behind(tmp_path: Path, capsys) -> None:
+def test_mmproj_needs_a_vision_tower_and_leaves_nothing_behind(tmp_path: Path, cli) -> None:
     out = tmp_path / "out"
     assert_fails(
         checkpoint("ministral3-tiny"),
         out,
-        capsys,
+        cli,
         "config.json",
         "--mmproj",
         extra=("--mmproj", str(out / "p.gguf")),
@@ -367,14 +367,14 @@ def test_mmproj_needs_a_vision_tower_and_leaves_nothing_behind(tmp_path: Path, c
     assert_fails(
         checkpoint("ministral3-native-tiny"),
         out,
-        capsys,
+        cli,
         "params.json",
         "--mmproj",
         extra=("--mmproj", str(out / "p.gguf")),
     )
 
 
-def test_mmproj_and_model_are_committed_together(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_mmproj_and_model_are_committed_together(tmp_path: Path, cli, monkeypatch) -> None:
     """A projector that fails while being written takes nothing with it: the model's old file (under --force)
     stays as it was, and neither output nor a temporary is left; an existing projector without --force
     stops the run before anything is written."""
@@ -394,7 +394,7 @@ def test_mmproj_and_model_are_committed_together(tmp_path: Path, capsys, monkeyp
 
     monkeypatch.setattr(writer, "write_data", failing_projector)
     args = ["convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(proj), "--force"]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(*args)
     assert code == 1 and "v.blk.0.attn_q.weight: disk on fire" in err
     assert len(written) == 2  # the model was written in full before the projector failed
     assert text.read_bytes() == b"the user's older file" and not proj.exists()
@@ -403,13 +403,11 @@ def test_mmproj_and_model_are_committed_together(tmp_path: Path, capsys, monkeyp
     monkeypatch.setattr(writer, "write_data", real)
     text.unlink()
     proj.write_bytes(b"an older projector")
-    code, _, err = run_cli(args[:-1], capsys)  # no --force
+    code, _, err = cli(*args[:-1])  # no --force
     assert code == 1 and str(proj) in err and "exists" in err
     assert not text.exists() and proj.read_bytes() == b"an older projector"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mmproj.gguf"]
-    code, _, err = run_cli(
-        ["convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(text)], capsys
-    )
+    code, _, err = cli("convert", str(src), "-o", str(text), "--type", "Q8_0", "--mmproj", str(text))
     assert code != 0 and "different names" in err and not text.exists()
 
 
@@ -434,7 +432,7 @@ def test_runner_checks_accept_mistral3(converted: Converted) -> None:
     assert all(f.level == "ok" for f in findings.values()), findings
 
 
-def test_inspect_shows_yarn_and_the_attention_temperature(tmp_path: Path, capsys) -> None:
+def test_inspect_shows_yarn_and_the_attention_temperature(tmp_path: Path, cli) -> None:
     path = tmp_path / "m.gguf"
     w = gguf.GGUFWriter(path, "mistral3")
     w.add_block_count(1)
@@ -449,9 +447,9 @@ def test_inspect_shows_yarn_and_the_attention_temperature(tmp_path: Path, capsys
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    code, out, _ = run_cli(["inspect", str(path)], capsys)
+    code, out, _ = cli("inspect", str(path))
     assert code == 0 and "yarn x16 from context 16384, attention temperature 0.1" in out
-    code, out, _ = run_cli(["inspect", str(path), "--json"], capsys)
+    code, out, _ = cli("inspect", str(path), "--json")
     assert json.loads(out)["rope"] == {
         "freq_base": 1e6,
         "scaling": "yarn",
@@ -462,7 +460,7 @@ def test_inspect_shows_yarn_and_the_attention_temperature(tmp_path: Path, capsys
 
 
 def test_a_mistral_layout_download_is_what_convert_and_the_tui_take(
-    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`hubtui download` of a repo with only Mistral's layout leaves params.json, no config.json."""
     from hubtui.hub.snapshots import snapshot_dir
@@ -475,9 +473,7 @@ def test_a_mistral_layout_download_is_what_convert_and_the_tui_take(
     snap = clone_checkpoint(checkpoint("ministral3-native-tiny"), storage / "snapshots" / "0123abcd")
     assert snapshot_dir("mistralai/Ministral-3-tiny") == snap
     out = tmp_path / "m.gguf"
-    code, _, err = run_cli(
-        ["convert", "mistralai/Ministral-3-tiny", "-o", str(out), "--type", "Q8_0"], capsys
-    )
+    code, _, err = cli("convert", "mistralai/Ministral-3-tiny", "-o", str(out), "--type", "Q8_0")
     assert code == 0, err
     assert kvs(out)["general.name"] == "Ministral 3 Tiny"  # named after the repo, not the commit
 

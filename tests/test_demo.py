@@ -19,6 +19,8 @@ from tests.support.runner_models import converted_gguf
 
 
 def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
+    # a real `python -m hubtui demo`: the whole pipeline as a user runs it, stdin piped to the chat REPL, and
+    # llama.cpp's native output on the process's own stderr (capsys would not see it)
     return subprocess.run(
         [sys.executable, "-m", "hubtui", *args], input="", capture_output=True, text=True, timeout=900
     )

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from quant.outputs import claim_output
-from tests.support.cli_helpers import run_main
+from tests.support.cli_helpers import Cli
 from tests.support.runner_models import write_tiny_gguf
 
 
@@ -85,12 +85,12 @@ CASE_IDS = [c[0] for c in _cases({"dir": Path("d"), "out": Path("o"), "refused":
 
 @pytest.mark.parametrize("index", range(len(CASE_IDS)), ids=CASE_IDS)
 def test_user_errors_are_one_line(
-    files: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, index: int
+    files: dict[str, Any], cli: Cli, monkeypatch: pytest.MonkeyPatch, index: int
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1") if "offline" in CASE_IDS[index] else None
     _, argv, fragment = _cases(files)[index]
     before = sorted(p.name for p in files["dir"].iterdir())
-    code, _, err = run_main(argv, capsys)
+    code, _, err = cli(*argv)
     lines = [line for line in err.splitlines() if line.startswith("hubtui:")]
     assert code == 1, err
     assert len(lines) == 1 and lines[0].startswith("hubtui: error: ") and fragment in lines[0], err
@@ -104,17 +104,13 @@ def test_user_errors_are_one_line(
     [["smoke", "--ctx", "1", "x.gguf"], ["hw", "--bogus"], ["cache", "rm"], ["demo", "--temp", "-1"]],
     ids=["smoke", "hw", "cache", "demo"],
 )
-def test_usage_errors_exit_2_without_a_traceback(
-    files: dict[str, Any], capsys: pytest.CaptureFixture[str], argv: list[str]
-) -> None:
-    code, _, err = run_main(argv, capsys)
+def test_usage_errors_exit_2_without_a_traceback(files: dict[str, Any], cli: Cli, argv: list[str]) -> None:
+    code, _, err = cli(*argv)
     assert code == 2 and "Error:" in err and "Traceback" not in err
 
 
-def test_smoke_on_a_bad_file_is_a_fail_verdict(
-    files: dict[str, Any], capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, err = run_main(["smoke", str(files["dir"] / "fifo.gguf")], capsys)
+def test_smoke_on_a_bad_file_is_a_fail_verdict(files: dict[str, Any], cli: Cli) -> None:
+    code, out, err = cli("smoke", str(files["dir"] / "fifo.gguf"))
     assert code == 1 and "FAIL" in out and "is a FIFO" in out and "Traceback" not in err + out
 
 
@@ -131,7 +127,7 @@ def test_smoke_on_a_bad_file_is_a_fail_verdict(
 )
 def test_system_failures_are_one_line_too(
     files: dict[str, Any],
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     exc: BaseException,
     line: str,
@@ -143,7 +139,7 @@ def test_system_failures_are_one_line_too(
 
     monkeypatch.setattr("quant.gguf_file.read_gguf_summary", fail)
     assert inspect_command  # the command imports read_gguf_summary at call time
-    code, _, err = run_main(["inspect", str(files["dir"] / "notes.txt")], capsys)
+    code, _, err = cli("inspect", str(files["dir"] / "notes.txt"))
     assert code == 1 and err.splitlines() == [f"hubtui: error: {line}"]
 
 
@@ -184,13 +180,13 @@ def _bundle_case(
 def test_bundle_checks_its_destination_before_the_smoke_test(
     name: str,
     files: dict[str, Any],
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     no_smoke: None,
 ) -> None:
     argv, fragment, _ = _bundle_case(name, files, monkeypatch)
     before = sorted(p.name for p in files["dir"].iterdir())
-    code, _, err = run_main(argv, capsys)
+    code, _, err = cli(*argv)
     lines = [line for line in err.splitlines() if line.startswith("hubtui:")]
     assert code == 1 and len(lines) == 1 and fragment in lines[0], err
     assert sorted(p.name for p in files["dir"].iterdir()) == before
@@ -198,10 +194,10 @@ def test_bundle_checks_its_destination_before_the_smoke_test(
 
 
 def test_a_second_bundle_to_the_same_folder_fails_at_once(
-    files: dict[str, Any], capsys: pytest.CaptureFixture[str], no_smoke: None
+    files: dict[str, Any], cli: Cli, no_smoke: None
 ) -> None:
     dest = files["dir"] / "b"
     gguf = write_tiny_gguf(files["dir"].parent / "tiny.gguf", n_tokens=100, embed_rows=100)
     with claim_output(dest, directory=True):  # another bundle is being assembled there
-        code, _, err = run_main(["bundle", str(gguf), "-o", str(dest)], capsys)
+        code, _, err = cli("bundle", str(gguf), "-o", str(dest))
     assert code == 1 and "another hubtui process" in err and "is writing this output" in err

@@ -30,6 +30,8 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
+# Real `python -m hubtui` processes throughout: signals, exit statuses and files left behind by a process
+# that is killed or interrupted are what this file tests.
 def spawn(*args: str, **kwargs) -> subprocess.Popen[str]:  # noqa: ANN003
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.PIPE)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +10,7 @@ import psutil
 import pytest
 
 from quant.sizing.hardware import GIB, MIB, Probes, detect_cgroup_limit, detect_hardware
+from tests.support.cli_helpers import Cli
 
 
 def fake_psutil(total: int, available: int, swap: int = 0) -> SimpleNamespace:
@@ -253,14 +252,12 @@ def test_offload_probe(tmp_path: Path) -> None:
     assert detect_hardware(probes).gpu_offload is True
 
 
-def test_hw_command_json_on_this_machine() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "hubtui", "hw", "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+def test_hw_command_json_on_this_machine(cli: Cli) -> None:
+    res = cli("hw", "--json")
+    assert res.code == 0, res.err
+    data = res.json()
     assert 0 < data["ram_available"] <= data["ram_total"] <= psutil.virtual_memory().total
     assert data["gpu_offload"] in (True, False)
     assert isinstance(data["gpus"], list)
-    text = subprocess.run([sys.executable, "-m", "hubtui", "hw"], capture_output=True, text=True, timeout=120)
-    assert text.returncode == 0 and "RAM" in text.stdout and "offload" in text.stdout
+    text = cli("hw")
+    assert text.code == 0 and "RAM" in text.out and "offload" in text.out

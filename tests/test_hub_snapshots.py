@@ -10,7 +10,7 @@ import pytest
 
 from hubtui.hub.errors import HubError
 from hubtui.hub.snapshots import find_snapshot, resolve_checkpoint, snapshot_dir
-from tests.support.cli_helpers import run_main
+from tests.support.cli_helpers import Cli
 
 REPO = "someone/tiny-mistral"
 OLD = "a" * 40  # the commit refs/main names
@@ -39,8 +39,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mistral_tiny_dir: Pat
     return root
 
 
-def _plan_source(capsys: pytest.CaptureFixture[str], repo: str = REPO) -> tuple[str, str]:
-    code, out, err = run_main(["plan", repo, "--target", "laptop-8g", "--type", "Q8_0", "--json"], capsys)
+def _plan_source(cli: Cli, repo: str = REPO) -> tuple[str, str]:
+    code, out, err = cli("plan", repo, "--target", "laptop-8g", "--type", "Q8_0", "--json")
     assert code == 0, err
     return json.loads(out)["source"]["path"], err
 
@@ -52,13 +52,11 @@ def _tui_rows(root: Path) -> list[str]:
     return [r.path for r in rows if r.kind == "checkpoint" and r.repo_id == REPO]
 
 
-def test_refs_main_wins_over_a_newer_snapshot_for_cli_and_app(
-    cache: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_refs_main_wins_over_a_newer_snapshot_for_cli_and_app(cache: Path, cli: Cli) -> None:
     old = cache / "models--someone--tiny-mistral" / "snapshots" / OLD
     found = find_snapshot(REPO)
     assert found is not None and found.path == old and found.commit == OLD and found.note is None
-    path, err = _plan_source(capsys)  # `hubtui plan OWNER/NAME`
+    path, err = _plan_source(cli)  # `hubtui plan OWNER/NAME`
     assert Path(path) == old and "note" not in err
     from hubtui.commands._common import checkpoint_source  # what convert and bundle call
 
@@ -68,7 +66,7 @@ def test_refs_main_wins_over_a_newer_snapshot_for_cli_and_app(
 
 
 def test_an_incomplete_main_falls_back_to_the_newest_complete_snapshot_and_says_so(
-    cache: Path, capsys: pytest.CaptureFixture[str]
+    cache: Path, cli: Cli
 ) -> None:
     storage = cache / "models--someone--tiny-mistral"
     (storage / "snapshots" / OLD / "model-00002-of-00002.safetensors").unlink()  # an interrupted download
@@ -78,7 +76,7 @@ def test_an_incomplete_main_falls_back_to_the_newest_complete_snapshot_and_says_
     assert found.note == f"{REPO}: refs/main names {OLD[:12]}, which holds no complete checkpoint; " + (
         f"using snapshot {NEW[:12]}, the newest complete"
     )
-    path, err = _plan_source(capsys)
+    path, err = _plan_source(cli)
     assert Path(path) == new and f"hubtui: note: {found.note}" in err
     assert _tui_rows(cache) == [str(new)]
 
@@ -92,13 +90,11 @@ def test_without_refs_main_the_newest_complete_snapshot_is_taken(cache: Path) ->
     assert snapshot_dir(REPO) == storage / "snapshots" / OLD
 
 
-def test_a_repo_not_in_the_cache_is_a_one_line_error_naming_it(
-    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_repo_not_in_the_cache_is_a_one_line_error_naming_it(cache: Path, tmp_path: Path, cli: Cli) -> None:
     with pytest.raises(HubError, match=r"^someone/absent: not a local directory, and not in the hub cache"):
         resolve_checkpoint("someone/absent")
     out = tmp_path / "x.gguf"
-    code, stdout, err = run_main(["convert", "someone/absent", "-o", str(out), "--type", "Q8_0"], capsys)
+    code, stdout, err = cli("convert", "someone/absent", "-o", str(out), "--type", "Q8_0")
     assert code == 1 and stdout == "" and not out.exists()
     assert err.startswith("hubtui: error: someone/absent: not a local directory") and err.count("\n") == 1
     assert find_snapshot("someone/absent") is None

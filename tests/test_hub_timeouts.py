@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.cli_helpers import run_main
+from tests.support.cli_helpers import Cli
 
 
 class Blackhole:
@@ -56,10 +56,10 @@ def blackhole(hub_env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Blackhole]: 
     ids=["search", "download", "plan"],
 )
 def test_a_hub_that_never_answers_is_named_after_one_retry(
-    blackhole: Blackhole, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str]
+    blackhole: Blackhole, cli: Cli, monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
     monkeypatch.setenv("HF_ENDPOINT", blackhole.url)
-    code, out, err = run_main(args, capsys)
+    code, out, err = cli(*args)
     assert code == 1 and out == ""
     assert err.splitlines() == [
         f"hubtui: warning: {blackhole.url} did not answer within 0.3 s; trying again (1 of 1)",
@@ -84,14 +84,14 @@ def test_huggingface_hubs_own_session_has_the_timeouts(blackhole: Blackhole) -> 
 
 def test_a_refused_connection_is_reported_at_once(
     hub_env,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
-    code, _, err = run_main(["search", "llama", "--endpoint", url], capsys)
+    code, _, err = cli("search", "llama", "--endpoint", url)
     assert code == 1
     assert err.splitlines() == [
         f"hubtui: error: {url} refused the connection (nothing is listening there); check HF_ENDPOINT or "
@@ -102,13 +102,13 @@ def test_a_refused_connection_is_reported_at_once(
 @pytest.mark.parametrize("value", ["soon", "0", "-3", "inf"])
 def test_a_bad_timeout_setting_is_a_one_line_error(
     hub_env,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     value: str,  # noqa: ANN001
 ) -> None:
     monkeypatch.setenv("HUBTUI_HUB_READ_TIMEOUT", value)
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
-    code, _, err = run_main(["search", "llama", "--endpoint", "http://127.0.0.1:9"], capsys)
+    code, _, err = cli("search", "llama", "--endpoint", "http://127.0.0.1:9")
     assert code == 1
     assert err.splitlines() == [
         f"hubtui: error: HUBTUI_HUB_READ_TIMEOUT must be a positive number of seconds, got {value!r}"

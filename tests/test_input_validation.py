@@ -14,7 +14,8 @@ import pytest
 
 from quant.convert.vocab import load_vocab
 from quant.errors import ConversionError
-from tests.support.bad_checkpoints import assert_fails, edit_config, run_cli
+from tests.support.bad_checkpoints import assert_fails, edit_config
+from tests.support.cli_helpers import Cli
 from tests.support.convert_support import clone_checkpoint
 
 
@@ -36,11 +37,11 @@ def no_big_name_maps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_absurd_layer_count_fails_before_anything_is_built_for_it(
     bad: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     no_big_name_maps: list[int],
 ) -> None:
     edit_config(bad, num_hidden_layers=100_000)
-    line = assert_fails(bad, tmp_path / "out", capsys, "config.json", "'num_hidden_layers' is 100000")
+    line = assert_fails(bad, tmp_path / "out", cli, "config.json", "'num_hidden_layers' is 100000")
     assert "layers 0-1" in line and "model.layers.2." in line
     assert no_big_name_maps == []  # failed before the map
 
@@ -57,17 +58,17 @@ def test_an_absurd_layer_count_fails_before_anything_is_built_for_it(
 def test_declared_sizes_are_checked_against_the_tensors(
     bad: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     no_big_name_maps: list[int],
     change: dict,
     culprits: tuple[str, ...],
 ) -> None:
     edit_config(bad, **change)
-    assert_fails(bad, tmp_path / "out", capsys, *culprits)
+    assert_fails(bad, tmp_path / "out", cli, *culprits)
 
 
 def test_an_absurd_head_dim_fails_before_llama3_rope_factors_are_computed(
-    llama3_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    llama3_tiny_dir: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import quant.convert.archs.llama as llama_family
 
@@ -76,22 +77,20 @@ def test_an_absurd_head_dim_fails_before_llama3_rope_factors_are_computed(
     monkeypatch.setattr(
         llama_family, "llama3_rope_factors", lambda hp: pytest.fail("rope factors were built")
     )
-    assert_fails(ckpt, tmp_path / "out", capsys, "q_proj.weight", "head_dim (8 x 1073741824)")
+    assert_fails(ckpt, tmp_path / "out", cli, "q_proj.weight", "head_dim (8 x 1073741824)")
 
 
-def test_an_absurd_expert_count_is_refused(
-    mixtral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_absurd_expert_count_is_refused(mixtral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     ckpt = clone_checkpoint(mixtral_tiny_dir, tmp_path / "ckpt")
     edit_config(ckpt, num_local_experts=10**6, num_experts_per_tok=2)
-    assert_fails(ckpt, tmp_path / "out", capsys, "'num_local_experts' is 1000000", "8 experts per layer")
+    assert_fails(ckpt, tmp_path / "out", cli, "'num_local_experts' is 1000000", "8 experts per layer")
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute", "linked-dir"])
 def test_index_entries_must_stay_inside_the_checkpoint(
     bad: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     where: str,
 ) -> None:
     outside = tmp_path / "elsewhere"
@@ -111,7 +110,7 @@ def test_index_entries_must_stay_inside_the_checkpoint(
     }
     index_path.unlink()
     index_path.write_text(json.dumps(index))
-    line = assert_fails(bad, tmp_path / "out", capsys, "model.safetensors.index.json", repr(name))
+    line = assert_fails(bad, tmp_path / "out", cli, "model.safetensors.index.json", repr(name))
     assert "outside the checkpoint folder" in line and "corrupt" not in line
 
 
@@ -121,15 +120,13 @@ def test_index_entries_must_stay_inside_the_checkpoint(
 def test_force_never_overwrites_an_input(
     tiny_dir: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     victim: str,
 ) -> None:
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, ckpt)
     before = (ckpt / victim).read_bytes()
-    code, _, err = run_cli(
-        ["convert", str(ckpt), "-o", str(ckpt / victim), "--force", "--type", "F16"], capsys
-    )
+    code, _, err = cli("convert", str(ckpt), "-o", str(ckpt / victim), "--force", "--type", "F16")
     assert code == 1
     assert err.strip().splitlines()[-1] == (
         f"hubtui: error: {ckpt / victim}: is an input of this run ({ckpt / victim}); refusing to overwrite it, "
@@ -142,14 +139,14 @@ def test_force_never_overwrites_an_input(
 def test_force_never_overwrites_a_hub_cache_blob_behind_a_snapshot_link(
     tiny_dir: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     blobs = tmp_path / "blobs"
     shutil.copytree(tiny_dir, blobs)
     snapshot = clone_checkpoint(blobs, tmp_path / "snapshot")  # symlinks, like the HF cache
     target = blobs / "model-00002-of-00002.safetensors"
     before = target.read_bytes()
-    code, _, err = run_cli(["convert", str(snapshot), "-o", str(target), "--force"], capsys)
+    code, _, err = cli("convert", str(snapshot), "-o", str(target), "--force")
     assert code == 1 and "is an input of this run" in err
     assert target.read_bytes() == before
 
@@ -174,17 +171,17 @@ def test_a_corrupt_tokenizer_model_beside_a_good_tokenizer_json_is_an_error(
 def test_fifos_among_the_checkpoint_files_are_refused_not_read(
     bad: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     (bad / "config.json").unlink()
     os.mkfifo(bad / "config.json")
-    assert_fails(bad, tmp_path / "out", capsys, "config.json: is a FIFO (named pipe), not a regular file")
+    assert_fails(bad, tmp_path / "out", cli, "config.json: is a FIFO (named pipe), not a regular file")
     (bad / "config.json").unlink()
     (bad / "config.json").symlink_to(tiny_dir_config(bad))
     (bad / "chat_template.jinja").write_text("{{ messages }}")
     (bad / "additional_chat_templates").mkdir()
     os.mkfifo(bad / "additional_chat_templates" / "tool_use.jinja")
-    assert_fails(bad, tmp_path / "out", capsys, "tool_use.jinja: is a FIFO (named pipe), not a regular file")
+    assert_fails(bad, tmp_path / "out", cli, "tool_use.jinja: is a FIFO (named pipe), not a regular file")
 
 
 def tiny_dir_config(ckpt: Path) -> Path:
@@ -195,15 +192,15 @@ def tiny_dir_config(ckpt: Path) -> Path:
 def test_a_fifo_generation_config_is_skipped_like_an_unreadable_one(
     tiny_dir: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     ckpt = clone_checkpoint(tiny_dir, tmp_path / "ckpt", skip=("generation_config.json",))
     os.mkfifo(ckpt / "generation_config.json")
-    code, _, err = run_cli(["convert", str(ckpt), "-o", str(tmp_path / "o.gguf"), "--type", "F16"], capsys)
+    code, _, err = cli("convert", str(ckpt), "-o", str(tmp_path / "o.gguf"), "--type", "F16")
     assert code == 0, err
 
 
-def test_a_gguf_declaring_absurd_layers_is_refused_before_sizing(tmp_path: Path, capsys) -> None:
+def test_a_gguf_declaring_absurd_layers_is_refused_before_sizing(tmp_path: Path, cli) -> None:
     path = tmp_path / "huge.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_block_count(4_000_000_000)  # a list per layer would need 32 GB
@@ -219,6 +216,6 @@ def test_a_gguf_declaring_absurd_layers_is_refused_before_sizing(tmp_path: Path,
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    code, _, err = run_cli(["plan", str(path), "--target", "laptop-8g"], capsys)
+    code, _, err = cli("plan", str(path), "--target", "laptop-8g")
     assert code == 2  # plan reads SRC while parsing its arguments: a bad SRC is a usage error
     assert f"{path}: llama.block_count is 4000000000 but the file has only 2 tensors" in err

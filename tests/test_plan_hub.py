@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub.server import FakeRepo
-from tests.support.cli_helpers import run_main
+from tests.support.cli_helpers import Cli
 
 
 def test_plan_a_hub_repo_from_headers_only(
-    fake_hub, mistral_tiny_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fake_hub, mistral_tiny_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from quant.convert import file_layout
 
@@ -23,19 +23,16 @@ def test_plan_a_hub_repo_from_headers_only(
         repo.add(f.name, source=f)
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
-    code, out, err = run_main(
-        [
-            "plan",
-            "someone/mistral-tiny",
-            "--target",
-            "laptop-8g",
-            "--type",
-            "Q8_0",
-            "--type",
-            "Q4_K_M",
-            "--json",
-        ],
-        capsys,
+    code, out, err = cli(
+        "plan",
+        "someone/mistral-tiny",
+        "--target",
+        "laptop-8g",
+        "--type",
+        "Q8_0",
+        "--type",
+        "Q4_K_M",
+        "--json",
     )
     assert code == 0, err
     data = json.loads(out)
@@ -53,10 +50,10 @@ def test_plan_a_hub_repo_from_headers_only(
     )  # nothing was downloaded to the cache
 
 
-def test_plan_an_unknown_hub_repo_is_one_line(fake_hub, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_an_unknown_hub_repo_is_one_line(fake_hub, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
     monkeypatch.delenv("HUBTUI_DEBUG", raising=False)
-    code, out, err = run_main(["plan", "nobody/nothing", "--target", "laptop-8g"], capsys)
+    code, out, err = cli("plan", "nobody/nothing", "--target", "laptop-8g")
     assert code == 1 and out == ""
     assert (
         err.startswith("hubtui: error: ") and "nobody/nothing" in err and len(err.strip().splitlines()) == 1

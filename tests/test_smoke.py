@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 
 from hubtui.runner.smoke import SmokeReport, run_child, run_smoke
+from tests.support.cli_helpers import Cli
 from tests.support.runner_models import converted_gguf, write_tiny_gguf
-
-
-def hubtui(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +46,19 @@ def q4km_report(q4km_gguf: Path, f16_gguf: Path) -> SmokeReport:
     return report
 
 
+def run_subprocess(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m hubtui ARGS`, for the session fixture below: it outlives any one test, so it cannot use the
+    function-scoped `cli` fixture (capsys)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubtui", *args], capture_output=True, text=True, timeout=600
+    )
+
+
 @pytest.fixture(scope="session")
 def q8_json(q8_gguf: Path, f16_gguf: Path) -> dict[str, Any]:
-    out = hubtui("smoke", str(q8_gguf), "--baseline", str(f16_gguf), "--json", "--no-mmap")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    res = run_subprocess("smoke", str(q8_gguf), "--baseline", str(f16_gguf), "--json", "--no-mmap")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 def test_q4km_passes_with_sane_figures(q4km_report: SmokeReport) -> None:
@@ -97,15 +100,15 @@ def test_q8_via_cli_json_is_closer_to_f16_than_q4km(
     assert q8["perplexity"] == pytest.approx(q4["perplexity"], rel=1e-6)
 
 
-def test_human_output_and_exit_status_for_truncated_file(q8_gguf: Path, tmp_path: Path) -> None:
+def test_human_output_and_exit_status_for_truncated_file(q8_gguf: Path, tmp_path: Path, cli: Cli) -> None:
     cut = tmp_path / "cut.gguf"
     with open(q8_gguf, "rb") as src, open(cut, "wb") as dst:
         dst.write(src.read(q8_gguf.stat().st_size // 2))
-    out = hubtui("smoke", str(cut))
-    assert out.returncode == 1
-    assert "cut.gguf: FAIL" in out.stdout
-    assert "truncated" in out.stdout
-    assert "Traceback" not in out.stdout + out.stderr
+    res = cli("smoke", str(cut))
+    assert res.code == 1
+    assert "cut.gguf: FAIL" in res.out
+    assert "truncated" in res.out
+    assert "Traceback" not in res.out + res.err
 
 
 def test_truncated_header_fails_without_loading(q8_gguf: Path, tmp_path: Path) -> None:
@@ -167,16 +170,16 @@ def test_baseline_with_another_vocabulary_fails(q8_gguf: Path, tmp_path: Path) -
     assert any("baseline other.gguf has 100 tokens" in r for r in report.reasons)
 
 
-def test_missing_file_is_a_clean_cli_failure(tmp_path: Path) -> None:
-    out = hubtui("smoke", str(tmp_path / "nope.gguf"), "--json")
-    assert out.returncode == 1
-    data = json.loads(out.stdout)
+def test_missing_file_is_a_clean_cli_failure(tmp_path: Path, cli: Cli) -> None:
+    res = cli("smoke", str(tmp_path / "nope.gguf"), "--json")
+    assert res.code == 1
+    data = res.json()
     assert data["verdict"] == "fail" and "no such file" in data["reasons"][0]
 
 
-def test_bad_gpu_layers_is_usage_error(tmp_path: Path) -> None:
-    out = hubtui("smoke", str(tmp_path / "x.gguf"), "--gpu-layers", "lots")
-    assert out.returncode == 2
+def test_bad_gpu_layers_is_usage_error(tmp_path: Path, cli: Cli) -> None:
+    res = cli("smoke", str(tmp_path / "x.gguf"), "--gpu-layers", "lots")
+    assert res.code == 2
 
 
 @pytest.mark.parametrize(

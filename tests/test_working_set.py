@@ -3,7 +3,6 @@ and the verdicts, `max ctx` and recommendations built on it, at real model sizes
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from quant.sizing.memory import FOLIO, ModelShape, RunSettings, estimate, margin
 from quant.sizing.plan import fit, host_need, load_source, max_context, plan
 from quant.sizing.profiles import Target, get_profile
 from quant.sizing.repack import ARM_I8MM, X86_AVX2
-from tests.test_plan import run_cli
+from tests.support.cli_helpers import Cli
 
 HP = {"n_layer": 2, "n_embd": 512, "n_head": 8, "n_head_kv": 2, "n_vocab": 1000, "n_ctx_train": 4096}
 
@@ -149,18 +148,18 @@ def test_8b_q4_k_m_fits_an_8gb_laptop(llama8b: Path) -> None:
     assert {r.qtype: r.placement.verdict for r in pinned.rows}["Q4_K_M"] == "does not fit"
 
 
-def test_cli_plan_load_modes(llama8b: Path) -> None:
+def test_cli_plan_load_modes(llama8b: Path, cli: Cli) -> None:
     common = ("plan", str(llama8b), "--target", "laptop-8g", "--ctx", "4096", "--type", "Q4_K_M")
-    pinned = run_cli(*common, "--mlock", "--json")
-    assert pinned.returncode == 0, pinned.stderr
-    data = json.loads(pinned.stdout)
+    pinned = cli(*common, "--mlock", "--json")
+    assert pinned.code == 0, pinned.err
+    data = pinned.json()
     (row,) = data["types"]
     assert data["settings"]["mmap"] and data["settings"]["mlock"]
     assert data["settings"]["repack"]["types"]["Q4_K"] == 8
     assert row["verdict"] == "does not fit" and data["recommendation"] is None
     assert row["working_set"] > row["repack_buffer"] + 4 * GIB  # the pinned span of the file counts
-    text = run_cli(*common, "--no-mmap")
-    assert text.returncode == 0, text.stderr
-    line = next(ln for ln in text.stdout.splitlines() if ln.startswith("Q4_K_M"))
-    assert "CPU only" in line and "weights loaded with no-mmap" in text.stdout
-    assert "recommended: Q4_K_M" in text.stdout
+    text = cli(*common, "--no-mmap")
+    assert text.code == 0, text.err
+    line = next(ln for ln in text.out.splitlines() if ln.startswith("Q4_K_M"))
+    assert "CPU only" in line and "weights loaded with no-mmap" in text.out
+    assert "recommended: Q4_K_M" in text.out

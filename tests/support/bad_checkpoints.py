@@ -1,5 +1,6 @@
 """Fixtures and helpers for tests that break a checkpoint and expect one clear error; tests/conftest.py
-registers this module (`pytest_plugins`), so `tiny_dir` and `bad` are fixtures of every test."""
+registers this module (`pytest_plugins`), so `tiny_dir` and `bad` are fixtures of every test;
+`assert_fails` runs `hubtui convert` through the `cli` fixture."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubtui.cli import main
+from tests.support.cli_helpers import Cli
 from tests.support.convert_support import clone_checkpoint, write_tiny_checkpoint
 
 
@@ -24,23 +25,9 @@ def bad(tiny_dir: Path, tmp_path: Path) -> Path:
     return clone_checkpoint(tiny_dir, tmp_path / "ckpt")
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_fails(
-    bad: Path, out_dir: Path, capsys: pytest.CaptureFixture[str], *culprits: str, extra: tuple[str, ...] = ()
-) -> str:
+def assert_fails(bad: Path, out_dir: Path, cli: Cli, *culprits: str, extra: tuple[str, ...] = ()) -> str:
     out_dir.mkdir(exist_ok=True)
-    code, _, err = run_cli(
-        ["convert", str(bad), "-o", str(out_dir / "out.gguf"), "--type", "Q8_0", *extra], capsys
-    )
+    code, _, err = cli("convert", str(bad), "-o", str(out_dir / "out.gguf"), "--type", "Q8_0", *extra)
     lines = [line for line in err.splitlines() if line.startswith("hubtui:")]
     assert code == 1, err
     assert len(lines) == 1 and lines[0].startswith("hubtui: error: "), err

@@ -1,19 +1,23 @@
-"""Running `hubtui` in this process, as the CLI tests do."""
+"""What the `cli` fixture (tests/conftest.py) returns: `hubtui ARGS` run in this process."""
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`hubtui ARGS` through `hubtui.cli.main`: (exit status, stdout, stderr)."""
-    from hubtui.cli import main
+class CliResult(NamedTuple):
+    """Exit status, stdout and stderr of one `hubtui.cli.main([...])` call; unpacks as (code, out, err)."""
 
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout parsed as JSON (for `--json`)."""
+        return json.loads(self.out)
+
+
+Cli = Callable[..., CliResult]
+"""The `cli` fixture's type: `cli(*args, env=None) -> CliResult`."""
