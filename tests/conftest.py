@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
+import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +21,110 @@ from tests.support.convert_support import Converted
 # Fixture modules every test can use without importing them: the fake hub (`hub_env`, `fake_hub`) and the
 # checkpoints the bad-input tests break (`tiny_dir`, `bad`).
 pytest_plugins = ["tests.fakehub.fixtures", "tests.support.bad_checkpoints"]
+
+# -- markers (pyproject.toml declares them): `tui` and `llama` are set here, `slow` by the tests themselves ----
+
+# Files whose every test drives the Textual app.
+TUI_FILES = re.compile(r"test_tui_\w+\.py|test_app_shell\.py")
+# Files whose every test runs llama.cpp (a model loaded through llama-cpp-python, or llama.cpp's forward pass).
+LLAMA_FILES = frozenset(
+    {
+        "test_chat.py",
+        "test_demo.py",
+        "test_plan_accuracy.py",
+        "test_reference_forward.py",
+        "test_runner_offload.py",
+    }
+)
+# Elsewhere a test is `llama` when its code, a fixture it uses or a function of its module it calls runs
+# llama.cpp: llama-cpp-python itself (a model, a vocab-only load, llama_model_quantize), llama.cpp's tools, or
+# the runner and the commands built on it (smoke test, chat, imatrix, bundle, demo). Names in the code count,
+# not words in names or docstrings. The ggml reference quantiser (tests/support/ggml_ref.py: ctypes calls
+# into ggml's quantisers) loads no model and does not count.
+LLAMA_NAMES = frozenset(
+    {
+        "llama_cpp",
+        "Llama",
+        "llama_quantize",
+        "llama_quantize_types",
+        "find_tool",
+        "run_smoke",
+        "ChatEngine",
+        "load_model",
+        "auto_gpu_layers",
+        "compute_imatrix",
+        "auto_imatrix",
+        "build_bundle",
+        "build_merged_bundle",
+        "run_demo",
+        "LlamaCpp",  # tests/reference/llamacpp.py
+        "mtmd_loads",
+    }
+)
+LLAMA_COMMANDS = frozenset({"smoke", "chat", "demo", "bundle", "imatrix"})  # `hubtui CMD` runs llama.cpp
+CLI_CALLS = frozenset({"cli", "hubtui", "run", "spawn", "run_subprocess", "ok"})
+
+
+def _name(node: ast.expr) -> str | None:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+
+
+def _is_command(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value in LLAMA_COMMANDS
+
+
+@functools.cache
+def _runs_llama(func: Callable[..., object]) -> bool:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    module = inspect.getmodule(func)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name | ast.Attribute) and _name(node) in LLAMA_NAMES:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "reference" and _name(node.value) == "converted":
+            return True  # llama-quantize's own file (tests/support/convert_support.py)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            modules = (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            )
+            if any(m.split(".")[0] == "llama_cpp" for m in modules):
+                return True
+        if isinstance(node, ast.List) and node.elts and _is_command(node.elts[0]):
+            return True  # main(["smoke", ...]), args = ["imatrix", ...]
+        if isinstance(node, ast.List) and any(
+            _is_command(b) and isinstance(a, ast.Constant) and a.value == "hubtui"
+            for a, b in zip(node.elts, node.elts[1:], strict=False)
+        ):
+            return True  # [sys.executable, "-m", "hubtui", "smoke", ...]
+        if isinstance(node, ast.Call):
+            callee = _name(node.func)
+            if callee in CLI_CALLS and any(_is_command(a) for a in node.args[:2]):
+                return True
+            helper = getattr(module, callee, None) if isinstance(node.func, ast.Name) and callee else None
+            if (
+                inspect.isfunction(helper)
+                and helper is not func
+                and inspect.getmodule(helper) is module
+                and _runs_llama(helper)
+            ):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if TUI_FILES.fullmatch(name):
+            item.add_marker(pytest.mark.tui)
+        function = getattr(item, "function", None)
+        fixtures = getattr(item, "_fixtureinfo", None)
+        funcs = [function] if function is not None else []
+        if fixtures is not None:
+            funcs += [d.func for defs in fixtures.name2fixturedefs.values() for d in defs]
+        if name in LLAMA_FILES or any(_runs_llama(f) for f in funcs):
+            item.add_marker(pytest.mark.llama)
 
 
 @pytest.fixture(scope="session", autouse=True)
