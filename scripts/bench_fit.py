@@ -324,6 +324,9 @@ def markdown(rows: list[dict]) -> str:
             f"{_gib(r['cap_fit'])} GiB: {r['plan_fit']} / {fit} "
             f"({r['fit_prompt_ratio'] or float('nan'):.2f}, {r['fit_gen_ratio'] or float('nan'):.2f})"
         )
+        # the criterion is the prompt; say so when generation pages
+        if (r["fit_gen_ratio"] or 0) > FIT_PROMPT_RATIO:
+            fit_txt += " **generation slow**"
         if r.get("reject") is None:
             rej_txt = "-"
         else:
