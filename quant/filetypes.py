@@ -107,6 +107,9 @@ ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-qua
 TYPE_CHOICES = (*FILE_TYPES, *ALIASES)
 
 # The types `plan` sizes when none are asked for: all but the two that are never worth their size.
+# what convert_hf_to_gguf --outtype offers for a vision projector (mmproj); here so the CLI's option list
+# needs no converter import
+MMPROJ_TYPES = ("F32", "F16", "BF16", "Q8_0")
 PLAN_TYPES = tuple(name for name in FILE_TYPES if name not in ("F32", "BF16"))
 
 # The types made only with an importance matrix (`FileType.needs_imatrix`), in the list's order.

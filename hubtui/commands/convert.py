@@ -19,12 +19,10 @@ from hubtui.commands._common import (
 )
 from hubtui.commands.plan import target_options
 from hubtui.units import format_bytes
-from quant.filetypes import ALIASES, FILE_TYPES, TENSOR_TYPES
+from quant.filetypes import ALIASES, FILE_TYPES, MMPROJ_TYPES, TENSOR_TYPES
 
 if TYPE_CHECKING:
     from quant.convert.options import TensorOptions
-
-MMPROJ_TYPES = ("F32", "F16", "BF16", "Q8_0")  # quant.convert.mmproj.MMPROJ_TYPES (not imported: start-up)
 
 TYPE_HELP = (
     "A file type from the list below (aliases: "

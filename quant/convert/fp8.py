@@ -188,8 +188,8 @@ def dequantize_rows(
     Only the scale rows these weight rows use are converted to float32, so memory stays one chunk.
     Returns the first row of `out` holding NaN/inf, or -1.
     """
-    from quant.convert.rowkernels import fp8_rows_to_f32
     from quant.convert.tensors import _to_f32
+    from quant.kernels.fused import fp8_rows_to_f32
 
     grid = part.scale_grid
     assert grid is not None

@@ -39,8 +39,8 @@ from quant.convert.layout import Prepared, finish
 from quant.convert.tensors import OutTensor
 from quant.convert.type_rules import FileType, block_size, resolve_file_type
 from quant.errors import ConversionError
+from quant.filetypes import MMPROJ_TYPES
 
-MMPROJ_TYPES = ("F32", "F16", "BF16", "Q8_0")  # what convert_hf_to_gguf --outtype offers for a projector
 VISION_PREFIXES = (
     "multi_modal_projector.",
     "vision_tower.",

@@ -17,9 +17,9 @@ import numpy as np
 from quant.convert.archs.base import is_multimodal_tensor
 from quant.convert.checkpoint import HParams, SourceTensor
 from quant.convert.fp8 import dequantize_rows
-from quant.convert.rowkernels import F32_EXP_MASK, bf16_rows_to_f32_bits
 from quant.errors import ConversionError
 from quant.kernels.bits import first_row_with_all_ones
+from quant.kernels.fused import F32_EXP_MASK, bf16_rows_to_f32_bits
 
 if TYPE_CHECKING:
     from quant.convert.lora_merge import LoraDelta

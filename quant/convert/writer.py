@@ -153,9 +153,9 @@ def _q8_0_rows(
     the first whose block scale overflows fp16 (-1 for none)."""
     import numba
 
-    from quant.convert.rowkernels import bf16_rows_to_q8_0
     from quant.kernels.api import quant_type
     from quant.kernels.base import prange_tasks
+    from quant.kernels.fused import bf16_rows_to_q8_0
 
     _use_threads(threads)
     ntasks = prange_tasks()

@@ -82,7 +82,7 @@ def bf16_to_f32(h, out):
 def q8_0_block(x, xb, o, off) -> np.uint16:
     """quantize_row_q8_0_ref for the 32 floats x[xb:xb+32] into o[off:off+34]: d = max|x|/127 stored as fp16,
     quants roundf(x/d) computed with the unrounded d. Returns the stored fp16 bits of d (for the caller's
-    overflow check). The converter's fused BF16 path (quant/convert/rowkernels.py) runs this same routine."""
+    overflow check). The converter's fused BF16 path (quant/kernels/fused.py) runs this same routine."""
     amax = np.float32(0.0)
     for j in range(32):
         v = np.float32(abs(x[xb + j]))

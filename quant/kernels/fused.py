@@ -1,5 +1,6 @@
-"""Numba helpers for the converter's hot loop: widen BF16 rows or dequantise FP8 rows to float32 and find
-non-finite rows, on all cores.
+"""The converter's fused row kernels (Numba, all cores): widen BF16 rows or dequantise FP8 rows to float32,
+quantise BF16 rows straight to Q8_0 (with the Q8_0 block routine of `quant.kernels.simple`), and find
+non-finite rows on the way.
 
 The BF16 helpers work on float32 bit patterns (uint32), so the widening is exact and NaN/inf detection needs
 no float ops.
