@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.gguf_file import GGUFSummary

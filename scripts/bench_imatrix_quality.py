@@ -145,7 +145,7 @@ def smoke(model: Path, baseline: Path) -> dict[str, Any]:
 
 
 def measure(path: Path, f16: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from hubtui.units import format_bytes
+    from quant.units import format_bytes
 
     row: dict[str, Any] = {
         "bytes": path.stat().st_size,

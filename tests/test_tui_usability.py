@@ -26,7 +26,7 @@ from hubtui.app.jobs import JobBar
 from hubtui.app.local_pane import LocalPane
 from hubtui.app.modals import ConfirmScreen, ModelPicker, TargetScreen, TextScreen
 from hubtui.app.target import TargetChoice
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 from tests.fakehub import FakeHub, FakeRepo
 from tests.fakehub.fixtures import BIG
 from tests.support.tui_helpers import (

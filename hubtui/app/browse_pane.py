@@ -18,7 +18,7 @@ from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import ConvertRepo, EnqueueDownload
 from hubtui.app.select import Select
 from hubtui.app.session import UsesSession
-from hubtui.units import format_bytes, format_count, parse_count
+from quant.units import format_bytes, format_count, parse_count
 
 FAMILIES = [("All", "all"), ("Llama", "llama"), ("Mistral", "mistral")]
 SORTS = [("Downloads", "downloads"), ("Likes", "likes"), ("Trending", "trending"), ("Updated", "updated")]

@@ -37,8 +37,8 @@ from hubtui.app.messages import (
 from hubtui.app.modals import ConfirmScreen, ModelPicker
 from hubtui.app.select import Select
 from hubtui.app.session import UsesSession
-from hubtui.units import format_bytes
 from quant.filetypes import FILE_TYPES  # plain data: cheap to import, unlike the converter
+from quant.units import format_bytes
 
 AUTO = "auto"
 IMATRIX_OFF, IMATRIX_AUTO, IMATRIX_FILE = "off", "auto", "file"

@@ -21,7 +21,7 @@ from hubtui.app.logs import ReportsWorkerErrors, worker_failed
 from hubtui.app.messages import JobDone, JobStatus, JobUpdate, LocalChanged
 from hubtui.app.services import QueuedDownload, load_queue, save_queue, state_dir
 from hubtui.app.session import UsesSession
-from hubtui.units import format_bytes, plural
+from quant.units import format_bytes, plural
 
 ACTIVE = ("queued", "running")
 STOPPED = ("paused", "cancelled")

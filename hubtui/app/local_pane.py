@@ -31,7 +31,7 @@ from hubtui.app.messages import (
 from hubtui.app.modals import ConfirmScreen, TextScreen
 from hubtui.app.services import LocalModel
 from hubtui.app.session import UsesSession
-from hubtui.units import format_bytes, plural
+from quant.units import format_bytes, plural
 
 BUNDLE_STAGES = {
     "smoke": "smoke test",

@@ -18,7 +18,7 @@ from textual.widgets.option_list import Option
 
 from hubtui.app.services import LocalModel
 from hubtui.app.target import CUSTOM, TargetChoice
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 
 class ConfirmScreen(ModalScreen[bool]):

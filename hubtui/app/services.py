@@ -1,7 +1,7 @@
 """Glue between the screens and the library: plans and fit tables, local models, inspect, the download queue.
 
 Everything here that touches disk, the hub or the sizing modules blocks, and is called from thread workers;
-heavy modules are imported inside the functions that need them (docs/architecture.md). The screens format with `hubtui.units` and
+heavy modules are imported inside the functions that need them (docs/architecture.md). The screens format with `quant.units` and
 `hubtui.formatting`, the same words and units as the CLI.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.sizing.plan import ModelSource, Plan

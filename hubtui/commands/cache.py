@@ -22,7 +22,7 @@ def command() -> None:
 def ls(cache_dir: str | None, as_json: bool) -> None:
     """List cached repos and GGUF files with sizes, LoRA adapters with their base, and incomplete downloads."""
     from hubtui.hub import list_cache
-    from hubtui.units import format_bytes
+    from quant.units import format_bytes
 
     report = list_cache(cache_dir)
     if as_json:
@@ -83,7 +83,7 @@ def rm(target: str | None, cache_dir: str | None, stale: bool, as_json: bool) ->
     """Delete a cached repo (by id) or a file (by path), or --stale temporaries, and show the space freed."""
     from hubtui.hub import remove
     from hubtui.hub.cache import remove_stale
-    from hubtui.units import format_bytes
+    from quant.units import format_bytes
 
     if (target is None) == (not stale):
         raise click.UsageError("give either TARGET (a repo id or a path) or --stale")

@@ -18,8 +18,8 @@ from hubtui.commands._common import (
     lora_scales_option,
 )
 from hubtui.commands.plan import target_options
-from hubtui.units import format_bytes
 from quant.filetypes import ALIASES, FILE_TYPES, MMPROJ_TYPES, TENSOR_TYPES
+from quant.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.convert.options import TensorOptions
@@ -113,12 +113,6 @@ def per_tensor_options(func):
     return func
 
 
-def _mb(n: float) -> str:
-    from hubtui.units import format_bytes
-
-    return format_bytes(n)
-
-
 class StderrProgress:
     """A one-line bar (tensor, bytes, rate, ETA) on a terminal; one plain line per tensor otherwise."""
 
@@ -137,7 +131,9 @@ class StderrProgress:
                 self.last_step = step
                 elapsed = now - self.t0
                 where = f" ({name})" if name else ", done"
-                self.stream.write(f"converted {_mb(done)} of {_mb(total)} in {elapsed:.1f} s{where}\n")
+                self.stream.write(
+                    f"converted {format_bytes(done)} of {format_bytes(total)} in {elapsed:.1f} s{where}\n"
+                )
                 self.stream.flush()
             return
         if name and now - self.last_draw < 0.1 and done < total:
@@ -150,7 +146,7 @@ class StderrProgress:
         width = 24
         fill = int(width * pct / 100)
         bar = "#" * fill + "-" * (width - fill)
-        line = f"[{bar}] {pct:5.1f}% {_mb(done)}/{_mb(total)} {_mb(rate)}/s ETA {eta:4.0f}s {name[:40]}"
+        line = f"[{bar}] {pct:5.1f}% {format_bytes(done)}/{format_bytes(total)} {format_bytes(rate)}/s ETA {eta:4.0f}s {name[:40]}"
         self.stream.write("\r" + line.ljust(110)[:110])
         if not name:
             self.stream.write("\n")
@@ -367,8 +363,8 @@ def _convert_checkpoint(
         for r in results:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(r.type_counts.items()))
             click.echo(
-                f"wrote {r.path} ({r.type}, {_mb(r.bytes)}, {r.n_tensors} tensors: {counts}) "
-                f"in {r.seconds:.1f} s, peak RSS {_mb(r.peak_rss_bytes)}"
+                f"wrote {r.path} ({r.type}, {format_bytes(r.bytes)}, {r.n_tensors} tensors: {counts}) "
+                f"in {r.seconds:.1f} s, peak RSS {format_bytes(r.peak_rss_bytes)}"
             )
 
 
@@ -408,7 +404,7 @@ def _convert_adapter(
     else:
         click.echo(
             f"wrote {result.path} (LoRA adapter for {result.base}, {result.type}, {result.n_pairs} adapted tensors, "
-            f"alpha {result.alpha:g}, {_mb(result.bytes)}) in {result.seconds:.1f} s"
+            f"alpha {result.alpha:g}, {format_bytes(result.bytes)}) in {result.seconds:.1f} s"
         )
 
 

@@ -27,7 +27,7 @@ class ProgressBar:
         self._drawn = False
 
     def __call__(self, p: DownloadProgress) -> None:
-        from hubtui.units import format_bytes
+        from quant.units import format_bytes
 
         with self._lock:
             eta = f"{int(p.eta) // 60}:{int(p.eta) % 60:02d}" if p.eta is not None else "--:--"
@@ -105,7 +105,7 @@ def command(
     """
     from hubtui.hub.download import download
     from hubtui.signals import Terminated
-    from hubtui.units import format_bytes
+    from quant.units import format_bytes
 
     bar = None if quiet else ProgressBar()
     try:

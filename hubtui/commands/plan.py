@@ -10,7 +10,7 @@ import click
 
 from hubtui.commands._common import json_option, memory_mode_options
 from hubtui.formatting import describe_target, fit_label
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.convert.options import TensorOptions

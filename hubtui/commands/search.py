@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hubtui.commands._common import echo_json, json_option
-from hubtui.units import format_count, parse_count
+from quant.units import format_count, parse_count
 
 if TYPE_CHECKING:
     from hubtui.hub.details import RepoDetails
@@ -127,7 +127,7 @@ def command(
 
 
 def _print_details(d: RepoDetails) -> None:
-    from hubtui.units import format_bytes
+    from quant.units import format_bytes
 
     click.echo(f"{d.repo_id} @ {d.revision} ({d.commit[:12]})")
     click.echo(f"  licence:    {d.license or '-'}")

@@ -32,8 +32,8 @@ from hubtui.hub.retry import RetryPolicy
 from hubtui.hub.segmented import RangeNotHonoured, bytes_done, fetch_ranges, sidecar_path
 from hubtui.hub.snapshots import storage_folder
 from hubtui.hub.transfer import Expected, Interrupter, fetch
-from hubtui.units import format_bytes
 from quant.outputs import fsync_dir, fsync_file, output_lock, write_bytes
+from quant.units import format_bytes
 
 DiskFree = Callable[[Path], int]
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubtui.runner.errors import RunnerError
 from hubtui.runner.gguf_check import GGUFFacts
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 if TYPE_CHECKING:
     from quant.sizing.profiles import Target

@@ -25,7 +25,7 @@ from typing import Any
 from hubtui.runner.errors import RunnerError
 from hubtui.runner.gguf_check import Finding, GGUFFacts, check_facts, read_facts
 from hubtui.signals import deferred_signals
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 ProgressCallback = Callable[[str, str], object]  # what it returns is ignored
 

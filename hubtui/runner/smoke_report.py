@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hubtui.runner.smoke import SmokeReport
-from hubtui.units import format_bytes
+from quant.units import format_bytes
 
 
 def _fmt(value: Any, spec: str, unit: str = "") -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from quant.errors import QuantError
 from quant.sizing.hardware import GIB, MIB, Hardware, metal_default_budget
 from quant.sizing.repack import ARM_I8MM, X86_AVX2, X86_AVX512, CpuRepack, repack_rules
+from quant.units import format_bytes
 
 RAM_RESERVE_MIN = 1536 * MIB
 RAM_RESERVE_FRACTION = 0.20
@@ -149,7 +150,9 @@ def custom_target(ram: str | int | None, vram: str | int | None = None, gpus: in
         raise TargetError(f"--gpus {gpus} needs --vram (the memory of each card)")
     cards = tuple(usable_vram(vram_b, display=False) for _ in range(n_gpus)) if vram_b else ()
     cards = tuple(c for c in cards if c > 0)  # a card smaller than its context reserve holds nothing
-    label = f"{_gib(ram_b)} RAM" + (f", {len(cards)} × {_gib(vram_b)} GPU" if cards else ", no GPU")
+    label = f"{format_bytes(ram_b)} RAM" + (
+        f", {len(cards)} × {format_bytes(vram_b)} GPU" if cards else ", no GPU"
+    )
     assumptions = [_RAM_RULE]
     if cards:
         assumptions.append(_VRAM_RULE + " (per card; cards are never summed)")
@@ -170,13 +173,9 @@ def machine_target(hw: Hardware) -> Target:
         cards = tuple(usable_vram(g.free, display=False) for g in gpus)
         if cards:
             notes.append("usable VRAM = free − 0.5 GiB for the CUDA/ROCm context, per card")
-    desc = f"{_gib(hw.ram_available)} RAM available" + "".join(
-        f", GPU {g.index} {g.name} {_gib(g.free)} free" for g in gpus
+    desc = f"{format_bytes(hw.ram_available)} RAM available" + "".join(
+        f", GPU {g.index} {g.name} {format_bytes(g.free)} free" for g in gpus
     )
     repack = repack_rules(hw.cpu_features)
     notes.append(_cpu_rule(repack) + f" (from the {hw.cpu_features_source})")
     return Target("this machine", hw.ram_available, cards, hw.unified_memory, desc, notes, repack)
-
-
-def _gib(n: int) -> str:
-    return f"{n / GIB:.3g} GiB"

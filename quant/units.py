@@ -1,5 +1,5 @@
-"""Sizes and counts for people, with no imports: the TUI formats on its UI thread before the hub client
-(and huggingface_hub behind it) has been loaded.
+"""Sizes and counts for people, with no imports: the one formatter of the CLI, the TUI (which formats on its
+UI thread before the hub client has been loaded) and quant's own messages (the sizing targets).
 
 One convention everywhere: binary units (KiB, MiB, GiB, TiB), as llama.cpp, `hubtui plan`, `hubtui hw`
 and the target profiles use them, so a file shows the same size on every screen and in every command.
