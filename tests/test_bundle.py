@@ -297,7 +297,7 @@ def test_a_custom_target_plans_the_bundle_and_cancel_leaves_nothing(
     from quant.sizing.profiles import custom_target
 
     plan = plan_for_target(bundle_gguf, read_facts(bundle_gguf), custom_target("4G"))
-    assert plan.target == "custom" and plan.description == "4 GiB RAM, no GPU" and plan.fits
+    assert plan.target == "custom" and plan.description == "4.00 GiB RAM, no GPU" and plan.fits
     cancel = threading.Event()
     dest = tmp_path / "out" / "b"
     with pytest.raises(RunnerError, match="cancelled"):
