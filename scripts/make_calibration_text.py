@@ -91,8 +91,8 @@ def ui_sentences(wheel: Path, lang: str, cap: int) -> str:
     seen: set[str] = set()
     lines, size = [], 0
     with zipfile.ZipFile(wheel) as zf:
-        names = sorted(n for n in zf.namelist() if f"/locale/{lang}/LC_MESSAGES/" in n and n.endswith(".po"))
-        names.sort(key=lambda n: not n.startswith("django/conf/"))  # the core catalogue first
+        catalogues = (n for n in zf.namelist() if f"/locale/{lang}/LC_MESSAGES/" in n and n.endswith(".po"))
+        names = sorted(catalogues, key=lambda n: (not n.startswith("django/conf/"), n))  # the core one first
         for name in names:
             for s in _po_strings(zf.read(name).decode("utf-8")):
                 spaced = len(s.split()) >= 4

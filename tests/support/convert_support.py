@@ -18,6 +18,7 @@ import pytest
 
 from hubtui.demo.checkpoint_writer import write_json, write_weights
 from quant.convert.options import TensorOptions
+from quant.gguf_file import GGUF_NUMPY_DTYPES
 from tests.fixtures.checkpoints import fp8_quantize, random_weights
 
 
@@ -188,21 +189,6 @@ def tensor_bytes(path: Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
     }
 
 
-_SCALARS = {
-    gguf.GGUFValueType.UINT8: "<u1",
-    gguf.GGUFValueType.INT8: "<i1",
-    gguf.GGUFValueType.UINT16: "<u2",
-    gguf.GGUFValueType.INT16: "<i2",
-    gguf.GGUFValueType.UINT32: "<u4",
-    gguf.GGUFValueType.INT32: "<i4",
-    gguf.GGUFValueType.FLOAT32: "<f4",
-    gguf.GGUFValueType.BOOL: "<?",
-    gguf.GGUFValueType.UINT64: "<u8",
-    gguf.GGUFValueType.INT64: "<i8",
-    gguf.GGUFValueType.FLOAT64: "<f8",
-}
-
-
 def read_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str, tuple[int, ...], bytes]]]:
     """(KVs in file order, [(name, ggml type name, ne, raw bytes)]) of a GGUF file.
 
@@ -230,12 +216,12 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str, tuple[in
             return string()
         if vtype == gguf.GGUFValueType.ARRAY:
             sub, n = take("<IQ")
-            if sub in _SCALARS:
-                arr = np.frombuffer(data, dtype=_SCALARS[sub], count=n, offset=pos)
+            if sub in GGUF_NUMPY_DTYPES:
+                arr = np.frombuffer(data, dtype=GGUF_NUMPY_DTYPES[sub], count=n, offset=pos)
                 pos += arr.nbytes
                 return arr.tolist()
             return [value(sub) for _ in range(n)]
-        arr = np.frombuffer(data, dtype=_SCALARS[vtype], count=1, offset=pos)
+        arr = np.frombuffer(data, dtype=GGUF_NUMPY_DTYPES[vtype], count=1, offset=pos)
         pos += arr.nbytes
         return arr[0].item()
 
