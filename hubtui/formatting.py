@@ -26,7 +26,7 @@ FIT_LABELS = {
 
 def fit_label(row: dict) -> str:
     """A type's verdict in words, from its `TypePlan.to_dict()`: "CPU only, tight", "pages from disk", ..."""
-    label = FIT_LABELS[row["fit"]]
+    label = FIT_LABELS[row["fit"]] + (" with --no-mmap" if row.get("mode_switched") else "")
     return f"{label}, tight" if row.get("tight") else label
 
 

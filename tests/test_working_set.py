@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from quant.sizing.hardware import GIB, MIB
-from quant.sizing.memory import FOLIO, ModelShape, RunSettings, estimate, margin
+from quant.sizing.memory import FOLIO, MARGIN_MIN, RECLAIM_ROOM, ModelShape, RunSettings, estimate, margin
 from quant.sizing.plan import fit, host_need, load_source, max_context, plan
 from quant.sizing.profiles import Target, get_profile
 from quant.sizing.repack import ARM_I8MM, X86_AVX2
@@ -93,7 +93,7 @@ def test_verdicts_fits_tight_pages_none() -> None:
     shape = _shape()
     s = RunSettings(n_ctx=512, repack=X86_AVX2)
     host = estimate(shape, s).host
-    need = host.working_set + margin(host.working_set)
+    need = host.working_set + host.margin
     roomy = fit(shape, s, Target("roomy", int(need / 0.8)))
     assert roomy.verdict == "fits" and not roomy.tight
     tight = fit(shape, s, Target("tight", need))
@@ -102,6 +102,50 @@ def test_verdicts_fits_tight_pages_none() -> None:
     floor = host.anonymous_resident
     assert fit(shape, s, Target("floor", floor)).kind == "slow"
     assert fit(shape, s, Target("under", floor - MIB)).verdict == "does not fit"
+
+
+def test_the_margin_keeps_room_for_mapped_pages_of_repacked_weights() -> None:
+    shape = _shape()
+    s = RunSettings(n_ctx=512, repack=X86_AVX2)
+    mapped = estimate(shape, s).host
+    # the four Q4_K projections lie inside the mapped span (token_embd .. output.weight): all stay mapped
+    assert mapped.read_once == mapped.repack == 4 * 4 * MIB
+    assert mapped.margin == margin(mapped.working_set) + int(RECLAIM_ROOM * 4 * 4 * MIB)
+    # read into RAM, or pinned by mlock, those pages are not there to give back: the plain margin
+    loaded = estimate(shape, replace(s, mmap=False)).host
+    assert loaded.read_once == 0 and loaded.margin == margin(loaded.working_set) == MARGIN_MIN
+    locked = estimate(shape, replace(s, mlock=True)).host
+    assert locked.margin == margin(locked.working_set)
+    # nothing repacked (ARM's rules cover Q6_K, so take a CPU without any): no room is added
+    plain = estimate(shape, replace(s, repack=replace(X86_AVX2, rows=()))).host
+    assert plain.read_once == 0 and plain.margin == margin(plain.working_set)
+
+
+def test_the_plan_reads_the_file_into_ram_only_where_mapping_it_does_not_fit() -> None:
+    shape = _shape()
+    s = RunSettings(n_ctx=512, repack=X86_AVX2)
+    mapped, loaded = estimate(shape, s).host, estimate(shape, replace(s, mmap=False)).host
+    need_mapped = mapped.working_set + mapped.margin
+    need_loaded = loaded.working_set + loaded.margin
+    assert need_loaded < need_mapped  # the repacked weights' room is larger than token_embd's loaded rows
+    # room for both: llama.cpp's default, the file mapped
+    roomy = fit(shape, s, Target("roomy", need_mapped), choose_mode=True)
+    assert roomy.fits and roomy.mmap and not roomy.mode_switched
+    # room for the loaded file only: the plan switches, and says so; asked for mmap, it pages instead
+    short = Target("short", need_mapped - MIB)
+    switched = fit(shape, s, short, choose_mode=True)
+    assert switched.fits and not switched.mmap and switched.mode_switched and switched.mode == "no-mmap"
+    assert fit(shape, s, short).verdict == "pages from disk"
+    # room for neither: the mapped verdict stands (it can still page; read into RAM it would be killed)
+    neither = fit(shape, s, Target("neither", need_loaded - MIB), choose_mode=True)
+    assert neither.mmap and neither.verdict == "pages from disk"
+    # a mode asked for is kept: mlock and --no-mmap are never switched
+    assert not fit(shape, replace(s, mlock=True), short, choose_mode=True).mode_switched
+    # max ctx follows the same choice: never smaller than mapped-only
+    budget = Target("t", need_mapped + 8 * MIB)
+    best_mapped = max_context(shape, replace(s, n_ctx=4096), budget)
+    best_either = max_context(shape, replace(s, n_ctx=4096), budget, choose_mode=True)
+    assert best_mapped is not None and best_either is not None and best_either > best_mapped
 
 
 def test_max_ctx_comes_from_the_working_set() -> None:
@@ -131,21 +175,31 @@ def test_8b_q4_k_m_fits_an_8gb_laptop(llama8b: Path) -> None:
     p = plan(source, laptop, ctx=4096)
     rows = {r.qtype: r for r in p.rows}
     q4 = rows["Q4_K_M"].placement
-    assert q4.verdict == "fits" and q4.kind == "cpu"
-    assert p.recommendation is rows["Q4_K_M"]
+    # it fits (within 10 % of the 6.40 GiB: "tight") with the weights read into RAM, which the plan chose:
+    # mapped, the repacked weights' file pages would need 1.5 GiB more room (docs/sizing.md)
+    assert q4.fits and q4.kind == "cpu" and q4.verdict in ("fits", "tight") and q4.usage < 0.92
+    assert not q4.mmap and q4.mode_switched
     host = q4.estimate.host
     assert host.repack > 3 * GIB  # the Q4_K weights are copied into anonymous memory...
-    assert host.working_set < 6 * GIB < host.peak_rss  # ...and their file pages are not counted
-    # repacking makes Q4_K_M's working set smaller than Q5_K_M's (which is read in place), not bigger
-    assert host.working_set < rows["Q5_K_M"].placement.estimate.host.working_set
+    assert host.working_set < 6 * GIB  # ...and nothing is counted twice
+    # repacking makes Q4_K_M's need smaller than Q5_K_M's (which is read in place), not bigger
+    q5 = rows["Q5_K_M"].placement
+    assert q5.mmap and q5.fits and q4.usage < q5.usage
+    assert p.recommendation is not None and p.recommendation.qtype in ("Q4_K_M", "Q5_K_M")
     assert rows["Q8_0"].placement.verdict == "pages from disk"
     assert rows["Q4_K_M"].max_ctx >= 4096
-    # without mmap everything is anonymous; with mlock the mapped span is pinned too and it no longer fits
     settings = RunSettings(repack=laptop.repack)
+    # mapped (asked for), there is no room for the repacked weights' file pages: it would page
+    mapped = plan(source, laptop, ctx=4096, settings=settings, choose_mode=False)
+    assert {r.qtype: r.placement.verdict for r in mapped.rows}["Q4_K_M"] == "pages from disk"
+    # --no-mmap asked for: the same fit as the plan's choice; with mlock the mapped span is pinned too
     loaded = plan(source, laptop, ctx=4096, settings=replace(settings, mmap=False))
-    assert {r.qtype: r.placement.verdict for r in loaded.rows}["Q4_K_M"] in ("fits", "tight")
+    assert {r.qtype: r.placement.usage for r in loaded.rows}["Q4_K_M"] == q4.usage
     pinned = plan(source, laptop, ctx=4096, settings=replace(settings, mlock=True))
     assert {r.qtype: r.placement.verdict for r in pinned.rows}["Q4_K_M"] == "does not fit"
+    # a 16 GB laptop has the room: mapped, as llama.cpp does by default
+    roomy = plan(source, get_profile("laptop-16g"), ctx=4096)
+    assert all(r.placement.mmap and r.fits for r in roomy.rows)
 
 
 def test_cli_plan_load_modes(llama8b: Path, cli: Cli) -> None:
@@ -161,5 +215,19 @@ def test_cli_plan_load_modes(llama8b: Path, cli: Cli) -> None:
     text = cli(*common, "--no-mmap")
     assert text.code == 0, text.err
     line = next(ln for ln in text.out.splitlines() if ln.startswith("Q4_K_M"))
-    assert "CPU only" in line and "weights loaded with no-mmap" in text.out
+    assert "CPU only" in line and "with --no-mmap" not in line and "weights loaded with no-mmap" in text.out
     assert "recommended: Q4_K_M" in text.out
+    # no flag: the plan chooses --no-mmap, and says so in the table, the recommendation and the JSON
+    chosen = cli(*common)
+    assert chosen.code == 0, chosen.err
+    line = next(ln for ln in chosen.out.splitlines() if ln.startswith("Q4_K_M"))
+    assert "CPU only with --no-mmap" in line
+    assert "recommended: Q4_K_M at context 4096, on CPU, loaded with --no-mmap" in chosen.out
+    assert "room for 50% of the repacked weights' file pages" in chosen.out
+    (row,) = cli(*common, "--json").json()["types"]
+    assert row["mode"] == "no-mmap" and row["mode_switched"] and not row["mmap"]
+    # --mmap: sized mapped, as asked: it would page
+    forced = cli(*common, "--mmap", "--json").json()
+    (row,) = forced["types"]
+    assert row["verdict"] == "pages from disk" and row["read_once"] > 3 * GIB and not row["mode_switched"]
+    assert row["margin"] > row["read_once"] // 2 and forced["recommendation"] is None

@@ -88,7 +88,10 @@ def lora_merges(loras: tuple[Path, ...], scales: tuple[float, ...]) -> list[tupl
 
 
 def memory_mode_options(func):
-    """--no-mmap/--mlock, shared by `plan` (sizes for the mode), `smoke` and `chat` (load in it)."""
+    """--mmap/--no-mmap/--mlock, shared by `plan` (sizes for the mode), `smoke` and `chat` (load in it).
+
+    Neither --mmap nor --no-mmap (nor --mlock): the plan's choice (quant.sizing.plan.fit), the file mapped
+    unless only reading it into RAM fits."""
     func = click.option(
         "--mlock",
         is_flag=True,
@@ -96,9 +99,10 @@ def memory_mode_options(func):
         "mapped span of the file stays resident.",
     )(func)
     return click.option(
-        "--no-mmap",
-        "no_mmap",
-        is_flag=True,
-        help="Read the weights into RAM instead of mapping the file (llama.cpp --no-mmap): nothing can be "
-        "paged back to the file, so all of it must fit.",
+        "--mmap/--no-mmap",
+        "mmap",
+        default=None,
+        help="Map the file (llama.cpp's default) or read the weights into RAM (--no-mmap: nothing can be "
+        "paged back to the file, so all of it must fit). Default: map it, unless the plan for this machine "
+        "finds that only reading it fits (the file pages of repacked weights need room too).",
     )(func)

@@ -50,7 +50,7 @@ def command(
     no_stats: bool,
     lora: str | None,
     lora_scale: float,
-    no_mmap: bool,
+    mmap: bool | None,
     mlock: bool,
 ) -> None:
     """Chat with a GGUF in the terminal using its own chat template.
@@ -70,7 +70,7 @@ def command(
         gpu_layers=parse_gpu_layers(gpu_layers),
         lora=lora,
         lora_scale=lora_scale,
-        mmap=not no_mmap,
+        mmap=mmap,
         mlock=mlock,
     )
     engine = ChatEngine(

@@ -436,7 +436,9 @@ def _auto_type(
         raise HubtuiError(f"--type auto: no type of {src} fits {target.name} at context {p.settings.n_ctx}")
     click.echo(
         f"auto: {rec['type']} fits {target.name} at context {rec['ctx']} ({rec['fit']}, n_gpu_layers "
-        f"{rec['n_gpu_layers']}, working set {format_bytes(rec['working_set'])})",
+        f"{rec['n_gpu_layers']}, working set {format_bytes(rec['working_set'])}"
+        + (", run it with --no-mmap" if rec["mode_switched"] else "")
+        + ")",
         err=True,
     )
     return rec

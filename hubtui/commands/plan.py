@@ -85,10 +85,11 @@ def build_plan(
     *,
     flash_attn: bool = False,
     options: TensorOptions | None = None,
-    mmap: bool = True,
+    mmap: bool | None = None,
     mlock: bool = False,
     has_imatrix: bool = False,
 ) -> Plan:
+    """`mmap` None: the plan chooses (the file mapped unless only reading it into RAM fits)."""
     from quant.errors import QuantError
     from quant.filetypes import resolve_file_type
     from quant.sizing.plan import DEFAULT_CTX, DEFAULT_TYPES, PlanError, plan
@@ -101,7 +102,7 @@ def build_plan(
     from hubtui.commands._common import checkpoint_source
     from quant.sizing.memory import RunSettings
 
-    settings = RunSettings(flash_attn=flash_attn, repack=target.repack, mmap=mmap, mlock=mlock)
+    settings = RunSettings(flash_attn=flash_attn, repack=target.repack, mmap=mmap is not False, mlock=mlock)
     from hubtui.errors import HubtuiError
     from hubtui.hub.standin import headers_only_checkpoint
 
@@ -119,6 +120,7 @@ def build_plan(
                 settings=settings,
                 options=options,
                 has_imatrix=has_imatrix,
+                choose_mode=mmap is None,
             )
         except PlanError as exc:
             raise click.BadParameter(str(exc), param_hint="SRC") from None
@@ -138,7 +140,7 @@ def _bar(fraction: float | None) -> str:
 
 
 def render(p: Plan) -> str:
-    from quant.sizing.memory import MARGIN_FRACTION, MARGIN_MIN
+    from quant.sizing.memory import MARGIN_FRACTION, MARGIN_MIN, RECLAIM_ROOM
 
     data = p.to_dict()
     model, tgt = data["model"], data["target"]
@@ -147,7 +149,8 @@ def render(p: Plan) -> str:
         f"KV cache {model['kv_bytes_per_token'] / 1024:.1f} KiB/token (f16)",
         f"target: {describe_target(p.target)}",
         f"context {p.settings.n_ctx}, n_batch {p.settings.n_batch}, flash attention "
-        f"{'on' if p.settings.flash_attn else 'off'}, weights loaded with {p.settings.mode}",
+        f"{'on' if p.settings.flash_attn else 'off'}, weights loaded with {p.settings.mode}"
+        + (" (or --no-mmap where only that fits)" if p.choose_mode else ""),
         "",
     ]
     if model["n_expert"]:
@@ -210,8 +213,9 @@ def render(p: Plan) -> str:
             "partial": f"{rec['n_gpu_layers']} layers on the GPU",
             "cpu": "on CPU",
         }
+        load = ", loaded with --no-mmap" if rec["mode_switched"] else ""
         lines.append(
-            f"recommended: {rec['type']} at context {rec['ctx']}, {how[rec['fit']]} "
+            f"recommended: {rec['type']} at context {rec['ctx']}, {how[rec['fit']]}{load} "
             f"(n_gpu_layers={rec['n_gpu_layers']}), working set {format_bytes(rec['working_set'])} on the host"
         )
     where = "used in place from the mapped file" if p.settings.mmap else "loaded into RAM"
@@ -221,6 +225,20 @@ def render(p: Plan) -> str:
         "budget, tightly when that is over 90 % of it",
         "peak RSS: what top shows after loading; it also counts mapped file pages the kernel can drop",
     ]
+    if (
+        p.settings.mmap
+        and not p.settings.mlock
+        and any(r["read_once"] or r["mode_switched"] for r in data["types"])
+    ):
+        lines.append(
+            f"  with mmap the margin also keeps room for {RECLAIM_ROOM:.0%} of the repacked weights' file pages "
+            "(still mapped after loading; the kernel drops them too slowly to run in less)"
+            + (
+                "; where that room is missing, the plan reads the file into RAM (--no-mmap)"
+                if p.choose_mode
+                else ""
+            )
+        )
     for note in tgt["assumptions"]:
         lines.append(f"assumes: {note}")
     return "\n".join(lines)
@@ -254,7 +272,7 @@ def command(
     types: tuple[str, ...],
     flash_attn: bool,
     has_imatrix: bool,
-    no_mmap: bool,
+    mmap: bool | None,
     mlock: bool,
     as_json: bool,
 ) -> None:
@@ -273,7 +291,7 @@ def command(
         ctx,
         types or None,
         flash_attn=flash_attn,
-        mmap=not no_mmap,
+        mmap=mmap,
         mlock=mlock,
         has_imatrix=has_imatrix,
     )

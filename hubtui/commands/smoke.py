@@ -53,7 +53,7 @@ def command(
     lora: str | None,
     lora_scale: float,
     timeout: float,
-    no_mmap: bool,
+    mmap: bool | None,
     mlock: bool,
     as_json: bool,
 ) -> None:
@@ -90,7 +90,7 @@ def command(
         on_progress=progress,
         lora=lora,
         lora_scale=lora_scale,
-        mmap=not no_mmap,
+        mmap=mmap,
         mlock=mlock,
     )
     if as_json:

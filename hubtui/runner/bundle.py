@@ -73,6 +73,7 @@ class BundlePlan:
     notes: list[str] = field(default_factory=list)
     peak_rss_bytes: int | None = None
     verdict: str = ""  # fits, tight, pages from disk, does not fit
+    mmap: bool = True  # False: the plan fits only with the weights read into RAM (--no-mmap)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,6 +91,11 @@ class BundlePlan:
             + (f" ({self.verdict})" if self.verdict else ""),
             f"- peak RSS (also counts mapped file pages the system can drop): {peak}",
         ]
+        if not self.mmap:
+            lines.append(
+                "- load with --no-mmap (every command in README.txt does): mapping the file leaves too "
+                "little room for the file pages of its repacked weights"
+            )
         return lines + [f"- {n}" for n in self.notes]
 
 
@@ -108,7 +114,7 @@ def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | Target | No
     target = target_name if isinstance(target_name, Target) else get_profile(target_name or "laptop-8g")
     source = load_source(path)
     first = plan(source, target, ctx=min(MAX_BUNDLE_CTX, facts.context_length or MAX_BUNDLE_CTX))
-    best = max_context(first.shape, first.settings, target)
+    best = max_context(first.shape, first.settings, target, choose_mode=first.choose_mode)
     notes = list(target.assumptions)
     if best is None:
         return BundlePlan(
@@ -143,6 +149,7 @@ def plan_for_target(path: Path, facts: GGUFFacts, target_name: str | Target | No
         notes + final.warnings,
         row.placement.estimate.host.peak_rss,
         row.placement.verdict,
+        row.placement.mmap,
     )
 
 
@@ -184,6 +191,9 @@ def _modelfile(gguf_name: str, plan: BundlePlan, eos: str | None, adapter: Bundl
         lines.append(f"PARAMETER num_ctx {plan.n_ctx}")
     if plan.n_gpu_layers == 0:
         lines.append("PARAMETER num_gpu 0")
+    if not plan.mmap:
+        lines.append("# planned to load without mmap (llama.cpp --no-mmap): only that fits the target")
+        lines.append("PARAMETER use_mmap false")
     lines.append("PARAMETER temperature 0.7")
     if eos:
         lines.append(f'PARAMETER stop "{eos}"')
@@ -196,6 +206,8 @@ def _readme(
     ctx = plan.n_ctx or 2048
     tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(gguf_name).stem.lower())
     ngl = f" -ngl {plan.n_gpu_layers}" if plan.n_gpu_layers else ""
+    ngl += "" if plan.mmap else " --no-mmap"
+    no_mmap = "" if plan.mmap else " --no-mmap"
     lora = adapter.llama_cpp_args() if adapter else ""
     lora_hubtui = adapter.hubtui_args() if adapter else ""
     what = (
@@ -226,8 +238,8 @@ Check the files first (nothing was damaged in copying):
 
 Chat in the terminal with hubtui's own chat (needs Python 3.11+ and llama-cpp-python):
     pip install llama-cpp-python
-    python3 {CHAT_APP} {gguf_name}{lora_hubtui} --ctx {ctx}
-    (or, with hubtui installed: hubtui chat {gguf_name}{lora_hubtui} --ctx {ctx})
+    python3 {CHAT_APP} {gguf_name}{lora_hubtui} --ctx {ctx}{no_mmap}
+    (or, with hubtui installed: hubtui chat {gguf_name}{lora_hubtui} --ctx {ctx}{no_mmap})
     Commands inside: /reset, /system TEXT, /save FILE, /quit; Ctrl-C stops a reply.
 
 llama.cpp (https://github.com/ggml-org/llama.cpp):

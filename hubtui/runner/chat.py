@@ -65,14 +65,15 @@ def load_model(
     gpu_layers: int | str = "auto",
     lora: str | os.PathLike[str] | None = None,
     lora_scale: float = 1.0,
-    mmap: bool = True,
+    mmap: bool | None = None,
     mlock: bool = False,
 ) -> Any:
     """Load a GGUF in this process, quietly; header problems become one-line RunnerErrors first.
 
     `lora`: a LoRA adapter GGUF applied at run time with `lora_scale`. `mmap=False` reads the weights into
     anonymous memory (nothing can be paged back to the file); `mlock` pins the model's memory so it is never
-    paged out. `hubtui plan --no-mmap/--mlock` sizes these modes.
+    paged out. `hubtui plan --no-mmap/--mlock` sizes these modes; `mmap=None` takes the plan's choice for this
+        machine (`hubtui.runner.offload.load_mode`).
     """
     from hubtui.runner import llama_log
     from hubtui.runner.gguf_check import check_facts, read_facts
@@ -99,6 +100,10 @@ def load_model(
     llama_log.install()
     if n_ctx is None:
         n_ctx = min(4096, (facts.context_length if facts else None) or 4096)
+    if mmap is None:
+        from hubtui.runner.offload import load_mode
+
+        mmap, _reason = load_mode(path, n_ctx, mlock=mlock)
     if gpu_layers == "auto":
         from hubtui.runner.offload import auto_gpu_layers
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             gpu_layers=gpu,
             lora=args.lora,
             lora_scale=args.lora_scale,
-            mmap=not args.no_mmap,
+            mmap=False if args.no_mmap else None,
             mlock=args.mlock,
         )
         engine = ChatEngine(

@@ -1,9 +1,33 @@
-"""`--gpu-layers auto`: how many layers to offload, from the project's sizing plan for this machine."""
+"""How to load a GGUF on this machine, from the project's sizing plan: `--gpu-layers auto` (how many layers
+to offload) and the load mode when none was asked for (map the file, or read it into RAM where only that fits)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+
+def load_mode(path: str | os.PathLike[str], n_ctx: int, *, mlock: bool = False) -> tuple[bool, str]:
+    """(use mmap, why) when the user asked for neither --mmap nor --no-mmap: llama.cpp's default (map the
+    file) unless the plan for this machine finds that only reading it into RAM fits."""
+    if mlock:
+        return True, "mlock pins the mapped file"
+    try:
+        from hubtui.runner.machine import detect_machine
+        from quant.sizing.memory import RunSettings
+        from quant.sizing.plan import load_source, plan
+        from quant.sizing.profiles import machine_target
+    except ImportError:  # the standalone chat app in a field bundle carries no sizing code
+        return True, "no sizing code: llama.cpp's default"
+    try:
+        target = machine_target(detect_machine())
+        settings = RunSettings(repack=target.repack)
+        row: Any = plan(load_source(os.fspath(path)), target, ctx=n_ctx, settings=settings).rows[0]
+    except Exception as exc:  # sizing is advice: a failure must not stop the run
+        return True, f"sizing failed ({exc}); llama.cpp's default"
+    if row.placement.mode_switched:
+        return False, "mapping the file leaves too little room for the pages of its repacked weights"
+    return True, "llama.cpp's default"
 
 
 def auto_gpu_layers(

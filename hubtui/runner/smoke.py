@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +200,18 @@ SMOKE_LOGITS_COPIES = 3
 
 
 def _memory_check(
-    report: SmokeReport, path: str | os.PathLike[str], n_ctx: int, gpu_layers: int | str
+    report: SmokeReport,
+    path: str | os.PathLike[str],
+    n_ctx: int,
+    gpu_layers: int | str,
+    *,
+    choose_mode: bool = False,
 ) -> None:
     """Refuse a file that cannot fit before llama.cpp tries: the plan's working set for this machine and
-    load mode (mmap or not, mlock), plus the perplexity pass's logits. Paging is a warning, not a failure."""
+    load mode (mmap or not, mlock), plus the perplexity pass's logits. Paging is a warning, not a failure.
+
+    `choose_mode`: the plan may load the file with --no-mmap where mapping it does not fit; `report.mmap`
+    then says how the worker loads it."""
     import llama_cpp
 
     from hubtui.runner.machine import detect_machine
@@ -214,22 +222,29 @@ def _memory_check(
 
     target = machine_target(detect_machine())
     settings = RunSettings(repack=target.repack, mmap=report.mmap, mlock=report.mlock)
+    on_cpu = gpu_layers in (0, "0") or (gpu_layers == "auto" and not llama_cpp.llama_supports_gpu_offload())
+    facts = report.facts
+    n_vocab = facts.n_vocab_tokens if facts else 0
+    extra = SMOKE_LOGITS_COPIES * min(n_ctx, 512) * n_vocab * 4 if on_cpu else 0
+    # the logits are anonymous memory on top of the model's: the plan (and its choice of mode) gets the rest
+    budget = replace(target, ram=max(0, target.ram - extra))
     try:
-        row = plan(Path(path), target, ctx=n_ctx, settings=settings).rows[0]
+        row = plan(Path(path), budget, ctx=n_ctx, settings=settings, choose_mode=choose_mode).rows[0]
     except QuantError as exc:
         report.add("memory", "warn", f"cannot size it: {exc}")
         return
-    on_cpu = gpu_layers in (0, "0") or (gpu_layers == "auto" and not llama_cpp.llama_supports_gpu_offload())
     report.plan = row.to_dict()
+    report.mmap = row.placement.mmap
     if not on_cpu:
         report.add("memory", "ok", f"sized for the GPU: {row.placement.verdict} ({row.placement.kind})")
         return
-    facts = report.facts
-    n_vocab = facts.n_vocab_tokens if facts else 0
-    extra = SMOKE_LOGITS_COPIES * min(n_ctx, 512) * n_vocab * 4
     need = report.plan["working_set"] + report.plan["margin"] + extra
     avail = target.ram
-    mode = settings.mode
+    mode = row.placement.mode + (
+        " (mapping the file leaves too little room for the pages of its repacked weights)"
+        if row.placement.mode_switched
+        else ""
+    )
     name = Path(path).name
     what = f"working set {format_bytes(report.plan['working_set'])} at ctx {n_ctx} with {mode}"
     if row.placement.kind == "none" or report.plan["anonymous"] + extra > avail:
@@ -338,7 +353,7 @@ def run_smoke(
     on_progress: ProgressCallback | None = None,
     lora: str | os.PathLike[str] | None = None,
     lora_scale: float = 1.0,
-    mmap: bool = True,
+    mmap: bool | None = None,
     mlock: bool = False,
     cancel: threading.Event | None = None,
 ) -> SmokeReport:
@@ -346,13 +361,14 @@ def run_smoke(
 
     `lora`: a LoRA adapter GGUF applied at run time (scaled by `lora_scale`); a `baseline` equal to `path`
     then means the same model without the adapter. `mmap`/`mlock` are llama.cpp's load modes; the memory
-    check sizes for the same mode. `cancel` set stops the llama.cpp child; the report then fails with
+    check sizes for the same mode (`mmap` None: the plan's choice, see `quant.sizing.plan.fit`). `cancel`
+    set stops the llama.cpp child; the report then fails with
     "cancelled"."""
     from hubtui.runner.passage import passage_text
 
     if n_ctx < 128:
         raise RunnerError(f"--ctx {n_ctx} is too small for the smoke test (at least 128)")
-    report = SmokeReport(path=str(path), n_ctx=n_ctx, mmap=mmap, mlock=mlock)
+    report = SmokeReport(path=str(path), n_ctx=n_ctx, mmap=mmap is not False, mlock=mlock)
     if on_progress:
         on_progress("header", f"reading {path}")
     try:
@@ -364,7 +380,7 @@ def run_smoke(
     report.facts = facts
     report.add("gguf", "ok", f"GGUF with {facts.n_tensors} tensors, {facts.n_params / 1e6:.1f} M parameters")
     report.checks.extend(check_facts(facts))
-    _memory_check(report, path, n_ctx, gpu_layers)
+    _memory_check(report, path, n_ctx, gpu_layers, choose_mode=mmap is None and not mlock)
     if lora is not None:
         from hubtui.runner.adapters import check_adapter
 
@@ -398,7 +414,7 @@ def run_smoke(
         "baseline": str(Path(baseline).resolve()) if baseline else None,
         "lora": str(Path(lora).resolve()) if lora else None,
         "lora_scale": lora_scale,
-        "mmap": mmap,
+        "mmap": report.mmap,
         "mlock": mlock,
     }
     if on_progress:  # the child's first word comes after llama.cpp's import, seconds from now

@@ -228,6 +228,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     n_ctx = int(req["n_ctx"])
     mode: dict[str, Any] = {"mmap": bool(req.get("mmap", True)), "mlock": bool(req.get("mlock", False))}
     ngl, supported, why = resolve_gpu_layers(req["gpu_layers"], req["path"], n_ctx, **mode)
+    result["load_mode"] = mode  # what llama.cpp is asked for: the parent's (or the plan's) choice
     result["gpu_layers"] = ngl
     result["gpu_layers_reason"] = why
     result["gpu_offload_supported"] = supported

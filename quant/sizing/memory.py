@@ -20,6 +20,12 @@ On the host three figures matter, and they differ a lot once weights are memory-
 
 `--no-mmap` reads the weights into anonymous memory (nothing is reclaimable: working set = peak RSS);
 `--mlock` pins the mapped span of the file as well, so the pages of repacked weights stop being reclaimable.
+
+Reclaimable is not free, though: with mmap, the file pages of repacked weights stay mapped after loading
+(`read_once`), and under a cap of working set + 3 % the kernel evicts pages every token reads before it has
+given all of them back (generation 5-9x slower on 3B and 8B shapes, docs/benchmarks.md). The margin therefore
+keeps room for half of them (`RECLAIM_ROOM`); `--no-mmap` has no such pages, so when room is short the plan
+loads repacked types that way instead (`quant.sizing.plan.fit`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ METADATA_PER_MERGE = 48
 # within the budget. Measured errors of the working set are in docs/benchmarks.md.
 MARGIN_MIN = 64 * MIB
 MARGIN_FRACTION = 0.03
+# With mmap, the share of the still-mapped file pages of repacked weights (`DeviceUse.read_once`) the margin
+# keeps room for. Measured on a Llama 3.2 3B Q4_K_M (1.3 GiB of them) under caps above its working set:
+# +0.07 GiB generation 2.9x slower, +0.15 1.6x, +0.40 1.3x, +0.60 1.1x, +0.90 1.0x (docs/benchmarks.md).
+RECLAIM_ROOM = 0.5
 
 # bytes per element of the KV cache types (block scales included)
 KV_TYPE_SIZE = {"f16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -264,6 +274,7 @@ class DeviceUse:
     compute_untouched: int = 0  # part of `compute` the graphs run never touch (stays virtual)
     in_place: int = 0  # file-backed weight bytes read on every token (mmap; folios they keep included)
     file_mapped: int = 0  # host weight bytes of the file that loading maps (mmap prefetches all of them)
+    read_once: int = 0  # file bytes of repacked weights that stay mapped after loading (mmap)
     layers: int = 0
     mapped: bool = False
     locked: bool = False
@@ -308,12 +319,19 @@ class DeviceUse:
         """Mapped file pages in the RSS that the kernel may drop without slowing the model down."""
         return self.peak_rss - self.working_set
 
+    @property
+    def margin(self) -> int:
+        """What sizing keeps spare above the working set (see `margin`)."""
+        pinned = self.locked or not self.mapped  # mlock keeps those pages; without mmap there are none
+        return margin(self.working_set, 0 if pinned else self.read_once)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
             "total": self.total,
             "anonymous": self.anonymous_resident,
             "working_set": self.working_set,
             "peak_rss": self.peak_rss,
+            "margin": self.margin,
         }
 
 
@@ -346,9 +364,10 @@ class Estimate:
         }
 
 
-def margin(working_set: int) -> int:
-    """The allowance for the model's own error on a working set of this size."""
-    return max(MARGIN_MIN, int(working_set * MARGIN_FRACTION))
+def margin(working_set: int, read_once: int = 0) -> int:
+    """The allowance for the model's own error on a working set of this size, plus room for the kernel to
+    give back `read_once` bytes of mapped file pages (repacked weights with mmap) before it evicts hot ones."""
+    return max(MARGIN_MIN, int(working_set * MARGIN_FRACTION)) + int(read_once * RECLAIM_ROOM)
 
 
 def kv_cells(shape: ModelShape, settings: RunSettings, layer: int | None = None) -> int:
@@ -500,15 +519,18 @@ def _host_weights(host: DeviceUse, shape: ModelShape, settings: RunSettings, on_
 
     With mmap, llama.cpp maps the span of the file between the first and the last weight it uses in place
     (its CPU_Mapped buffer) and unmaps the rest after loading; a repacked weight inside that span keeps its
-    (reclaimable) file pages mapped."""
+    (reclaimable) file pages mapped: `read_once`."""
     mapped: list[Weight] = []  # in the default CPU buffer: used in place (mmap) or loaded (no mmap)
     per_token: list[Weight] = []
+    repacked: list[Weight] = []
     for w in shape.tensors or _aggregate_tensors(shape):
         if w.layer not in on_host:
             continue
         if w.matmul and settings.repack.repacks(w.ggml_type, w.rows):
             host.repack += w.nbytes  # an anonymous copy; with mmap its file pages are read once
             host.file_mapped += 0 if w.tied else w.nbytes
+            if not w.tied:
+                repacked.append(w)
         elif w.tied:
             per_token.append(w)  # the output reads token_embd's own bytes
         else:
@@ -522,9 +544,17 @@ def _host_weights(host: DeviceUse, shape: ModelShape, settings: RunSettings, on_
         return
     known = [(w.offset, w.nbytes) for w in mapped if w.offset is not None]
     if mapped and len(known) == len(mapped):
-        host.weights = max(o + n for o, n in known) - min(o for o, _ in known)
+        lo, hi = min(o for o, _ in known), max(o + n for o, n in known)
+        host.weights = hi - lo
+        host.read_once = sum(
+            max(0, min(hi, w.end) - max(lo, w.offset))
+            if w.offset is not None and w.end is not None
+            else w.nbytes
+            for w in repacked
+        )
     else:
         host.weights = host.file_mapped  # layout unknown: the whole host part of the file
+        host.read_once = sum(w.nbytes for w in repacked)
     if all(w.offset is not None for w in per_token):
         folios = _folio_span([(w.offset, w.end) for w in per_token])  # type: ignore[misc]
         host.in_place = min(folios, host.weights)  # no folio reaches past the mapped file

@@ -4,6 +4,11 @@ For a local checkpoint every type's file size is exact (the converter's own layo
 GGUF file only that file is sized. Memory comes from `quant.sizing.memory`; fitting follows llama.cpp's
 semantics: layers are offloaded from the last one down with the output layer first, every GPU is its own
 budget, and on the host mmapped weights may exceed RAM only at the price of paging ("slow").
+
+The load mode is part of the answer: llama.cpp maps the file by default, but a type whose weights the CPU
+repacks needs room for their still-mapped file pages that way (`quant.sizing.memory.RECLAIM_ROOM`); when
+that room is missing and reading the file into RAM (`--no-mmap`) fits, the plan says so, and the runner loads
+it that way (hubtui.runner.offload). A mode the user asked for is sized as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from quant.sizing.memory import (
     estimate,
     kv_bytes,
     kv_bytes_per_layer,
-    margin,
 )
 from quant.sizing.profiles import Target
 
@@ -65,6 +69,16 @@ class Placement:
     n_gpu_layers: int
     estimate: Estimate
     usage: float  # share of the tightest budget this placement needs (host working set + margin, or a GPU)
+    mode_switched: bool = False  # the plan reads the file into RAM because mapping it does not fit
+
+    @property
+    def mmap(self) -> bool:
+        """Whether llama.cpp should map the file (its default) or read it into RAM (--no-mmap)."""
+        return self.estimate.host.mapped
+
+    @property
+    def mode(self) -> str:
+        return ("mmap" if self.mmap else "no-mmap") + (" + mlock" if self.estimate.host.locked else "")
 
     @property
     def fits(self) -> bool:
@@ -77,7 +91,7 @@ class Placement:
 
     @property
     def margin(self) -> int:
-        return margin(self.estimate.host.working_set)
+        return self.estimate.host.margin
 
     @property
     def verdict(self) -> str:
@@ -126,6 +140,9 @@ class TypePlan:
             "fit": self.placement.kind,
             "verdict": self.placement.verdict,
             "tight": self.placement.tight,
+            "mmap": self.placement.mmap,
+            "mode": self.placement.mode,
+            "mode_switched": self.placement.mode_switched,
             "n_gpu_layers": self.placement.n_gpu_layers,
             "budget_fraction": round(self.placement.usage, 4)
             if self.placement.usage != float("inf")
@@ -145,6 +162,7 @@ class TypePlan:
             "weights_in_place": host.working_set - host.anonymous_resident,
             "peak_rss": host.peak_rss,
             "reclaimable": host.reclaimable,
+            "read_once": host.read_once if host.mapped else 0,
             "devices": est.to_dict(),
             "max_ctx": self.max_ctx,
             "max_ctx_full_gpu": self.max_ctx_full_gpu,
@@ -159,6 +177,7 @@ class Plan:
     rows: list[TypePlan]
     recommendation: TypePlan | None
     warnings: list[str] = field(default_factory=list)
+    choose_mode: bool = False  # rows may read the file into RAM where mapping it does not fit
 
     @property
     def shape(self) -> ModelShape:
@@ -199,6 +218,7 @@ class Plan:
                 "swa_full": self.settings.swa_full,
                 "mmap": self.settings.mmap,
                 "mlock": self.settings.mlock,
+                "choose_mode": self.choose_mode,
                 "repack": self.settings.repack.to_dict(),
             },
             "types": [r.to_dict() for r in self.rows],
@@ -208,6 +228,9 @@ class Plan:
                 "type": rec.qtype,
                 "fit": rec.placement.kind,
                 "verdict": rec.placement.verdict,
+                "mmap": rec.placement.mmap,
+                "mode": rec.placement.mode,
+                "mode_switched": rec.placement.mode_switched,
                 "n_gpu_layers": rec.placement.n_gpu_layers,
                 "ctx": self.settings.n_ctx,
                 "file_size": rec.file_size,
@@ -375,7 +398,7 @@ def load_source(
 
 def host_need(est: Estimate) -> int:
     """What the host must have free: the working set and the model's margin of error."""
-    return est.host.working_set + margin(est.host.working_set)
+    return est.host.working_set + est.host.margin
 
 
 def _usage(est: Estimate, target: Target) -> float:
@@ -388,11 +411,21 @@ def _usage(est: Estimate, target: Target) -> float:
     return max(shares)
 
 
-def fit(shape: ModelShape, settings: RunSettings, target: Target) -> Placement:
+def fit(shape: ModelShape, settings: RunSettings, target: Target, *, choose_mode: bool = False) -> Placement:
     """The best placement: all layers on the GPU(s), else as many as fit, else CPU, else paging or nothing.
 
     On the host what must fit is the working set (plus the margin); with mmap and no mlock, a working set
-    over the budget whose anonymous part still fits runs, paging its in-place weights from disk ("slow")."""
+    over the budget whose anonymous part still fits runs, paging its in-place weights from disk ("slow").
+    `choose_mode`: when mapping the file does not fit (mmap, no mlock), try reading it into RAM instead."""
+    placement = _fit(shape, settings, target)
+    if choose_mode and settings.mmap and not settings.mlock and not placement.fits:
+        loaded = _fit(shape, replace(settings, mmap=False), target)
+        if loaded.fits:
+            return replace(loaded, mode_switched=True)
+    return placement
+
+
+def _fit(shape: ModelShape, settings: RunSettings, target: Target) -> Placement:
     if target.gpus:
         for ngl in range(shape.n_layer + 1, 0, -1):
             est = estimate(shape, settings, ngl, target.gpus)
@@ -416,13 +449,14 @@ def max_context(
     *,
     kinds: tuple[str, ...] = ("gpu", "partial", "cpu"),
     ceiling: int | None = None,
+    choose_mode: bool = False,
 ) -> int | None:
     """Largest context (a multiple of 256, at most `ceiling`, default the trained one) whose fit is in `kinds`."""
     ceiling = max(ceiling or shape.n_ctx_train, MIN_CTX) // CTX_STEP
     lo, hi, best = 1, ceiling, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        if fit(shape, replace(settings, n_ctx=mid * CTX_STEP), target).kind in kinds:
+        if fit(shape, replace(settings, n_ctx=mid * CTX_STEP), target, choose_mode=choose_mode).kind in kinds:
             best, lo = mid * CTX_STEP, mid + 1
         else:
             hi = mid - 1
@@ -444,8 +478,12 @@ def plan(
     settings: RunSettings | None = None,
     options: TensorOptions | None = None,
     has_imatrix: bool = False,
+    choose_mode: bool = True,
 ) -> Plan:
     """Size every type of `src` for `target` at context `ctx` and recommend one configuration.
+
+    `choose_mode`: with mmap and no mlock in `settings` (llama.cpp's default), a type whose mapped file does
+    not fit may be planned to load with --no-mmap (see `fit`); False sizes the given mode only.
 
     `options` (llama-quantize's per-tensor options) change the checkpoint's layouts as they would the files.
     Types that need an importance matrix are sized but recommended only when `has_imatrix` (one is given);
@@ -457,14 +495,15 @@ def plan(
         raise PlanError("no types to size")
     source = src if isinstance(src, ModelSource) else load_source(src, types, options, has_imatrix)
     settings = replace(settings or RunSettings(repack=target.repack), n_ctx=ctx)
+    choose_mode = choose_mode and settings.mmap and not settings.mlock
     rows = []
     for qtype, shape in source.shapes.items():
-        placement = fit(shape, settings, target)
+        placement = fit(shape, settings, target, choose_mode=choose_mode)
         top = max(shape.n_ctx_train, ctx)  # up to the trained context, or the asked one when larger
         full = None
         if target.gpus and placement.kind == "gpu":
-            full = max_context(shape, settings, target, kinds=("gpu",), ceiling=top)
-        best = max_context(shape, settings, target, ceiling=top)
+            full = max_context(shape, settings, target, kinds=("gpu",), ceiling=top, choose_mode=choose_mode)
+        best = max_context(shape, settings, target, ceiling=top, choose_mode=choose_mode)
         bpw = 8 * shape.weights / source.n_params if source.n_params else None
         rows.append(TypePlan(qtype, shape.file_size, placement, best, full, bpw))
     fitting = [
@@ -501,4 +540,4 @@ def plan(
                 f"{recommendation.qtype}: {on_cpu} of {shape.n_layer + 1} layers would run on the CPU, "
                 "so generation will be slow"
             )
-    return Plan(source, target, settings, rows, recommendation, warnings)
+    return Plan(source, target, settings, rows, recommendation, warnings, choose_mode)
