@@ -122,3 +122,25 @@ def test_smoke_sizes_and_loads_in_the_plans_mode(
     # asked for mmap, it is sized and loaded mapped
     forced = run_smoke(path, n_ctx=1024, gpu_layers=0, mmap=True).to_dict()
     assert forced["mmap"] is True and not forced["memory_plan"]["mode_switched"]
+
+
+def test_a_bundle_planned_with_no_mmap_says_so_in_every_command(repacked_gguf: tuple) -> None:
+    from hubtui.runner.bundle import _modelfile, _readme, plan_for_target
+    from hubtui.runner.gguf_check import read_facts
+    from quant.sizing.repack import X86_AVX2
+
+    path, need_mapped, need_loaded = repacked_gguf  # sized at ctx 1024
+    facts = read_facts(path)
+    # room for the loaded file at ctx 1024 but not for the mapped one: the largest context needs --no-mmap
+    target = Target("small", (need_mapped + need_loaded) // 2, repack=X86_AVX2)
+    bp = plan_for_target(path, facts, target)
+    assert bp.fits and bp.n_ctx is not None and bp.n_ctx >= 1024 and bp.mmap is False
+    readme = _readme(path.name, "m", bp, "pass")
+    commands = [ln for ln in readme.splitlines() if path.name in ln and ("chat" in ln or "llama-" in ln)]
+    assert len(commands) == 4 and all("--no-mmap" in ln for ln in commands), commands
+    assert "PARAMETER use_mmap false" in _modelfile(path.name, bp, None, None)
+    assert any("--no-mmap" in ln for ln in bp.markdown())
+    # with room to spare it is mapped, and nothing says otherwise
+    roomy = plan_for_target(path, facts, Target("roomy", 64 << 30, repack=X86_AVX2))
+    assert roomy.mmap and "--no-mmap" not in _readme(path.name, "m", roomy, "pass")
+    assert "use_mmap" not in _modelfile(path.name, roomy, None, None)
