@@ -249,7 +249,8 @@ def _blocks(draw: st.DrawFn) -> np.ndarray:
         elif kind == "zero":
             seg[:] = 0.0
         else:
-            seg[:] = np.round(seg / scale * 4) * np.float32(scale / 8)
+            # in float64: a huge patched value over a tiny scale overflows float32 to inf here
+            seg[:] = np.round(seg.astype(np.float64) / scale * 4) * (scale / 8)
     return x[None, :]
 
 
