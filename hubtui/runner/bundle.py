@@ -206,7 +206,6 @@ def _readme(
     ctx = plan.n_ctx or 2048
     tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(gguf_name).stem.lower())
     ngl = f" -ngl {plan.n_gpu_layers}" if plan.n_gpu_layers else ""
-    ngl += "" if plan.mmap else " --no-mmap"
     no_mmap = "" if plan.mmap else " --no-mmap"
     lora = adapter.llama_cpp_args() if adapter else ""
     lora_hubtui = adapter.hubtui_args() if adapter else ""
@@ -243,8 +242,8 @@ Chat in the terminal with hubtui's own chat (needs Python 3.11+ and llama-cpp-py
     Commands inside: /reset, /system TEXT, /save FILE, /quit; Ctrl-C stops a reply.
 
 llama.cpp (https://github.com/ggml-org/llama.cpp):
-    llama-cli -m {gguf_name}{lora} -c {ctx}{ngl} --jinja -cnv
-    llama-server -m {gguf_name}{lora} -c {ctx}{ngl} --jinja --host 127.0.0.1 --port 8080
+    llama-cli -m {gguf_name}{lora} -c {ctx}{ngl}{no_mmap} --jinja -cnv
+    llama-server -m {gguf_name}{lora} -c {ctx}{ngl}{no_mmap} --jinja --host 127.0.0.1 --port 8080
     then open http://127.0.0.1:8080 in a browser (OpenAI-compatible API at /v1).
 
 Ollama (https://ollama.com):

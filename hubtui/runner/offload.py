@@ -14,19 +14,17 @@ def load_mode(path: str | os.PathLike[str], n_ctx: int, *, mlock: bool = False) 
         return True, "mlock pins the mapped file"
     try:
         from hubtui.runner.machine import detect_machine
-        from quant.sizing.memory import RunSettings
-        from quant.sizing.plan import load_source, plan
+        from quant.sizing.plan import NO_MMAP_REASON, load_source, plan
         from quant.sizing.profiles import machine_target
     except ImportError:  # the standalone chat app in a field bundle carries no sizing code
         return True, "no sizing code: llama.cpp's default"
     try:
         target = machine_target(detect_machine())
-        settings = RunSettings(repack=target.repack)
-        row: Any = plan(load_source(os.fspath(path)), target, ctx=n_ctx, settings=settings).rows[0]
+        row: Any = plan(load_source(os.fspath(path)), target, ctx=n_ctx).rows[0]
     except Exception as exc:  # sizing is advice: a failure must not stop the run
         return True, f"sizing failed ({exc}); llama.cpp's default"
     if row.placement.mode_switched:
-        return False, "mapping the file leaves too little room for the pages of its repacked weights"
+        return False, NO_MMAP_REASON
     return True, "llama.cpp's default"
 
 

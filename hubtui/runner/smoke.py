@@ -217,7 +217,7 @@ def _memory_check(
     from hubtui.runner.machine import detect_machine
     from quant.errors import QuantError
     from quant.sizing.memory import RunSettings
-    from quant.sizing.plan import plan
+    from quant.sizing.plan import NO_MMAP_REASON, plan
     from quant.sizing.profiles import machine_target
 
     target = machine_target(detect_machine())
@@ -240,11 +240,7 @@ def _memory_check(
         return
     need = report.plan["working_set"] + report.plan["margin"] + extra
     avail = target.ram
-    mode = row.placement.mode + (
-        " (mapping the file leaves too little room for the pages of its repacked weights)"
-        if row.placement.mode_switched
-        else ""
-    )
+    mode = row.placement.mode + (f" ({NO_MMAP_REASON})" if row.placement.mode_switched else "")
     name = Path(path).name
     what = f"working set {format_bytes(report.plan['working_set'])} at ctx {n_ctx} with {mode}"
     if row.placement.kind == "none" or report.plan["anonymous"] + extra > avail:

@@ -44,6 +44,8 @@ CTX_STEP = 256
 # stay resident, so they page from disk on every token; "none": even the part that cannot page does not fit.
 FIT_KINDS = ("gpu", "partial", "cpu", "slow", "none")
 TIGHT = 0.90  # a fit that needs more than this share of a budget is "tight"
+# why a placement reads the file into RAM (`Placement.mode_switched`), in the runner's words
+NO_MMAP_REASON = "mapping the file leaves too little room for the pages of its repacked weights"
 
 
 class PlanError(QuantError):
